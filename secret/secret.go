@@ -1,0 +1,42 @@
+// Package secret holds Password, a string type that refuses to print itself.
+//
+// A password exists in memory, in the request body and in the sealed file,
+// nowhere else. Password makes the accidental routes (a log attribute, a %v
+// of a struct, an error message, JSON) print "[redacted]" instead; the only
+// way to the characters is an explicit call to Reveal.
+package secret
+
+import (
+	"fmt"
+	"log/slog"
+)
+
+// Redacted is what a Password prints in place of its value.
+const Redacted = "[redacted]"
+
+// Password is a password that redacts itself in fmt, slog, JSON and text
+// encodings. Note that fmt cannot call methods on unexported struct fields:
+// a struct that holds a Password in an unexported field must redact itself.
+type Password string
+
+// Reveal returns the password's characters. Call it only to build a request
+// body or a sealed file.
+func (p Password) Reveal() string { return string(p) }
+
+// Empty reports whether no password is set.
+func (p Password) Empty() bool { return p == "" }
+
+// String returns Redacted.
+func (p Password) String() string { return Redacted }
+
+// GoString returns Redacted.
+func (p Password) GoString() string { return Redacted }
+
+// Format prints Redacted for every verb.
+func (p Password) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(Redacted)) }
+
+// LogValue makes slog print Redacted.
+func (p Password) LogValue() slog.Value { return slog.StringValue(Redacted) }
+
+// MarshalText makes encoding/json and friends print Redacted.
+func (p Password) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
