@@ -1,0 +1,293 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+
+	"pwrotate/ecgridsim"
+	"pwrotate/report"
+)
+
+// crashWorld is a simulator in this process and a pwrotate child process
+// run against it, so that the child can be killed while the simulator keeps
+// the truth.
+type crashWorld struct {
+	t     *testing.T
+	sim   *ecgridsim.Server
+	url   string
+	id    *age.X25519Identity
+	dir   string
+	input string
+	users int
+}
+
+func newCrashWorld(t *testing.T, users int) *crashWorld {
+	t.Helper()
+	sim := ecgridsim.New()
+	sim.AddKey(scriptKey, scriptOwner, "NetworkAdmin")
+	var b strings.Builder
+	b.WriteString("userId\n")
+	for i := range users {
+		sim.AddUser(2000+i, scriptPw)
+		fmt.Fprintf(&b, "%d\n", 2000+i)
+	}
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	input := filepath.Join(dir, "users.csv")
+	if err := os.WriteFile(input, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &crashWorld{t: t, sim: sim, url: srv.URL, id: id, dir: dir, input: input, users: users}
+}
+
+// command returns the child pwrotate process for a run into out.
+func (w *crashWorld) command(ctx context.Context, out string, killAt string, extra ...string) (*exec.Cmd, *bytes.Buffer) {
+	args := append([]string{"run", "--input", w.input, "--apply", "--resume", "--out", out,
+		"--recipient", w.id.Recipient().String(), "--base-url", w.url, "--rate", "0", "--workers", "4",
+		"--timeout", "2s", "--log-format", "json"}, extra...)
+	cmd := exec.CommandContext(ctx, os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "PWROTATE_TEST_AS_MAIN=1", "ECGRID_API_KEY="+scriptKey, "PWROTATE_TEST_KILL_AT="+killAt)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	return cmd, &stderr
+}
+
+// run runs a child to its end and returns its exit code (-1: killed).
+func (w *crashWorld) run(out, killAt string, extra ...string) int {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, stderr := w.command(ctx, out, killAt, extra...)
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return -1
+		}
+		code := ee.ExitCode()
+		if code == 1 {
+			w.t.Logf("child stderr:\n%s", stderr)
+		}
+		return code
+	}
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return 0
+}
+
+// check asserts the contract's invariant after a completed run: every user
+// has a row, and every updated user's live password is the sealed one of
+// its recorded generation; the sealed files open with the age library.
+func (w *crashWorld) check(out string) map[int]int {
+	t := w.t
+	t.Helper()
+	rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := map[[2]int]string{}
+	files, _ := filepath.Glob(filepath.Join(out, "passwords-g*.age"))
+	for _, f := range files {
+		ss, err := report.ReadSealed(f, []age.Identity{w.id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range ss {
+			sealed[[2]int{s.UserID, s.Generation}] = s.Password.Reveal()
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(out, "*.tmp")); len(left) > 0 {
+		t.Errorf("temporary files left after completion: %v", left)
+	}
+	gens := map[int]int{}
+	seen := map[int]bool{}
+	for _, r := range rows {
+		if seen[r.UserID] {
+			t.Errorf("user %d has two rows", r.UserID)
+		}
+		seen[r.UserID] = true
+		if r.Status != report.Updated {
+			t.Errorf("user %d: %s (%s), want updated", r.UserID, r.Status, r.Error)
+			continue
+		}
+		gens[r.Generation]++
+		live, _ := w.sim.Password(r.UserID)
+		if pw, ok := sealed[[2]int{r.UserID, r.Generation}]; !ok || pw != live {
+			t.Errorf("user %d: the live password is not the sealed one of generation %d", r.UserID, r.Generation)
+		}
+	}
+	if len(rows) != w.users {
+		t.Errorf("%d rows, want %d", len(rows), w.users)
+	}
+	return gens
+}
+
+// TestKillAtEveryStep kills the child with SIGKILL at named steps, then
+// resumes it to completion.
+func TestKillAtEveryStep(t *testing.T) {
+	points := []string{
+		"locked",       // output folder locked, nothing else
+		"manifest",     // run.json written, nothing sealed
+		"sealing",      // halfway through writing the sealed file
+		"sealed",       // sealed, nothing sent
+		"answered:1",   // first change applied, its answer not recorded
+		"answered:15",  // in the middle of the updates
+		"recorded:3",   // recorded in the buffer, not yet fsynced
+		"recorded:40",  // the last outcome recorded, not yet synced
+		"recorded:270", // 256 outcomes fsynced, 14 more in the buffer
+		"answered:300", // the last answer, not recorded
+		"complete",     // all recorded, results not yet rewritten
+	}
+	for _, point := range points {
+		t.Run(point, func(t *testing.T) {
+			t.Parallel()
+			w := newCrashWorld(t, 300)
+			out := filepath.Join(w.dir, "out")
+			if code := w.run(out, point); code != -1 {
+				t.Fatalf("the child was not killed at %s (exit %d)", point, code)
+			}
+			if code := w.run(out, ""); code != 0 {
+				t.Fatalf("resume after kill at %s: exit %d", point, code)
+			}
+			gens := w.check(out)
+			t.Logf("kill at %s: rows by generation %v", point, gens)
+		})
+	}
+}
+
+// TestRepeatedRandomKills kills the child at random times three times in a
+// row, then lets it finish: the run still converges.
+func TestRepeatedRandomKills(t *testing.T) {
+	w := newCrashWorld(t, 1200)
+	w.sim.SetLatency(5*time.Millisecond, 15*time.Millisecond)
+	out := filepath.Join(w.dir, "out")
+	killed := 0
+	for i := range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cmd, _ := w.command(ctx, out, "")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill once a random number of further changes reached the server
+		// (the child's own start-up time varies too much for a fixed delay).
+		target := w.sim.Count("password") + 100 + rand.IntN(200)
+		deadline := time.Now().Add(20 * time.Second)
+		for w.sim.Count("password") < target && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		err := cmd.Wait()
+		cancel()
+		if err != nil {
+			killed++
+		}
+		t.Logf("kill %d: %v", i+1, err)
+	}
+	if code := w.run(out, ""); code != 0 {
+		t.Fatalf("final resume: exit %d", code)
+	}
+	gens := w.check(out)
+	t.Logf("%d of 3 kills landed mid-run; rows by generation %v", killed, gens)
+}
+
+// TestSIGTERMFinishesInFlight sends SIGTERM mid-run: the child lets the
+// requests in flight finish, records them, writes the summary and exits 3
+// within the request timeout plus about a second; the sealed file opens.
+func TestSIGTERMFinishesInFlight(t *testing.T) {
+	w := newCrashWorld(t, 200)
+	w.sim.SetLatency(100*time.Millisecond, 300*time.Millisecond)
+	out := filepath.Join(w.dir, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, stderr := w.command(ctx, out, "")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for w.sim.Count("password") < 20 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	sent := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	took := time.Since(sent)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("exit after SIGTERM: %v, want code 3\n%s", err, stderr)
+	}
+	t.Logf("SIGTERM to exit: %v (request timeout 2s)", took)
+	if took > 3*time.Second {
+		t.Errorf("SIGTERM to exit took %v, more than the 2s timeout plus a second", took)
+	}
+	sum, err := report.ReadSummary(filepath.Join(out, "summary.json"))
+	if err != nil || !sum.Interrupted || sum.ExitCode != 3 {
+		t.Fatalf("summary after SIGTERM: %+v %v", sum, err)
+	}
+	if _, err := report.ReadSealed(filepath.Join(out, report.SealedName(1)), []age.Identity{w.id}); err != nil {
+		t.Fatalf("sealed file after SIGTERM: %v", err)
+	}
+	// Every request the server answered before the exit is recorded, so the
+	// resumed run sends no new password to those users.
+	rows, _ := report.ReadResults(filepath.Join(out, "results.csv"))
+	if len(rows) == 0 {
+		t.Fatal("nothing recorded before exit")
+	}
+	if code := w.run(out, ""); code != 0 {
+		t.Fatalf("resume: exit %d", code)
+	}
+	gens := w.check(out)
+	if gens[1] < len(rows) {
+		t.Errorf("generation 1 has %d rows after resume, but %d were recorded at SIGTERM", gens[1], len(rows))
+	}
+}
+
+// TestSecondRunOnSameOutRefused starts a slow run, then a second on the
+// same folder: the second exits 1 naming the holder; the first completes.
+func TestSecondRunOnSameOutRefused(t *testing.T) {
+	w := newCrashWorld(t, 30)
+	w.sim.SetLatency(50*time.Millisecond, 60*time.Millisecond)
+	out := filepath.Join(w.dir, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	first, _ := w.command(ctx, out, "", "--workers", "1")
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for w.sim.Count("password") < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	second, stderr := w.command(ctx, out, "")
+	err := second.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("second run: %v, want exit 1", err)
+	}
+	if !strings.Contains(stderr.String(), "in use") || !strings.Contains(stderr.String(), "pid") {
+		t.Errorf("second run's error does not name the holder:\n%s", stderr)
+	}
+	if err := first.Wait(); err != nil {
+		t.Fatalf("first run: %v", err)
+	}
+	w.check(out)
+}

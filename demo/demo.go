@@ -1,0 +1,111 @@
+// Package demo runs pwrotate against its built-in ECGrid simulator on
+// loopback: the example input, a throw-away API key and a fresh age identity,
+// so that a newcomer can watch a whole rotation without any credential.
+package demo
+
+import (
+	"bytes"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"filippo.io/age"
+
+	"pwrotate/ecgridsim"
+)
+
+// ExampleInput is the bundled users CSV that --demo rotates (40 users; two
+// rows carry clearly-fake demo passwords to show the newPassword column).
+//
+//go:embed example-users.csv
+var ExampleInput []byte
+
+// InputName is the name the example input goes by in plans and summaries.
+const InputName = "demo:example-users.csv"
+
+// CallerID is the simulator user that owns the demo API key.
+const CallerID = 1
+
+// Env is a running demo simulator.
+type Env struct {
+	BaseURL string
+	APIKey  string
+	Sim     *ecgridsim.Server
+	srv     *http.Server
+}
+
+// Start serves a simulator on 127.0.0.1 with a fresh random API key
+// (NetworkAdmin), every user ID existing, a little latency, and a few
+// transient faults that the job's retries must absorb.
+func Start() (*Env, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, err
+	}
+	key := hex.EncodeToString(b[:])
+	sim := ecgridsim.New()
+	sim.SetAutoCreate(true)
+	sim.AddKey(key, CallerID, "NetworkAdmin")
+	sim.SetLatency(5*time.Millisecond, 30*time.Millisecond)
+	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1003, Kind: ecgridsim.TooManyRequests, RetryAfter: "1"})
+	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1011, Kind: ecgridsim.HTMLError})
+	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1019, Kind: ecgridsim.ApplyThenDrop})
+	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1031, Kind: ecgridsim.Problem, Status: 502})
+	base, srv, err := sim.ListenLoopback()
+	if err != nil {
+		return nil, fmt.Errorf("demo simulator: %w", err)
+	}
+	return &Env{BaseURL: base, APIKey: key, Sim: sim, srv: srv}, nil
+}
+
+// Close stops the simulator.
+func (e *Env) Close() error { return e.srv.Close() }
+
+// Identity returns the age recipient of dir's demo identity, creating the
+// identity file (0600) if it is not there yet.
+func Identity(dir string) (age.Recipient, string, error) {
+	path := filepath.Join(dir, "demo-identity.txt")
+	if b, err := os.ReadFile(path); err == nil {
+		ids, err := age.ParseIdentities(bytes.NewReader(b))
+		if err != nil {
+			return nil, "", fmt.Errorf("demo identity %s: %w", path, err)
+		}
+		x, ok := ids[0].(*age.X25519Identity)
+		if !ok {
+			return nil, "", fmt.Errorf("demo identity %s: not an X25519 identity", path)
+		}
+		return x.Recipient(), path, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, "", err
+	}
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		return nil, "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, "", err
+	}
+	body := fmt.Sprintf("# pwrotate --demo identity: it opens this folder's sealed passwords.\n# public key: %s\n%s\n", id.Recipient(), id)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, "", err
+	}
+	if _, err := f.WriteString(body); err != nil {
+		f.Close()
+		return nil, "", err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, "", err
+	}
+	if err := f.Close(); err != nil {
+		return nil, "", err
+	}
+	return id.Recipient(), path, nil
+}

@@ -1,0 +1,7 @@
+// Package deploy holds pwrotate's Kubernetes manifests (a CronJob, an Indexed
+// Job, their ConfigMap and PersistentVolumeClaims, and a helper pod to collect
+// the output) and the tests that keep them, and the repository's Dockerfile,
+// honest: every manifest must decode strictly into its Kubernetes API type and
+// keep the hardening, retry and resume properties that docs/kubernetes.md
+// describes. The package has no code of its own.
+package deploy

@@ -1,0 +1,105 @@
+package job
+
+import (
+	"context"
+	"math"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Limiter paces every API call of a run: one token bucket shared by all
+// workers. A 429 (Throttle) pauses every caller for the Retry-After time and
+// halves the rate; the rate then recovers by a quarter each second until it
+// is back at the configured one. It implements rotate.Pacer.
+type Limiter struct {
+	bucket *rate.Limiter
+	target rate.Limit // configured rate; rate.Inf when unlimited
+
+	mu          sync.Mutex
+	pausedUntil time.Time
+	lastChange  time.Time
+	now         func() time.Time
+}
+
+// NewLimiter returns a Limiter for perSecond calls a second (0: unlimited)
+// with the given burst (at least 1).
+func NewLimiter(perSecond float64, burst int) *Limiter {
+	if burst < 1 {
+		burst = 1
+	}
+	target := rate.Limit(perSecond)
+	if perSecond <= 0 {
+		target = rate.Inf
+	}
+	return &Limiter{bucket: rate.NewLimiter(target, burst), target: target, now: time.Now}
+}
+
+// Wait blocks until the next call may start, or ctx is done.
+func (l *Limiter) Wait(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		now := l.now()
+		l.recoverLocked(now)
+		pause := l.pausedUntil.Sub(now)
+		l.mu.Unlock()
+		if pause <= 0 {
+			break
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return l.bucket.Wait(ctx)
+}
+
+// Throttle records a 429: every caller waits at least retryAfter, and a
+// finite rate is halved (down to a tenth of the configured rate at most).
+func (l *Limiter) Throttle(retryAfter time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if until := now.Add(retryAfter); until.After(l.pausedUntil) {
+		l.pausedUntil = until
+	}
+	if l.target == rate.Inf {
+		return
+	}
+	floor := l.target / 10
+	cur := l.bucket.Limit() / 2
+	if cur < floor {
+		cur = floor
+	}
+	l.bucket.SetLimitAt(now, cur)
+	l.lastChange = l.pausedUntil // recovery starts a second after the pause
+}
+
+// Rate returns the rate in force now, in calls a second (+Inf: unlimited).
+func (l *Limiter) Rate() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.recoverLocked(l.now())
+	if l.bucket.Limit() == rate.Inf {
+		return math.Inf(1)
+	}
+	return float64(l.bucket.Limit())
+}
+
+// recoverLocked raises a throttled rate by a quarter (at least one call a
+// second) for every second since the last change, up to the target.
+func (l *Limiter) recoverLocked(now time.Time) {
+	cur := l.bucket.Limit()
+	if cur >= l.target || now.Before(l.pausedUntil) {
+		return
+	}
+	for now.Sub(l.lastChange) >= time.Second && cur < l.target {
+		cur = min(l.target, max(cur*1.25, cur+1))
+		l.lastChange = l.lastChange.Add(time.Second)
+	}
+	l.bucket.SetLimitAt(now, cur)
+}

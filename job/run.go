@@ -1,0 +1,753 @@
+// Package job is the rotation itself: it reads and validates the input,
+// makes the plan, seals the passwords, runs the rate-limited worker pool and
+// keeps the run's state in the output folder so that an interrupted or
+// killed run can be resumed without losing a password.
+package job
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"filippo.io/age"
+	"golang.org/x/sync/errgroup"
+
+	"pwrotate/report"
+	"pwrotate/rotate"
+	"pwrotate/secret"
+)
+
+// Exit codes, as the contract gives them.
+const (
+	ExitOK          = 0 // every record updated (dry run: no invalid record)
+	ExitFatal       = 1 // could not start, or a fatal error
+	ExitIncomplete  = 2 // finished, but some records failed or were invalid, or a reset failed
+	ExitInterrupted = 3 // interrupted by a signal: run again with --resume
+)
+
+// Progress is told about every finished record (console.Progress).
+type Progress interface {
+	SetTotal(n int)
+	Done(failed bool)
+}
+
+// Counter reports the API calls made so far (metrics.Run).
+type Counter interface {
+	Calls() int64
+	Retries() int64
+}
+
+// Config is everything a run needs; main builds it from the flags.
+type Config struct {
+	InputPath     string    // "-" for Stdin
+	Stdin         io.Reader // read when InputPath is "-"
+	InputData     []byte    // read instead of InputPath when non-nil (--demo)
+	InputName     string    // the name InputData goes by
+	Apply         bool
+	Out           string // output folder; optional in a dry run
+	Resume        bool
+	Recipients    []age.Recipient
+	Client        *rotate.Client // nil: no API key (dry run only)
+	Endpoint      string         // base URL, for the plan
+	Generator     *rotate.Generator
+	Workers       int
+	ResetSessions bool
+	IncludeSelf   bool
+	MaxUsers      int
+	Shard, Shards int // process shard Shard of Shards (Shards <= 1: everything)
+	Version       string
+	Logger        *slog.Logger
+	Stdout        io.Writer // where the plan is printed; nil: nowhere
+	Progress      Progress  // optional
+	Counter       Counter   // optional
+	// Hook, when set, is called at named points of the run (tests use it
+	// to kill the process at an exact step). n counts occurrences.
+	Hook func(point string, n int)
+	Now  func() time.Time
+}
+
+// ExitError is a run's failure with the exit code it maps to.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string { return e.Err.Error() }
+func (e *ExitError) Unwrap() error { return e.Err }
+
+func fatal(format string, args ...any) error {
+	return &ExitError{Code: ExitFatal, Err: fmt.Errorf(format, args...)}
+}
+
+// Runner runs one rotation. Abort may be called from another goroutine
+// (a second signal) to make what is recorded durable before exiting.
+type Runner struct {
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	results *report.ResultsFile
+}
+
+// New returns a Runner for cfg.
+func New(cfg Config) *Runner {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Workers < 1 {
+		cfg.Workers = 1
+	}
+	if cfg.Hook == nil {
+		cfg.Hook = func(string, int) {}
+	}
+	return &Runner{cfg: cfg, log: cfg.Logger}
+}
+
+// Abort syncs the results recorded so far. Call it before exiting at once.
+func (r *Runner) Abort() {
+	r.mu.Lock()
+	res := r.results
+	r.mu.Unlock()
+	if res != nil {
+		_ = res.Sync()
+	}
+}
+
+// plan is the run's state in memory: the records of this shard, which of
+// them already have an outcome, and the passwords of those still to do.
+type plan struct {
+	in       *Input
+	records  []Record // this shard's records, in input order
+	caller   *rotate.Caller
+	valid    int
+	recorded []bool // by index into records
+	pending  []int32
+	pw       []secret.Password // parallel to pending
+	source   []bool            // parallel to pending: true if from input
+}
+
+// Run carries out the run. The Summary is filled in even when the error is
+// not nil; its ExitCode is the process's exit code.
+func (r *Runner) Run(ctx context.Context) (report.Summary, error) {
+	cfg := r.cfg
+	sum := report.Summary{
+		Version:   cfg.Version,
+		StartedAt: cfg.Now().UTC(),
+		DryRun:    !cfg.Apply,
+		Counts:    map[string]int{},
+	}
+	if cfg.Shards > 1 {
+		sum.Shard = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
+	}
+	err := r.run(ctx, &sum)
+	sum.FinishedAt = cfg.Now().UTC()
+	if err != nil {
+		var ee *ExitError
+		if errors.As(err, &ee) {
+			sum.ExitCode = ee.Code
+		} else {
+			sum.ExitCode = ExitFatal
+		}
+	}
+	return sum, err
+}
+
+func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
+	cfg := r.cfg
+	var out *OutDir
+	if cfg.Apply || cfg.Out != "" {
+		if cfg.Apply && len(cfg.Recipients) == 0 {
+			return fatal("--recipient: at least one recipient is needed with --apply")
+		}
+		var err error
+		if out, err = OpenOut(cfg.Out, cfg.Resume); err != nil {
+			return &ExitError{Code: ExitFatal, Err: err}
+		}
+		defer out.Close()
+		cfg.Hook("locked", 1)
+	}
+
+	in, err := r.readInput()
+	if err != nil {
+		return &ExitError{Code: ExitFatal, Err: err}
+	}
+	sum.Input, sum.InputSHA256 = in.Name, in.SHA256
+
+	if out != nil {
+		m, ok, err := out.ReadManifest()
+		if err != nil {
+			return &ExitError{Code: ExitFatal, Err: err}
+		}
+		if ok && m.InputSHA256 != in.SHA256 {
+			return fatal("--resume: %s holds a run of %s (sha256 %.12s…), not of this input %s (sha256 %.12s…): refusing to mix them",
+				out.Path, m.Input, m.InputSHA256, in.Name, in.SHA256)
+		}
+		prev, perr := report.ReadSummary(out.File(SummaryName))
+		if perr == nil && prev.DryRun {
+			return fatal("output folder %s holds a dry run's plan, not a run: choose another --out", out.Path)
+		}
+		if ok {
+			if perr == nil && prev.Complete {
+				r.log.Info("run already complete: nothing to do", "out", out.Path, "exitCode", prev.ExitCode)
+				*sum = prev
+				if prev.ExitCode != ExitOK {
+					return &ExitError{Code: prev.ExitCode, Err: fmt.Errorf("run in %s already complete with exit code %d", out.Path, prev.ExitCode)}
+				}
+				return nil
+			}
+		}
+	}
+
+	p := &plan{in: in, records: r.shardRecords(in.Records)}
+	sum.Records = len(p.records)
+	if err := r.preflight(ctx, p); err != nil {
+		return err
+	}
+	for i := range p.records {
+		if p.records[i].Invalid == "" {
+			p.valid++
+		}
+	}
+	if cfg.MaxUsers > 0 && p.valid > cfg.MaxUsers {
+		return fatal("--max-users %d: the plan would change %d users; refusing", cfg.MaxUsers, p.valid)
+	}
+	if !cfg.Apply {
+		return r.dryRun(p, out, sum)
+	}
+	return r.apply(ctx, p, out, sum)
+}
+
+func (r *Runner) readInput() (*Input, error) {
+	if r.cfg.InputData != nil {
+		name := r.cfg.InputName
+		if name == "" {
+			name = "input"
+		}
+		return ReadInput(bytes.NewReader(r.cfg.InputData), name)
+	}
+	if r.cfg.InputPath == "" {
+		return nil, errors.New("--input: a users CSV is required")
+	}
+	if r.cfg.InputPath == "-" && r.cfg.Stdin != nil {
+		return ReadInput(r.cfg.Stdin, "stdin")
+	}
+	return ReadInputFile(r.cfg.InputPath)
+}
+
+// ShardOf returns the shard (0..shards-1) that userID belongs to.
+func ShardOf(userID, shards int) int {
+	h := fnv.New32a()
+	var b [8]byte
+	h.Write(strconv.AppendInt(b[:0], int64(userID), 10))
+	return int(h.Sum32() % uint32(shards))
+}
+
+// shardRecords keeps the records of this shard. Records without a usable
+// userId belong to shard 0, so that each is reported exactly once.
+func (r *Runner) shardRecords(all []Record) []Record {
+	if r.cfg.Shards <= 1 {
+		return all
+	}
+	var kept []Record
+	for _, rec := range all {
+		s := 0
+		if rec.UserID != 0 {
+			s = ShardOf(rec.UserID, r.cfg.Shards)
+		}
+		if s == r.cfg.Shard {
+			kept = append(kept, rec)
+		}
+	}
+	return kept
+}
+
+// preflight asks who the key belongs to, checks its AuthLevel, and marks the
+// caller's own record invalid unless --include-self.
+func (r *Runner) preflight(ctx context.Context, p *plan) error {
+	cfg := r.cfg
+	if cfg.Client == nil {
+		if cfg.Apply {
+			return fatal("no API key: set ECGRID_API_KEY or pass --api-key-file")
+		}
+		return nil
+	}
+	caller, o := cfg.Client.Me(ctx)
+	if !o.OK {
+		if o.Interrupted {
+			return &ExitError{Code: ExitInterrupted, Err: fmt.Errorf("preflight: %w", o.Err)}
+		}
+		return fatal("preflight GET /v2/users/me: %w", o.Err)
+	}
+	r.log.Info("preflight", "caller", caller.UserID, "authLevel", caller.LevelName)
+	if cfg.Apply && caller.Level < rotate.LevelNetworkAdmin {
+		return fatal("preflight: the API key belongs to user %d with AuthLevel %q; changing passwords needs NetworkAdmin or higher",
+			caller.UserID, caller.LevelName)
+	}
+	p.caller = &caller
+	if !cfg.IncludeSelf {
+		for i := range p.records {
+			if p.records[i].Invalid == "" && p.records[i].UserID == caller.UserID {
+				p.records[i].Invalid = "the caller's own account (pass --include-self to rotate it)"
+			}
+		}
+	}
+	return nil
+}
+
+// passwords fills p.pw for p.pending: the input's password, else a new one.
+func (r *Runner) passwords(p *plan) error {
+	p.pw = make([]secret.Password, len(p.pending))
+	p.source = make([]bool, len(p.pending))
+	for i, idx := range p.pending {
+		rec := &p.records[idx]
+		if !rec.Password.Empty() {
+			p.pw[i], p.source[i] = rec.Password, true
+			continue
+		}
+		pw, err := r.cfg.Generator.Generate()
+		if err != nil {
+			return fatal("generating a password: %w", err)
+		}
+		p.pw[i] = pw
+	}
+	return nil
+}
+
+func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
+	for i := range p.records {
+		if p.records[i].Invalid == "" {
+			p.pending = append(p.pending, int32(i))
+		}
+	}
+	if err := r.passwords(p); err != nil {
+		return err
+	}
+	for i, pw := range p.pw {
+		if err := rotate.CheckPolicy(pw.Reveal()); err != nil {
+			return fatal("line %d: the password for user %d breaks the rule: %w", p.records[p.pending[i]].Line, p.records[p.pending[i]].UserID, err)
+		}
+	}
+	p.pw = nil
+	r.printPlan(p, "dry run: nothing will be changed (pass --apply to carry it out)")
+	invalid := len(p.records) - p.valid
+	sum.Counts[string(report.Planned)] = p.valid
+	sum.Counts[string(report.Invalid)] = invalid
+	code := ExitOK
+	if invalid > 0 {
+		code = ExitIncomplete
+	}
+	sum.ExitCode = code
+	sum.Complete = true
+	if out != nil {
+		rows := make([]report.Row, 0, len(p.records))
+		for _, rec := range p.records {
+			rows = append(rows, r.baseRow(rec, report.Planned))
+		}
+		res, _, err := report.OpenResults(out.File(ResultsName))
+		if err != nil {
+			return fatal("results: %w", err)
+		}
+		if err := res.Append(rows...); err != nil {
+			res.Close()
+			return fatal("results: %w", err)
+		}
+		if err := res.Close(); err != nil {
+			return fatal("results: %w", err)
+		}
+		sum.Outputs = []string{out.File(ResultsName), out.File(SummaryName)}
+		if err := report.WriteSummary(out.File(SummaryName), *sum); err != nil {
+			return fatal("summary: %w", err)
+		}
+	}
+	if code != ExitOK {
+		return &ExitError{Code: code, Err: fmt.Errorf("%d invalid records", invalid)}
+	}
+	return nil
+}
+
+// baseRow is the results row of a record before any call: invalid, or
+// status st.
+func (r *Runner) baseRow(rec Record, st report.Status) report.Row {
+	row := report.Row{Line: rec.Line, UserID: rec.UserID, Status: st}
+	if rec.UserID == 0 {
+		row.RawUserID = rec.RawUserID
+	}
+	if rec.Invalid != "" {
+		row.Status = report.Invalid
+		row.Error = rec.Invalid
+		row.FinishedAt = r.cfg.Now().UTC()
+		return row
+	}
+	row.PasswordSource = "generated"
+	if !rec.Password.Empty() {
+		row.PasswordSource = "input"
+	}
+	return row
+}
+
+func (r *Runner) printPlan(p *plan, mode string) {
+	w := r.cfg.Stdout
+	if w == nil {
+		return
+	}
+	fromInput := 0
+	for i := range p.records {
+		if p.records[i].Invalid == "" && !p.records[i].Password.Empty() {
+			fromInput++
+		}
+	}
+	invalid := len(p.records) - p.valid
+	fmt.Fprintf(w, "pwrotate plan — %s\n", mode)
+	fmt.Fprintf(w, "  input:     %s (sha256 %s), %d records\n", p.in.Name, p.in.SHA256, len(p.records))
+	fmt.Fprintf(w, "  to change: %d users (%d generated passwords, %d from the input)\n", p.valid, p.valid-fromInput, fromInput)
+	fmt.Fprintf(w, "  invalid:   %d\n", invalid)
+	shown := 0
+	for _, rec := range p.records {
+		if rec.Invalid == "" {
+			continue
+		}
+		if shown == 10 {
+			fmt.Fprintf(w, "    … and %d more (see results.csv)\n", invalid-shown)
+			break
+		}
+		fmt.Fprintf(w, "    line %d: %s\n", rec.Line, rec.Invalid)
+		shown++
+	}
+	fmt.Fprintf(w, "  endpoint:  POST %s/v2/users/password\n", r.cfg.Endpoint)
+	if p.caller != nil {
+		fmt.Fprintf(w, "  caller:    user %d, AuthLevel %s\n", p.caller.UserID, p.caller.LevelName)
+	} else {
+		fmt.Fprintf(w, "  caller:    not checked (no API key given)\n")
+	}
+	if r.cfg.ResetSessions {
+		fmt.Fprintf(w, "  sessions:  reset after each change\n")
+	}
+}
+
+// runCounts tallies outcomes as they are recorded.
+type runCounts struct {
+	mu          sync.Mutex
+	byStatus    map[report.Status]int
+	resetFailed int
+}
+
+func (c *runCounts) add(row report.Row) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byStatus[row.Status]++
+	if row.SessionsReset == "false" {
+		c.resetFailed++
+	}
+}
+
+var errFatalAPI = errors.New("the API refused the key")
+
+// syncEvery is the batch of recorded outcomes after which results are
+// fsynced, besides the syncer's once a second.
+const syncEvery = 256
+
+func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Summary) (err error) {
+	cfg := r.cfg
+	res, existing, err := report.OpenResults(out.File(ResultsName))
+	if err != nil {
+		return fatal("results: %w", err)
+	}
+	r.mu.Lock()
+	r.results = res
+	r.mu.Unlock()
+	defer func() {
+		if cerr := res.Close(); cerr != nil && err == nil {
+			err = fatal("results: %w", cerr)
+		}
+	}()
+
+	counts := &runCounts{byStatus: map[report.Status]int{}}
+	index := make(map[int]int32, len(p.records))
+	for i := range p.records {
+		index[p.records[i].Line] = int32(i)
+	}
+	p.recorded = make([]bool, len(p.records))
+	for _, row := range existing {
+		if i, ok := index[row.Line]; ok && !p.recorded[i] {
+			p.recorded[i] = true
+			counts.add(row)
+		}
+	}
+	index = nil
+	var invalidRows []report.Row
+	for i := range p.records {
+		if p.recorded[i] {
+			continue
+		}
+		if p.records[i].Invalid != "" {
+			invalidRows = append(invalidRows, r.baseRow(p.records[i], report.Invalid))
+			p.recorded[i] = true
+		} else {
+			p.pending = append(p.pending, int32(i))
+		}
+	}
+	if len(existing) > 0 {
+		r.log.Info("resuming", "out", out.Path, "recorded", len(existing), "pending", len(p.pending))
+	}
+
+	gens, err := report.SealedGenerations(out.Path)
+	if err != nil {
+		return fatal("sealed files: %w", err)
+	}
+	gen := 1
+	if len(gens) > 0 {
+		gen = gens[len(gens)-1] + 1
+	}
+	if len(p.pending) > 0 {
+		sum.Generation = gen
+	}
+	r.printPlan(p, fmt.Sprintf("applying, generation %d, %d still to do", gen, len(p.pending)))
+
+	if _, ok, err := out.ReadManifest(); err != nil {
+		return &ExitError{Code: ExitFatal, Err: err}
+	} else if !ok {
+		m := Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard}
+		if err := out.WriteManifest(m); err != nil {
+			return fatal("writing %s: %w", ManifestName, err)
+		}
+	}
+	cfg.Hook("manifest", 1)
+
+	if len(p.pending) > 0 {
+		if err := r.passwords(p); err != nil {
+			return err
+		}
+		half := len(p.pending) / 2
+		path, err := report.Seal(out.Path, gen, cfg.Recipients, func(yield func(int, secret.Password) bool) {
+			for i, idx := range p.pending {
+				if i == half {
+					cfg.Hook("sealing", 1)
+				}
+				if !yield(p.records[idx].UserID, p.pw[i]) {
+					return
+				}
+			}
+		})
+		if err != nil {
+			return fatal("sealing generation %d: %w", gen, err)
+		}
+		r.log.Info("sealed", "file", path, "generation", gen, "passwords", len(p.pending))
+		cfg.Hook("sealed", 1)
+	}
+	if len(invalidRows) > 0 {
+		for _, row := range invalidRows {
+			r.log.Warn("invalid record", "line", row.Line, "reason", row.Error)
+			counts.add(row)
+		}
+		if err := res.Append(invalidRows...); err != nil {
+			return fatal("results: %w", err)
+		}
+		if err := res.Sync(); err != nil {
+			return fatal("results: %w", err)
+		}
+		cfg.Hook("invalid-recorded", 1)
+	}
+
+	if cfg.Progress != nil {
+		cfg.Progress.SetTotal(len(p.pending))
+	}
+	applyStart := cfg.Now()
+	calls0 := int64(0)
+	if cfg.Counter != nil {
+		calls0 = cfg.Counter.Calls()
+	}
+	poolErr := r.pool(ctx, p, gen, res, counts)
+	applyDur := cfg.Now().Sub(applyStart)
+	syncErr := res.Sync()
+
+	// The outcome of the run.
+	done := 0
+	for _, ok := range p.recorded {
+		if ok {
+			done++
+		}
+	}
+	complete := done == len(p.records) && poolErr == nil && syncErr == nil
+	counts.mu.Lock()
+	for st, n := range counts.byStatus {
+		sum.Counts[string(st)] = n
+	}
+	resetFailed := counts.resetFailed
+	counts.mu.Unlock()
+	sum.Counts["pending"] = len(p.records) - done
+	if cfg.Counter != nil {
+		sum.APICalls = int(cfg.Counter.Calls())
+		sum.Retries = int(cfg.Counter.Retries())
+		if applyDur > 0 {
+			sum.AchievedRate = float64(cfg.Counter.Calls()-calls0) / applyDur.Seconds()
+		}
+	}
+	sum.Outputs = []string{out.File(ResultsName), out.File(SummaryName)}
+	for _, g := range append(gens, gen) {
+		if g == gen && len(p.pending) == 0 {
+			continue
+		}
+		sum.Outputs = append(sum.Outputs, out.File(report.SealedName(g)))
+	}
+
+	var runErr error
+	switch {
+	case syncErr != nil:
+		runErr = fatal("recording results: %w", syncErr)
+	case ctx.Err() != nil:
+		sum.Interrupted = true
+		runErr = &ExitError{Code: ExitInterrupted, Err: errors.New("interrupted: run again with --resume to finish")}
+	case poolErr != nil:
+		runErr = &ExitError{Code: ExitFatal, Err: poolErr}
+	case !complete:
+		runErr = fatal("run incomplete: %d records have no outcome; run again with --resume", len(p.records)-done)
+	default:
+		sum.Complete = true
+		cfg.Hook("complete", 1)
+		if err := res.Close(); err != nil {
+			return fatal("results: %w", err)
+		}
+		if err := report.RewriteSorted(out.File(ResultsName)); err != nil {
+			return fatal("results: %w", err)
+		}
+		failed := len(p.records) - sum.Counts[string(report.Updated)]
+		if failed > 0 || resetFailed > 0 {
+			runErr = &ExitError{Code: ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed", failed, resetFailed)}
+		}
+	}
+	if runErr != nil {
+		var ee *ExitError
+		errors.As(runErr, &ee)
+		sum.ExitCode = ee.Code
+	}
+	sum.FinishedAt = cfg.Now().UTC()
+	if err := report.WriteSummary(out.File(SummaryName), *sum); err != nil && runErr == nil {
+		runErr = fatal("summary: %w", err)
+	}
+	return runErr
+}
+
+// pool sends the pending changes through the worker pool. It returns a
+// fatal error (401/403, results not writable); an interruption shows as
+// ctx being done.
+func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.ResultsFile, counts *runCounts) error {
+	cfg := r.cfg
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+
+	// The syncer makes results durable at least every second.
+	syncDone := make(chan struct{})
+	go func() {
+		defer close(syncDone)
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := res.Sync(); err != nil {
+					cancel(fmt.Errorf("recording results: %w", err))
+					return
+				}
+			}
+		}
+	}()
+
+	var answered, recordedN atomic.Int64
+	var g errgroup.Group
+	g.SetLimit(cfg.Workers)
+	for i, idx := range p.pending {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				return nil
+			}
+			rec := &p.records[idx]
+			o := cfg.Client.ChangePassword(ctx, rec.UserID, p.pw[i])
+			cfg.Hook("answered", int(answered.Add(1)))
+			if o.Interrupted {
+				return nil
+			}
+			if o.Fatal {
+				cancel(fmt.Errorf("%w: %v (no further requests sent)", errFatalAPI, o.Err))
+				return nil
+			}
+			row := report.Row{
+				Line: rec.Line, UserID: rec.UserID, Generation: gen,
+				Attempts: o.Attempts, HTTPStatus: o.HTTPStatus, ErrorCode: o.ErrorCode,
+				PasswordSource: "generated",
+			}
+			if p.source[i] {
+				row.PasswordSource = "input"
+			}
+			if o.OK {
+				row.Status = report.Updated
+				if cfg.ResetSessions {
+					ro := cfg.Client.ResetSessions(ctx, rec.UserID)
+					row.SessionsReset = strconv.FormatBool(ro.OK)
+					if !ro.OK {
+						row.Error = "password changed; session reset failed: " + errText(ro.Err)
+						r.log.Warn("session reset failed", "line", rec.Line, "user", rec.UserID, "reason", errText(ro.Err))
+						if ro.Fatal {
+							cancel(fmt.Errorf("%w: %v (no further requests sent)", errFatalAPI, ro.Err))
+						}
+					}
+				}
+			} else {
+				row.Status = report.Failed
+				row.Error = errText(o.Err)
+				if o.Unknown && !bytes.Contains([]byte(row.Error), []byte("outcome unknown")) {
+					row.Error = "outcome unknown: " + row.Error
+				}
+				r.log.Warn("record failed", "line", rec.Line, "user", rec.UserID, "attempts", o.Attempts, "reason", row.Error)
+			}
+			row.FinishedAt = cfg.Now().UTC()
+			if err := res.Append(row); err != nil {
+				cancel(fmt.Errorf("recording results: %w", err))
+				return nil
+			}
+			p.recorded[idx] = true
+			counts.add(row)
+			if cfg.Progress != nil {
+				cfg.Progress.Done(row.Status != report.Updated)
+			}
+			n := recordedN.Add(1)
+			if n%syncEvery == 0 {
+				if err := res.Sync(); err != nil {
+					cancel(fmt.Errorf("recording results: %w", err))
+					return nil
+				}
+			}
+			cfg.Hook("recorded", int(n))
+			return nil
+		})
+	}
+	_ = g.Wait()
+	cancel(nil)
+	<-syncDone
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func errText(err error) string {
+	if err == nil {
+		return "unknown error"
+	}
+	return err.Error()
+}

@@ -1,0 +1,586 @@
+package job_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+
+	"pwrotate/ecgridsim"
+	"pwrotate/job"
+	"pwrotate/report"
+	"pwrotate/rotate"
+)
+
+const (
+	testKey   = "test-key-5f0e1d2c3b4a"
+	lowKey    = "low-key-0a1b2c3d"
+	callerID  = 7
+	initialPw = "Initial-Passw0rd!"
+	firstUser = 1000
+)
+
+// world is a simulator with users firstUser.. and the pieces a run needs.
+type world struct {
+	t      *testing.T
+	sim    *ecgridsim.Server
+	url    string
+	id     *age.X25519Identity
+	logs   *syncBuffer
+	stdout *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newWorld(t *testing.T, users int) *world {
+	t.Helper()
+	sim := ecgridsim.New()
+	sim.AddKey(testKey, callerID, "NetworkAdmin")
+	sim.AddKey(lowKey, 8, "NetworkUser")
+	sim.AddUser(callerID, initialPw)
+	for i := range users {
+		sim.AddUser(firstUser+i, initialPw)
+	}
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &world{t: t, sim: sim, url: srv.URL, id: id, logs: &syncBuffer{}, stdout: &syncBuffer{}}
+}
+
+func (w *world) client(key string, mutate func(*rotate.Config)) *rotate.Client {
+	w.t.Helper()
+	cfg := rotate.Config{
+		BaseURL: w.url, APIKey: key, Workers: 8, Timeout: 2 * time.Second, MaxAttempts: 5,
+		BackoffBase: time.Millisecond, BackoffMax: 20 * time.Millisecond,
+		Pacer: job.NewLimiter(0, 1), Logger: slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	c, err := rotate.New(cfg)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return c
+}
+
+func (w *world) config(input string, out string) job.Config {
+	gen, err := rotate.NewGenerator(rotate.DefaultShape())
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return job.Config{
+		InputData: []byte(input), InputName: "users.csv", Apply: true, Out: out,
+		Recipients: []age.Recipient{w.id.Recipient()}, Client: w.client(testKey, nil),
+		Endpoint: w.url, Generator: gen, Workers: 8, Version: "test",
+		Logger: slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Stdout: w.stdout,
+	}
+}
+
+func users(ids ...int) string {
+	var b strings.Builder
+	b.WriteString("userId\n")
+	for _, id := range ids {
+		fmt.Fprintf(&b, "%d\n", id)
+	}
+	return b.String()
+}
+
+func span(from, n int) []int {
+	ids := make([]int, n)
+	for i := range ids {
+		ids[i] = from + i
+	}
+	return ids
+}
+
+// checkInvariant opens the sealed files with the age library and checks,
+// for every results row, the server's truth: an updated user's live password
+// is the sealed one of the recorded generation; an invalid user was never
+// touched. It returns the rows by user.
+func (w *world) checkInvariant(out string) map[int]report.Row {
+	t := w.t
+	t.Helper()
+	rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := map[[2]int]string{}
+	matches, _ := filepath.Glob(filepath.Join(out, "passwords-g*.age"))
+	for _, m := range matches {
+		ss, err := report.ReadSealed(m, []age.Identity{w.id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range ss {
+			sealed[[2]int{s.UserID, s.Generation}] = s.Password.Reveal()
+		}
+	}
+	touched := map[int]bool{}
+	for _, c := range w.sim.Calls() {
+		if c.Endpoint == "password" {
+			touched[c.UserID] = true
+		}
+	}
+	byUser := map[int]report.Row{}
+	for _, row := range rows {
+		if row.Status != report.Invalid {
+			byUser[row.UserID] = row
+		}
+	}
+	for _, row := range rows {
+		if _, ok := byUser[row.UserID]; !ok {
+			byUser[row.UserID] = row
+		}
+		live, exists := w.sim.Password(row.UserID)
+		switch row.Status {
+		case report.Updated:
+			pw, ok := sealed[[2]int{row.UserID, row.Generation}]
+			if !ok {
+				t.Errorf("line %d user %d: updated with generation %d, which is not sealed", row.Line, row.UserID, row.Generation)
+			} else if pw != live {
+				t.Errorf("line %d user %d: the server's live password is not the sealed one of generation %d", row.Line, row.UserID, row.Generation)
+			}
+		case report.Invalid:
+			if row.UserID != 0 && touched[row.UserID] && byUser[row.UserID].Status == report.Invalid {
+				t.Errorf("line %d user %d: invalid, yet the server saw a password call for it", row.Line, row.UserID)
+			}
+		case report.Failed:
+			if !strings.Contains(row.Error, "outcome unknown") && exists && live != initialPw {
+				t.Errorf("line %d user %d: failed for sure (%s), yet its password changed", row.Line, row.UserID, row.Error)
+			}
+		}
+	}
+	return byUser
+}
+
+// checkNoSecrets scans logs, stdout and every plaintext output for any
+// sealed password and the API key.
+func (w *world) checkNoSecrets(out string) {
+	t := w.t
+	t.Helper()
+	var secrets []string
+	matches, _ := filepath.Glob(filepath.Join(out, "passwords-g*.age"))
+	for _, m := range matches {
+		ss, err := report.ReadSealed(m, []age.Identity{w.id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range ss {
+			secrets = append(secrets, s.Password.Reveal())
+		}
+	}
+	secrets = append(secrets, testKey, initialPw)
+	texts := map[string]string{"logs": w.logs.String(), "stdout": w.stdout.String()}
+	for _, name := range []string{job.ResultsName, job.SummaryName, job.ManifestName} {
+		b, _ := os.ReadFile(filepath.Join(out, name))
+		texts[name] = string(b)
+	}
+	for name, text := range texts {
+		for _, s := range secrets {
+			if s != "" && strings.Contains(text, s) {
+				t.Errorf("%s contains a password or the API key", name)
+			}
+		}
+	}
+}
+
+func TestApplyWithFaults(t *testing.T) {
+	w := newWorld(t, 40)
+	u := func(i int) int { return firstUser + i }
+	faults := []ecgridsim.Fault{
+		{Endpoint: "password", UserID: u(1), Kind: ecgridsim.TooManyRequests, RetryAfter: "1"},
+		{Endpoint: "password", UserID: u(2), Kind: ecgridsim.ServerError, Times: 2},
+		{Endpoint: "password", UserID: u(3), Kind: ecgridsim.HTMLError},
+		{Endpoint: "password", UserID: u(4), Kind: ecgridsim.Problem, Status: 503},
+		{Endpoint: "password", UserID: u(5), Kind: ecgridsim.SuccessFalse, Code: "InternalError"},
+		{Endpoint: "password", UserID: u(6), Kind: ecgridsim.ApplyThenDrop},
+		{Endpoint: "password", UserID: u(7), Kind: ecgridsim.ApplyThenHold, Hold: 3 * time.Second},
+		{Endpoint: "password", UserID: u(8), Kind: ecgridsim.Envelope, Status: 400, Code: "InvalidParameter"},
+		{Endpoint: "password", UserID: u(9), Kind: ecgridsim.ServerError, Times: 10},    // every attempt fails
+		{Endpoint: "password", UserID: u(10), Kind: ecgridsim.ApplyThenDrop, Times: 10}, // applied, never answered
+		{Endpoint: "password", UserID: u(11), Kind: ecgridsim.DataFalse},                // final
+		{Endpoint: "password", UserID: u(12), Kind: ecgridsim.Empty, Status: 502},
+		{Endpoint: "password", UserID: u(13), Kind: ecgridsim.InvalidJSON},
+	}
+	for _, f := range faults {
+		w.sim.Inject(f)
+	}
+	ids := span(firstUser, 40)
+	input := users(ids...) + "abc\n" + fmt.Sprint(u(0)) + "\n" + fmt.Sprint(callerID) + "\n99999\n"
+	out := filepath.Join(t.TempDir(), "out")
+	cfg := w.config(input, out)
+	sum, err := job.New(cfg).Run(context.Background())
+	if sum.ExitCode != job.ExitIncomplete {
+		t.Fatalf("exit code %d (%v), want 2", sum.ExitCode, err)
+	}
+	byUser := w.checkInvariant(out)
+	w.checkNoSecrets(out)
+
+	want := map[int]report.Status{
+		u(1): report.Updated, u(2): report.Updated, u(3): report.Updated, u(4): report.Updated,
+		u(5): report.Updated, u(6): report.Updated, u(7): report.Updated, u(8): report.Failed,
+		u(9): report.Failed, u(10): report.Failed, u(11): report.Failed, u(12): report.Updated,
+		u(13): report.Updated, u(14): report.Updated, 99999: report.Failed,
+	}
+	for id, st := range want {
+		if byUser[id].Status != st {
+			t.Errorf("user %d: status %q (%s), want %q", id, byUser[id].Status, byUser[id].Error, st)
+		}
+	}
+	if r := byUser[u(10)]; !strings.Contains(r.Error, "outcome unknown") {
+		t.Errorf("user %d applied but never answered: error %q does not say the outcome is unknown", u(10), r.Error)
+	}
+	if r := byUser[u(8)]; r.HTTPStatus != 400 || r.Attempts != 1 {
+		t.Errorf("user %d: 400 must be final after one attempt, got status %d after %d", u(8), r.HTTPStatus, r.Attempts)
+	}
+	rows, _ := report.ReadResults(filepath.Join(out, job.ResultsName))
+	if len(rows) != 44 {
+		t.Errorf("results has %d rows, want one per input record (44)", len(rows))
+	}
+	for i := 1; i < len(rows); i++ {
+		if rows[i].Line <= rows[i-1].Line {
+			t.Fatalf("results not sorted by line at row %d", i)
+		}
+	}
+	invalid := 0
+	for _, r := range rows {
+		if r.Status == report.Invalid {
+			invalid++
+		}
+	}
+	if invalid != 3 { // abc, duplicate of u(0), the caller itself
+		t.Errorf("%d invalid rows, want 3", invalid)
+	}
+	if live, _ := w.sim.Password(callerID); live != initialPw {
+		t.Error("the caller's own password changed without --include-self")
+	}
+	// The password of the applied-but-unanswered user is still findable.
+	open, err := report.Open([]string{out}, []age.Identity{w.id}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live10, _ := w.sim.Password(u(10))
+	found := false
+	for _, r := range open {
+		if r.UserID == u(10) && r.Status == "unconfirmed" && r.Password.Reveal() == live10 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("open does not list user %d's live password as unconfirmed", u(10))
+	}
+	for _, st := range []string{"summary.json", "results.csv", "run.json"} {
+		fi, err := os.Stat(filepath.Join(out, st))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v, want 0600", st, fi.Mode().Perm())
+		}
+	}
+	if fi, _ := os.Stat(out); fi.Mode().Perm() != 0o700 {
+		t.Errorf("out has mode %v, want 0700", fi.Mode().Perm())
+	}
+}
+
+func TestCleanRunWritesOneSealedFile(t *testing.T) {
+	w := newWorld(t, 30)
+	out := filepath.Join(t.TempDir(), "out")
+	cfg := w.config(users(span(firstUser, 30)...), out)
+	cfg.ResetSessions = true
+	sum, err := job.New(cfg).Run(context.Background())
+	if err != nil || sum.ExitCode != job.ExitOK {
+		t.Fatalf("exit %d: %v", sum.ExitCode, err)
+	}
+	byUser := w.checkInvariant(out)
+	matches, _ := filepath.Glob(filepath.Join(out, "*.age"))
+	if len(matches) != 1 {
+		t.Errorf("sealed files %v, want one", matches)
+	}
+	for _, id := range span(firstUser, 30) {
+		if byUser[id].Status != report.Updated || byUser[id].SessionsReset != "true" {
+			t.Errorf("user %d: %+v", id, byUser[id])
+		}
+		if w.sim.Resets(id) != 1 {
+			t.Errorf("user %d: %d session resets, want 1", id, w.sim.Resets(id))
+		}
+	}
+	if !sum.Complete || sum.Counts["updated"] != 30 || sum.InputSHA256 == "" {
+		t.Errorf("summary %+v", sum)
+	}
+	// A finished run, resumed, changes nothing and keeps its exit code.
+	before := len(w.sim.Calls())
+	cfg.Resume = true
+	sum2, err := job.New(cfg).Run(context.Background())
+	if err != nil || sum2.ExitCode != job.ExitOK || len(w.sim.Calls()) != before {
+		t.Errorf("resume of a finished run: exit %d err %v, %d new calls", sum2.ExitCode, err, len(w.sim.Calls())-before)
+	}
+}
+
+func TestSessionResetFailureIsExit2(t *testing.T) {
+	w := newWorld(t, 3)
+	w.sim.Inject(ecgridsim.Fault{Endpoint: "reset", UserID: firstUser + 1, Kind: ecgridsim.Envelope, Status: 404, Code: "ObjectNotFound"})
+	out := filepath.Join(t.TempDir(), "out")
+	cfg := w.config(users(span(firstUser, 3)...), out)
+	cfg.ResetSessions = true
+	sum, _ := job.New(cfg).Run(context.Background())
+	if sum.ExitCode != job.ExitIncomplete {
+		t.Fatalf("exit %d, want 2", sum.ExitCode)
+	}
+	byUser := w.checkInvariant(out)
+	if r := byUser[firstUser+1]; r.Status != report.Updated || r.SessionsReset != "false" {
+		t.Errorf("row %+v: want updated with sessionsReset false", r)
+	}
+}
+
+func TestPreflightRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name, key string
+	}{
+		{"unknown key", "no-such-key"},
+		{"AuthLevel too low", lowKey},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := newWorld(t, 5)
+			out := filepath.Join(t.TempDir(), "out")
+			cfg := w.config(users(span(firstUser, 5)...), out)
+			cfg.Client = w.client(tc.key, nil)
+			sum, err := job.New(cfg).Run(context.Background())
+			if sum.ExitCode != job.ExitFatal || err == nil {
+				t.Fatalf("exit %d, err %v; want 1", sum.ExitCode, err)
+			}
+			if n := w.sim.Count("password"); n != 0 {
+				t.Errorf("%d password calls after a failed preflight", n)
+			}
+			if strings.Contains(err.Error(), tc.key) {
+				t.Error("the error shows the API key")
+			}
+			matches, _ := filepath.Glob(filepath.Join(out, "*.age"))
+			if len(matches) != 0 {
+				t.Errorf("sealed files written before a failed preflight: %v", matches)
+			}
+		})
+	}
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	w := newWorld(t, 5)
+	out := filepath.Join(t.TempDir(), "plan")
+	cfg := w.config(users(span(firstUser, 5)...)+"0\n", out)
+	cfg.Apply = false
+	cfg.Recipients = nil
+	sum, _ := job.New(cfg).Run(context.Background())
+	if sum.ExitCode != job.ExitIncomplete {
+		t.Errorf("dry run with an invalid record: exit %d, want 2", sum.ExitCode)
+	}
+	if n := w.sim.Count("password") + w.sim.Count("reset"); n != 0 {
+		t.Errorf("dry run made %d changing calls", n)
+	}
+	if w.sim.Count("me") != 1 {
+		t.Errorf("dry run with a key must preflight once, made %d", w.sim.Count("me"))
+	}
+	rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	planned := 0
+	for _, r := range rows {
+		if r.Status == report.Planned {
+			planned++
+		}
+	}
+	if planned != 5 || len(rows) != 6 {
+		t.Errorf("%d planned of %d rows, want 5 of 6", planned, len(rows))
+	}
+	if matches, _ := filepath.Glob(filepath.Join(out, "*.age")); len(matches) != 0 {
+		t.Errorf("dry run sealed %v", matches)
+	}
+	if !strings.Contains(w.stdout.String(), "dry run") || !strings.Contains(w.stdout.String(), "AuthLevel NetworkAdmin") {
+		t.Errorf("plan output:\n%s", w.stdout.String())
+	}
+	// Without a key: no call at all.
+	w2 := newWorld(t, 5)
+	cfg2 := w2.config(users(span(firstUser, 5)...), "")
+	cfg2.Apply, cfg2.Client, cfg2.Recipients = false, nil, nil
+	if sum, err := job.New(cfg2).Run(context.Background()); sum.ExitCode != job.ExitOK {
+		t.Errorf("dry run without key: exit %d %v", sum.ExitCode, err)
+	}
+	if n := len(w2.sim.Calls()); n != 0 {
+		t.Errorf("dry run without a key made %d calls", n)
+	}
+}
+
+func TestUnauthorizedMidRunStopsEverything(t *testing.T) {
+	w := newWorld(t, 30)
+	w.sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: firstUser + 10, Kind: ecgridsim.Envelope, Status: 401, Code: "InvalidAPIKey"})
+	out := filepath.Join(t.TempDir(), "out")
+	cfg := w.config(users(span(firstUser, 30)...), out)
+	cfg.Workers = 1
+	sum, err := job.New(cfg).Run(context.Background())
+	if sum.ExitCode != job.ExitFatal || err == nil {
+		t.Fatalf("exit %d (%v), want 1", sum.ExitCode, err)
+	}
+	var after bool
+	for _, c := range w.sim.Calls() {
+		if after && c.Endpoint == "password" {
+			t.Fatalf("a password call for user %d after the 401", c.UserID)
+		}
+		if c.Status == 401 {
+			after = true
+		}
+	}
+	w.checkInvariant(out)
+	// The key is fixed (the fault is gone): --resume completes the run.
+	cfg.Resume = true
+	sum, err = job.New(cfg).Run(context.Background())
+	if sum.ExitCode != job.ExitOK {
+		t.Fatalf("resume: exit %d (%v)", sum.ExitCode, err)
+	}
+	byUser := w.checkInvariant(out)
+	if len(byUser) != 30 {
+		t.Errorf("%d users recorded, want 30", len(byUser))
+	}
+}
+
+func TestInterruptThenResume(t *testing.T) {
+	w := newWorld(t, 60)
+	w.sim.SetLatency(20*time.Millisecond, 40*time.Millisecond)
+	out := filepath.Join(t.TempDir(), "out")
+	cfg := w.config(users(span(firstUser, 60)...), out)
+	cfg.Workers = 2
+	ctx, cancel := context.WithCancel(context.Background())
+	var once sync.Once
+	cfg.Hook = func(point string, n int) {
+		if point == "recorded" && n == 10 {
+			once.Do(cancel)
+		}
+	}
+	sum, _ := job.New(cfg).Run(ctx)
+	if sum.ExitCode != job.ExitInterrupted || !sum.Interrupted {
+		t.Fatalf("exit %d interrupted %v, want 3", sum.ExitCode, sum.Interrupted)
+	}
+	got, err := report.ReadSummary(filepath.Join(out, job.SummaryName))
+	if err != nil || !got.Interrupted || got.Complete {
+		t.Fatalf("summary after interrupt: %+v %v", got, err)
+	}
+	w.checkInvariant(out)
+
+	// Another input is refused.
+	other := cfg
+	other.InputData = []byte(users(span(firstUser, 61)...))
+	other.Resume, other.Hook = true, nil
+	if sum, _ := job.New(other).Run(context.Background()); sum.ExitCode != job.ExitFatal {
+		t.Errorf("resume with another input: exit %d, want 1", sum.ExitCode)
+	}
+	// Without --resume the folder is refused, never overwritten.
+	fresh := cfg
+	fresh.Hook = nil
+	if sum, _ := job.New(fresh).Run(context.Background()); sum.ExitCode != job.ExitFatal {
+		t.Errorf("non-empty --out without --resume: exit %d, want 1", sum.ExitCode)
+	}
+
+	cfg.Resume, cfg.Hook = true, nil
+	sum, err = job.New(cfg).Run(context.Background())
+	if sum.ExitCode != job.ExitOK {
+		t.Fatalf("resume: exit %d (%v)", sum.ExitCode, err)
+	}
+	byUser := w.checkInvariant(out)
+	if len(byUser) != 60 {
+		t.Fatalf("%d users recorded, want 60", len(byUser))
+	}
+	gens := map[int]int{}
+	for _, r := range byUser {
+		gens[r.Generation]++
+	}
+	if gens[1] < 10 || gens[2] == 0 {
+		t.Errorf("generations %v: want the first run's outcomes in 1 and the rest in 2", gens)
+	}
+	w.checkNoSecrets(out)
+}
+
+func TestRateNeverExceeded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes about 3 s")
+	}
+	const rate, burst = 25, 1
+	w := newWorld(t, 70)
+	out := filepath.Join(t.TempDir(), "out")
+	cfg := w.config(users(span(firstUser, 70)...), out)
+	cfg.Workers = 16
+	cfg.ResetSessions = true
+	cfg.Client = w.client(testKey, func(c *rotate.Config) { c.Pacer = job.NewLimiter(rate, burst) })
+	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+		t.Fatalf("exit %d: %v", sum.ExitCode, err)
+	}
+	var at []time.Time
+	for _, c := range w.sim.Calls() {
+		at = append(at, c.At)
+	}
+	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	if len(at) != 141 {
+		t.Errorf("%d calls, want 141 (preflight, 70 changes, 70 resets)", len(at))
+	}
+	worst := 0
+	for i := range at {
+		n := 0
+		for j := i; j < len(at) && at[j].Sub(at[i]) < time.Second; j++ {
+			n++
+		}
+		worst = max(worst, n)
+	}
+	if worst > rate+burst {
+		t.Errorf("%d calls within one second, limit %d+%d", worst, rate, burst)
+	}
+}
+
+func TestConcurrentRunsOnOneOut(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	first, err := job.OpenOut(out, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	for _, resume := range []bool{false, true} {
+		if _, err := job.OpenOut(out, resume); err == nil {
+			t.Fatalf("resume=%v: a second run locked a folder in use", resume)
+		} else if !strings.Contains(err.Error(), "pid") {
+			t.Errorf("resume=%v: error %q does not name the holder", resume, err)
+		}
+	}
+	first.Close()
+	again, err := job.OpenOut(out, true)
+	if err != nil {
+		t.Fatalf("after release: %v", err)
+	}
+	again.Close()
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"errors"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"filippo.io/age"
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"pwrotate/ecgridsim"
+	"pwrotate/report"
+)
+
+// TestMain makes the test binary double as the pwrotate command: as
+// "pwrotate" inside test scripts, and when PWROTATE_TEST_AS_MAIN=1 for the
+// crash tests that kill a real child process.
+func TestMain(m *testing.M) {
+	if os.Getenv("PWROTATE_TEST_AS_MAIN") == "1" {
+		os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	testscript.Main(m, map[string]func(){
+		"pwrotate": func() { os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+	})
+}
+
+const (
+	scriptKey   = "script-api-key-91c2"
+	scriptLow   = "script-low-key-44aa"
+	scriptPw    = "Initial-Passw0rd!"
+	scriptOwner = 7
+)
+
+type simKey struct{}
+type idKey struct{}
+
+// TestScripts runs the command-line scripts in testdata/script against an
+// in-process ECGrid simulator: $SIM_URL, $ECGRID_API_KEY (NetworkAdmin user
+// 7), $LOW_KEY (NetworkUser), users 1000-1099, and an age identity in
+// $WORK/key.txt whose recipient is $RECIPIENT.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(env *testscript.Env) error {
+			sim := ecgridsim.New()
+			sim.AddKey(scriptKey, scriptOwner, "NetworkAdmin")
+			sim.AddKey(scriptLow, 8, "NetworkUser")
+			sim.AddUser(scriptOwner, scriptPw)
+			for id := 1000; id < 1100; id++ {
+				sim.AddUser(id, scriptPw)
+			}
+			srv := httptest.NewServer(sim)
+			env.Defer(srv.Close)
+			id, err := age.GenerateX25519Identity()
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(env.WorkDir, "key.txt"), []byte(id.String()+"\n"), 0o600); err != nil {
+				return err
+			}
+			env.Values[simKey{}] = sim
+			env.Values[idKey{}] = id
+			env.Setenv("SIM_URL", srv.URL)
+			env.Setenv("ECGRID_API_KEY", scriptKey)
+			env.Setenv("LOW_KEY", scriptLow)
+			env.Setenv("RECIPIENT", id.Recipient().String())
+			env.Setenv("PWROTATE_LOG_FORMAT", "json")
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exitcode": cmdExitCode,
+			"live":     cmdLive,
+			"simcalls": cmdSimCalls,
+			"simfault": cmdSimFault,
+			"noleak":   cmdNoLeak,
+		},
+	})
+}
+
+// exitcode N command args...: run the command and check its exit code.
+func cmdExitCode(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exitcode N command [args...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exitcode: %v", err)
+	}
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		got = ee.ExitCode()
+	case err != nil:
+		ts.Fatalf("exitcode: %v", err)
+	}
+	if got != want {
+		ts.Fatalf("%s exited with %d, want %d", args[1], got, want)
+	}
+}
+
+// live OUT [N]: for every updated row of OUT/results.csv, the sealed
+// password of its generation (opened with the age library) is the
+// simulator's live password; with N, exactly N rows are updated.
+func cmdLive(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 1 {
+		ts.Fatalf("usage: live OUT [N]")
+	}
+	sim := ts.Value(simKey{}).(*ecgridsim.Server)
+	id := ts.Value(idKey{}).(*age.X25519Identity)
+	out := ts.MkAbs(args[0])
+	rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+	ts.Check(err)
+	sealed := map[[2]int]string{}
+	files, _ := filepath.Glob(filepath.Join(out, "passwords-g*.age"))
+	for _, f := range files {
+		ss, err := report.ReadSealed(f, []age.Identity{id})
+		ts.Check(err)
+		for _, s := range ss {
+			sealed[[2]int{s.UserID, s.Generation}] = s.Password.Reveal()
+		}
+	}
+	updated := 0
+	for _, r := range rows {
+		if r.Status != report.Updated {
+			continue
+		}
+		updated++
+		live, _ := sim.Password(r.UserID)
+		if pw, ok := sealed[[2]int{r.UserID, r.Generation}]; !ok || pw != live {
+			ts.Fatalf("user %d: the live password is not the sealed one of generation %d", r.UserID, r.Generation)
+		}
+	}
+	if len(args) > 1 {
+		want, _ := strconv.Atoi(args[1])
+		if updated != want {
+			ts.Fatalf("%d updated rows, want %d", updated, want)
+		}
+	}
+}
+
+// simcalls ENDPOINT N: the simulator saw N requests for ENDPOINT.
+func cmdSimCalls(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 2 {
+		ts.Fatalf("usage: simcalls ENDPOINT N")
+	}
+	sim := ts.Value(simKey{}).(*ecgridsim.Server)
+	want, _ := strconv.Atoi(args[1])
+	if got := sim.Count(args[0]); (got == want) == neg {
+		ts.Fatalf("simulator saw %d %s calls, want %s%d", got, args[0], map[bool]string{true: "not ", false: ""}[neg], want)
+	}
+}
+
+// simfault ENDPOINT USERID KIND [STATUS [TIMES]]: inject a fault.
+func cmdSimFault(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 3 {
+		ts.Fatalf("usage: simfault ENDPOINT USERID KIND [STATUS [TIMES]]")
+	}
+	sim := ts.Value(simKey{}).(*ecgridsim.Server)
+	user, _ := strconv.Atoi(args[1])
+	kinds := map[string]ecgridsim.FaultKind{
+		"429": ecgridsim.TooManyRequests, "500": ecgridsim.ServerError, "html": ecgridsim.HTMLError,
+		"problem": ecgridsim.Problem, "false": ecgridsim.SuccessFalse, "envelope": ecgridsim.Envelope,
+		"drop": ecgridsim.ApplyThenDrop, "hold": ecgridsim.ApplyThenHold,
+	}
+	kind, ok := kinds[args[2]]
+	if !ok {
+		ts.Fatalf("simfault: unknown kind %q", args[2])
+	}
+	f := ecgridsim.Fault{Endpoint: args[0], UserID: user, Kind: kind, Hold: 5 * time.Second}
+	if len(args) > 3 {
+		f.Status, _ = strconv.Atoi(args[3])
+	}
+	if len(args) > 4 {
+		f.Times, _ = strconv.Atoi(args[4])
+	}
+	if kind == ecgridsim.Envelope {
+		f.Code = map[int]string{400: "InvalidParameter", 401: "InvalidAPIKey", 403: "AccessDenied", 404: "ObjectNotFound"}[f.Status]
+	}
+	sim.Inject(f)
+}
+
+// noleak FILE...: none of the files (or folders' files) holds a password
+// the simulator knows, or the API key.
+func cmdNoLeak(ts *testscript.TestScript, neg bool, args []string) {
+	sim := ts.Value(simKey{}).(*ecgridsim.Server)
+	secrets := []string{scriptKey, scriptLow, scriptPw}
+	for id := 1000; id < 1100; id++ {
+		if pw, ok := sim.Password(id); ok && pw != "" {
+			secrets = append(secrets, pw)
+		}
+	}
+	for _, a := range args {
+		var files []string
+		if a == "stdout" || a == "stderr" {
+			files = append(files, a)
+		} else if fi, err := os.Stat(ts.MkAbs(a)); err == nil && fi.IsDir() {
+			ents, _ := os.ReadDir(ts.MkAbs(a))
+			for _, e := range ents {
+				if !e.IsDir() {
+					files = append(files, filepath.Join(ts.MkAbs(a), e.Name()))
+				}
+			}
+		} else {
+			files = append(files, ts.MkAbs(a))
+		}
+		for _, f := range files {
+			var text string
+			if f == "stdout" || f == "stderr" {
+				text = ts.ReadFile(f)
+			} else {
+				b, err := os.ReadFile(f)
+				ts.Check(err)
+				text = string(b)
+			}
+			for _, s := range secrets {
+				if strings.Contains(text, s) {
+					ts.Fatalf("%s holds a password or the API key", f)
+				}
+			}
+		}
+	}
+}
+
+// TestStockAgeAvailable makes CI fail, rather than skip the scripts' stock
+// age checks, when the age command is missing (.ci/run installs it).
+func TestStockAgeAvailable(t *testing.T) {
+	if _, err := exec.LookPath("age"); err != nil {
+		if os.Getenv("PWROTATE_REQUIRE_AGE") == "1" {
+			t.Fatalf("the age command is required here: %v", err)
+		}
+		t.Skip("age is not on PATH: the scripts skip their stock-age checks")
+	}
+}

@@ -1,0 +1,282 @@
+package report
+
+import (
+	"cmp"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"filippo.io/age"
+
+	"pwrotate/secret"
+)
+
+// The statuses Open gives a sealed password.
+const (
+	// OpenUpdated: the password that is live on the server.
+	OpenUpdated = "updated"
+	// OpenSuperseded: an older or newer generation of a user whose live
+	// password is another one (only with all).
+	OpenSuperseded = "superseded"
+	// OpenUnconfirmed: a password that may or may not have been applied.
+	OpenUnconfirmed = "unconfirmed"
+)
+
+// ResultsName is the file name of the results CSV in an output folder.
+const ResultsName = "results.csv"
+
+// OpenRow is one line of what `pwrotate open` prints.
+type OpenRow struct {
+	// UserID is the user.
+	UserID int
+	// Password is a sealed password of that user.
+	Password secret.Password
+	// Status is OpenUpdated, OpenSuperseded or OpenUnconfirmed.
+	Status string
+	// Generation is the generation the password was sealed in.
+	Generation int
+}
+
+// openGroup is one output folder: its results and the sealed files chosen
+// from it. Generations are only meaningful within one folder (each shard
+// has its own).
+type openGroup struct {
+	dir      string
+	results  string // "" when the folder has no results.csv
+	sealed   []string
+	seenFile map[string]bool
+}
+
+// Open decrypts sealed files and tells, with the results, which password is
+// live. A path is an output folder (every *.age in it and its results.csv,
+// plus every shard-*/ subfolder) or a .age file (with its folder's
+// results.csv when present). Each folder is judged on its own, then all are
+// merged, sorted by userId then generation.
+//
+// By default a user whose results row says updated with generation g gives
+// one row, the password of generation g (OpenUpdated); any other user gives
+// every sealed candidate (OpenUnconfirmed). With all, every sealed row is
+// returned: OpenUpdated for the live one, OpenSuperseded for the other
+// generations of an updated user, OpenUnconfirmed for the rest. An updated
+// row whose generation is not among the sealed rows read is an error naming
+// the user and the generation: a missing file must be noticed.
+func Open(paths []string, ids []age.Identity, all bool) ([]OpenRow, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("open: no paths given")
+	}
+	groups, err := collectGroups(paths)
+	if err != nil {
+		return nil, err
+	}
+	var out []OpenRow
+	nsealed := 0
+	for _, g := range groups {
+		nsealed += len(g.sealed)
+		rows, err := openGroupRows(g, ids, all)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rows...)
+	}
+	if nsealed == 0 {
+		return nil, fmt.Errorf("open: no sealed files (*.age) in %s", strings.Join(paths, ", "))
+	}
+	slices.SortStableFunc(out, func(a, b OpenRow) int {
+		return cmp.Or(cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.Generation, b.Generation))
+	})
+	return out, nil
+}
+
+// collectGroups turns the paths into folders with their files, in the
+// order first met, each file once.
+func collectGroups(paths []string) ([]*openGroup, error) {
+	var groups []*openGroup
+	byDir := map[string]*openGroup{}
+	group := func(dir string) (*openGroup, error) {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		if g, ok := byDir[abs]; ok {
+			return g, nil
+		}
+		g := &openGroup{dir: dir, seenFile: map[string]bool{}}
+		res := filepath.Join(dir, ResultsName)
+		if st, err := os.Stat(res); err == nil && st.Mode().IsRegular() {
+			g.results = res
+		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		byDir[abs] = g
+		groups = append(groups, g)
+		return g, nil
+	}
+	addFile := func(g *openGroup, file string) {
+		base := filepath.Base(file)
+		if !g.seenFile[base] {
+			g.seenFile[base] = true
+			g.sealed = append(g.sealed, file)
+		}
+	}
+	addDir := func(dir string) error {
+		g, err := group(dir)
+		if err != nil {
+			return err
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("open: %w", err)
+		}
+		for _, e := range entries {
+			if strings.HasSuffix(e.Name(), sealedSuffix) && e.Type().IsRegular() {
+				addFile(g, filepath.Join(dir, e.Name()))
+			}
+		}
+		return nil
+	}
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		if !st.IsDir() {
+			if !strings.HasSuffix(p, sealedSuffix) {
+				return nil, fmt.Errorf("open: %s is neither a folder nor a .age file", p)
+			}
+			g, err := group(filepath.Dir(p))
+			if err != nil {
+				return nil, err
+			}
+			addFile(g, p)
+			continue
+		}
+		if err := addDir(p); err != nil {
+			return nil, err
+		}
+		shards, err := filepath.Glob(filepath.Join(p, "shard-*"))
+		if err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		for _, s := range shards {
+			if st, err := os.Stat(s); err == nil && st.IsDir() {
+				if err := addDir(s); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	return groups, nil
+}
+
+// live is what results.csv says about an updated user.
+type live struct {
+	gen   int
+	row   Row
+	found bool
+}
+
+// openGroupRows reads one folder's results and sealed files.
+func openGroupRows(g *openGroup, ids []age.Identity, all bool) ([]OpenRow, error) {
+	if len(g.sealed) == 0 && g.results == "" {
+		return nil, nil
+	}
+	lives := map[int]*live{}
+	if g.results != "" {
+		rows, err := ReadResults(g.results)
+		if err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		for _, r := range rows {
+			if r.Status != Updated || r.UserID == 0 {
+				continue
+			}
+			if r.Generation < 1 {
+				return nil, fmt.Errorf("open: %s: line for input line %d says updated without a generation", g.results, r.Line)
+			}
+			// Two updated rows for one user cannot come from one run; if they
+			// do, the later change is the live one.
+			if l, ok := lives[r.UserID]; !ok || r.FinishedAt.After(l.row.FinishedAt) ||
+				(r.FinishedAt.Equal(l.row.FinishedAt) && r.Generation > l.gen) {
+				lives[r.UserID] = &live{gen: r.Generation, row: r}
+			}
+		}
+	}
+	type key struct{ user, gen int }
+	seen := map[key]secret.Password{}
+	var out []OpenRow
+	for _, path := range g.sealed {
+		rows, err := ReadSealed(path, ids)
+		if err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		for _, s := range rows {
+			k := key{s.UserID, s.Generation}
+			if pw, dup := seen[k]; dup {
+				if pw == s.Password {
+					continue // the same file given twice, or a copy
+				}
+				return nil, fmt.Errorf("open: user %d has two different sealed passwords for generation %d (in %s)", s.UserID, s.Generation, g.dir)
+			}
+			seen[k] = s.Password
+			status := OpenUnconfirmed
+			if l, ok := lives[s.UserID]; ok {
+				status = OpenSuperseded
+				if l.gen == s.Generation {
+					status = OpenUpdated
+					l.found = true
+				}
+			}
+			if all || status != OpenSuperseded {
+				out = append(out, OpenRow{UserID: s.UserID, Password: s.Password, Status: status, Generation: s.Generation})
+			}
+		}
+	}
+	var missing []int
+	for id, l := range lives {
+		if !l.found {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		slices.Sort(missing)
+		l := lives[missing[0]]
+		more := ""
+		if len(missing) > 1 {
+			more = fmt.Sprintf(" (and %d more users)", len(missing)-1)
+		}
+		return nil, fmt.Errorf("open: %s says user %d was updated with generation %d, but that generation is not sealed in the given paths%s: add %s",
+			g.results, missing[0], l.gen, more, filepath.Join(g.dir, SealedName(l.gen)))
+	}
+	return out, nil
+}
+
+// WriteOpenCSV writes rows as CSV "userId,password,status,generation" with
+// a header row; the passwords are written as they are.
+func WriteOpenCSV(w io.Writer, rows []OpenRow) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{"userId", "password", "status", "generation"}); err != nil {
+		return fmt.Errorf("writing passwords: %w", err)
+	}
+	rec := make([]string, 4)
+	for _, r := range rows {
+		rec[0] = strconv.Itoa(r.UserID)
+		rec[1] = r.Password.Reveal()
+		rec[2] = r.Status
+		rec[3] = strconv.Itoa(r.Generation)
+		if err := cw.Write(rec); err != nil {
+			return fmt.Errorf("writing passwords: %w", err)
+		}
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		return fmt.Errorf("writing passwords: %w", err)
+	}
+	return nil
+}

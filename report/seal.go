@@ -1,0 +1,515 @@
+package report
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"iter"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"filippo.io/age"
+	"filippo.io/age/agessh"
+	"golang.org/x/crypto/ssh"
+
+	"pwrotate/secret"
+)
+
+// maxKeyFileBytes bounds the recipients and identity files read.
+const maxKeyFileBytes = 1 << 20
+
+// maxKeyLineBytes bounds one line of a recipients or identities file (as
+// age and sshd do).
+const maxKeyLineBytes = 16 << 10
+
+// ParseRecipients parses the age recipients given as --recipient values and
+// in --recipients-file files (one a line; blank lines and lines starting
+// with '#' skipped). A recipient is an X25519 key (age1…), a post-quantum
+// hybrid key (age1pq1…), or an SSH public key ("ssh-ed25519 …", "ssh-rsa …"
+// of at least 2048 bits). Errors name the flag or the file and line but
+// never echo the value: a secret key pasted by mistake is called out as
+// such. Post-quantum and classic recipients cannot be mixed. Having no
+// recipient at all is an error.
+func ParseRecipients(values []string, files []string) ([]age.Recipient, error) {
+	var recips []age.Recipient
+	for i, v := range values {
+		r, err := parseRecipient(strings.TrimSpace(v))
+		if err != nil {
+			return nil, fmt.Errorf("--recipient #%d %w", i+1, err)
+		}
+		recips = append(recips, r)
+	}
+	for _, name := range files {
+		rs, err := parseRecipientsFile(name)
+		if err != nil {
+			return nil, err
+		}
+		recips = append(recips, rs...)
+	}
+	if len(recips) == 0 {
+		return nil, errors.New("no age recipients: give --recipient or --recipients-file")
+	}
+	pq := 0
+	for _, r := range recips {
+		if _, ok := r.(*age.HybridRecipient); ok {
+			pq++
+		}
+	}
+	if pq != 0 && pq != len(recips) {
+		return nil, errors.New("recipients: post-quantum (age1pq1…) and classic recipients cannot be mixed: the file would not be safe against quantum computers")
+	}
+	return recips, nil
+}
+
+// parseRecipientsFile parses one recipients file.
+func parseRecipientsFile(name string) ([]age.Recipient, error) {
+	data, err := readKeyFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("recipients file %s: %w", name, err)
+	}
+	var recips []age.Recipient
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), maxKeyLineBytes)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		r, err := parseRecipient(line)
+		if err != nil {
+			return nil, fmt.Errorf("recipients file %s: line %d %w", name, n, err)
+		}
+		recips = append(recips, r)
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("recipients file %s: line %d is too long", name, n+1)
+		}
+		return nil, fmt.Errorf("recipients file %s: %w", name, err)
+	}
+	if len(recips) == 0 {
+		return nil, fmt.Errorf("recipients file %s has no recipients", name)
+	}
+	return recips, nil
+}
+
+// readKeyFile reads a small key file whole.
+func readKeyFile(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxKeyFileBytes {
+		return nil, errors.New("file is too large")
+	}
+	return data, nil
+}
+
+// looksSecret reports whether s looks like private key material.
+func looksSecret(s string) bool {
+	u := strings.ToUpper(s)
+	return strings.HasPrefix(u, "AGE-SECRET-KEY") || strings.HasPrefix(u, "AGE-PLUGIN-") ||
+		strings.Contains(u, "PRIVATE KEY")
+}
+
+// parseRecipient parses one recipient. Its errors complete a sentence that
+// starts with where the value came from ("line 3 …") and never hold the
+// value. The underlying parse errors are dropped on purpose: age quotes the
+// value in them.
+func parseRecipient(s string) (age.Recipient, error) {
+	if looksSecret(s) {
+		return nil, errors.New("is a secret key, not a recipient: remove it (and treat that key as exposed)")
+	}
+	switch {
+	case s == "":
+		return nil, errors.New("is empty")
+	case strings.HasPrefix(s, "age1pq1"):
+		r, err := age.ParseHybridRecipient(s)
+		if err != nil {
+			return nil, errors.New("is not a valid post-quantum age recipient (age1pq1…)")
+		}
+		return r, nil
+	case strings.HasPrefix(s, "age1"):
+		r, err := age.ParseX25519Recipient(s)
+		if err != nil {
+			return nil, errors.New("is not a valid age recipient (age1…; plugin recipients are not supported)")
+		}
+		return r, nil
+	case strings.HasPrefix(s, "ssh-ed25519 "), strings.HasPrefix(s, "ssh-rsa "):
+		typ, _, _ := strings.Cut(s, " ")
+		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s))
+		if err != nil || pk.Type() != typ {
+			return nil, fmt.Errorf("is not a valid %s public key", typ)
+		}
+		r, err := agessh.ParseRecipient(s)
+		if err != nil {
+			return nil, fmt.Errorf("is not a usable %s recipient (RSA keys need at least 2048 bits)", typ)
+		}
+		return r, nil
+	case strings.HasPrefix(s, "ssh-"), strings.HasPrefix(s, "ecdsa-"), strings.HasPrefix(s, "sk-"):
+		return nil, errors.New("is an SSH key of a type age cannot encrypt to (use ssh-ed25519 or ssh-rsa)")
+	default:
+		return nil, errors.New("is not a recipient (want age1…, age1pq1…, ssh-ed25519 … or ssh-rsa …)")
+	}
+}
+
+// Sealed is one row of a sealed file.
+type Sealed struct {
+	// UserID is the user.
+	UserID int
+	// Password is the password sealed for that user.
+	Password secret.Password
+	// Generation is the generation the password belongs to.
+	Generation int
+}
+
+// sealedHeader is the header row of a sealed file's plaintext CSV.
+var sealedHeader = []string{"userId", "password", "generation"}
+
+const (
+	sealedPrefix = "passwords-g"
+	sealedSuffix = ".age"
+	tmpSuffix    = ".tmp"
+)
+
+// SealedName is the file name of the sealed passwords of generation gen,
+// e.g. "passwords-g0001.age".
+func SealedName(gen int) string {
+	return fmt.Sprintf("%s%04d%s", sealedPrefix, gen, sealedSuffix)
+}
+
+// sealedGen returns the generation of a file named SealedName(gen).
+func sealedGen(name string) (int, bool) {
+	digits, ok := strings.CutPrefix(name, sealedPrefix)
+	if !ok {
+		return 0, false
+	}
+	if digits, ok = strings.CutSuffix(digits, sealedSuffix); !ok {
+		return 0, false
+	}
+	gen, err := strconv.Atoi(digits)
+	if err != nil || gen < 1 || SealedName(gen) != name {
+		return 0, false
+	}
+	return gen, true
+}
+
+// Seal writes the passwords of generation gen, encrypted with age to
+// recips, as dir/SealedName(gen), and returns that path. rows yields
+// (userId, password) pairs; the plaintext is the CSV
+// "userId,password,generation" with a header row, streamed: memory use does
+// not grow with the number of rows. The ciphertext goes to "<name>.tmp"
+// (0600), which is fsynced and renamed to the final name, and the folder is
+// fsynced: only a complete, durable file ever has the final name. An
+// existing sealed file of that generation is never replaced.
+func Seal(dir string, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password]) (path string, err error) {
+	if gen < 1 {
+		return "", fmt.Errorf("sealing: generation %d is not positive", gen)
+	}
+	if len(recips) == 0 {
+		return "", errors.New("sealing: no recipients")
+	}
+	final := filepath.Join(dir, SealedName(gen))
+	if _, err := os.Lstat(final); err == nil {
+		return "", fmt.Errorf("sealing: %s already exists: refusing to replace sealed passwords", final)
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("sealing: %w", err)
+	}
+	tmp := final + tmpSuffix
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("sealing: removing leftover %s: %w", tmp, err)
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("sealing: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(tmp)
+		}
+	}()
+	if err := writeSealed(f, gen, recips, rows); err != nil {
+		return "", fmt.Errorf("sealing %s: %w", final, err)
+	}
+	if err := f.Sync(); err != nil {
+		return "", fmt.Errorf("sealing %s: fsync: %w", final, err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("sealing %s: %w", final, err)
+	}
+	if _, err := os.Lstat(final); err == nil {
+		return "", fmt.Errorf("sealing: %s appeared while sealing: refusing to replace it", final)
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		return "", fmt.Errorf("sealing %s: %w", final, err)
+	}
+	if err := SyncDir(dir); err != nil {
+		// The file is complete under its final name; only the durability of
+		// the name is in doubt. Keep it, and report.
+		return final, fmt.Errorf("sealing %s: %w", final, err)
+	}
+	return final, nil
+}
+
+// writeSealed streams the encrypted CSV to w.
+func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password]) error {
+	enc, err := age.Encrypt(w, recips...)
+	if err != nil {
+		return fmt.Errorf("encrypting: %w", err)
+	}
+	// Rows are built in one reused buffer and handed to age in 64 KiB
+	// pieces: no allocation per row. age buffers and encrypts in 64 KiB
+	// chunks, so plaintext only exists in memory.
+	bw := bufio.NewWriterSize(enc, 64<<10)
+	genCell := strconv.Itoa(gen)
+	buf := make([]byte, 0, 256)
+	buf = append(buf, strings.Join(sealedHeader, ",")...)
+	buf = append(buf, '\n')
+	if _, err := bw.Write(buf); err != nil {
+		return err
+	}
+	for id, pw := range rows {
+		if id < 1 || id > maxUserID {
+			return fmt.Errorf("user id %d out of range", id)
+		}
+		if pw.Empty() {
+			return fmt.Errorf("user %d: empty password", id)
+		}
+		buf = strconv.AppendInt(buf[:0], int64(id), 10)
+		buf = append(buf, ',')
+		buf = appendCSVField(buf, pw.Reveal())
+		buf = append(buf, ',')
+		buf = append(buf, genCell...)
+		buf = append(buf, '\n')
+		if _, err := bw.Write(buf); err != nil {
+			clear(buf[:cap(buf)])
+			return err
+		}
+	}
+	clear(buf[:cap(buf)])
+	if err := bw.Flush(); err != nil {
+		return err
+	}
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("encrypting: %w", err)
+	}
+	return nil
+}
+
+// appendCSVField appends s to buf as an RFC 4180 field, quoted when it
+// holds a comma, a quote, a line break or a space.
+func appendCSVField(buf []byte, s string) []byte {
+	plain := true
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case ',', '"', '\r', '\n', ' ', '\t':
+			plain = false
+		}
+	}
+	if plain {
+		return append(buf, s...)
+	}
+	buf = append(buf, '"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' {
+			buf = append(buf, '"')
+		}
+		buf = append(buf, s[i])
+	}
+	return append(buf, '"')
+}
+
+// SealedGenerations returns the generations of the complete sealed files in
+// dir, ascending, and removes the leftover "*.age.tmp" files of an
+// interrupted Seal. A missing dir has no generations.
+func SealedGenerations(dir string) ([]int, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing sealed files: %w", err)
+	}
+	var gens []int
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasSuffix(name, sealedSuffix+tmpSuffix) && !e.IsDir() {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("removing leftover %s: %w", name, err)
+			}
+			continue
+		}
+		if gen, ok := sealedGen(name); ok && e.Type().IsRegular() {
+			gens = append(gens, gen)
+		}
+	}
+	slices.Sort(gens)
+	return gens, nil
+}
+
+// ParseIdentities reads the identities that open sealed files, as
+// `age -d -i` does: each file is an age identity file (AGE-SECRET-KEY-1…
+// and AGE-SECRET-KEY-PQ-1… lines, '#' comments) or an unencrypted OpenSSH
+// or PEM private key (ed25519 or RSA). A passphrase-protected key is an
+// error that says to decrypt it first. Errors name the file and line, never
+// key material.
+func ParseIdentities(files []string) ([]age.Identity, error) {
+	if len(files) == 0 {
+		return nil, errors.New("no identities: give --identity FILE")
+	}
+	var ids []age.Identity
+	for _, name := range files {
+		got, err := parseIdentityFile(name)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, got...)
+	}
+	return ids, nil
+}
+
+// parseIdentityFile reads one identity file.
+func parseIdentityFile(name string) ([]age.Identity, error) {
+	data, err := readKeyFile(name)
+	if err != nil {
+		return nil, fmt.Errorf("identity file %s: %w", name, err)
+	}
+	defer clear(data)
+	trimmed := bytes.TrimSpace(data)
+	switch {
+	case bytes.HasPrefix(trimmed, []byte("age-encryption.org/")),
+		bytes.HasPrefix(trimmed, []byte("-----BEGIN AGE ENCRYPTED FILE-----")):
+		return nil, fmt.Errorf("identity file %s is itself encrypted with age: decrypt it first (age -d) to a private place", name)
+	case bytes.HasPrefix(trimmed, []byte("-----BEGIN")):
+		id, err := agessh.ParseIdentity(data)
+		var missing *ssh.PassphraseMissingError
+		switch {
+		case errors.As(err, &missing):
+			return nil, fmt.Errorf("identity file %s is a passphrase-protected SSH key: decrypt a copy first (ssh-keygen -p -N '' -f COPY) and pass that copy", name)
+		case err != nil:
+			// The ssh package's messages are not guaranteed free of key
+			// material: say what is supported instead.
+			return nil, fmt.Errorf("identity file %s is not a usable SSH private key (age supports unencrypted ssh-ed25519 and ssh-rsa keys)", name)
+		}
+		return []age.Identity{id}, nil
+	}
+	var ids []age.Identity
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), maxKeyLineBytes)
+	n := 0
+	for sc.Scan() {
+		n++
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		u := strings.ToUpper(line)
+		var id age.Identity
+		var err error
+		switch {
+		case strings.HasPrefix(u, "AGE-SECRET-KEY-PQ-1"):
+			id, err = age.ParseHybridIdentity(line)
+		case strings.HasPrefix(u, "AGE-SECRET-KEY-1"):
+			id, err = age.ParseX25519Identity(line)
+		case strings.HasPrefix(u, "AGE-PLUGIN-"):
+			return nil, fmt.Errorf("identity file %s: line %d is an age plugin identity: plugins are not supported", name, n)
+		case strings.HasPrefix(line, "age1"), strings.HasPrefix(line, "ssh-"):
+			return nil, fmt.Errorf("identity file %s: line %d is a public key (recipient), not an identity", name, n)
+		default:
+			return nil, fmt.Errorf("identity file %s: line %d is not an age identity", name, n)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("identity file %s: line %d is a malformed age secret key", name, n)
+		}
+		ids = append(ids, id)
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return nil, fmt.Errorf("identity file %s: line %d is too long", name, n+1)
+		}
+		return nil, fmt.Errorf("identity file %s: %w", name, err)
+	}
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("identity file %s has no identities", name)
+	}
+	return ids, nil
+}
+
+// ReadSealed decrypts one sealed file with ids and returns its rows.
+// Errors name the file and the plaintext line, never a password.
+func ReadSealed(path string, ids []age.Identity) ([]Sealed, error) {
+	if len(ids) == 0 {
+		return nil, fmt.Errorf("reading %s: no identities", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading sealed file: %w", err)
+	}
+	defer f.Close()
+	plain, err := age.Decrypt(bufio.NewReaderSize(f, 64<<10), ids...)
+	if err != nil {
+		var nomatch *age.NoIdentityMatchError
+		if errors.As(err, &nomatch) {
+			return nil, fmt.Errorf("reading %s: none of the identities can open it (sealed to other recipients): %w", path, err)
+		}
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	cr := csv.NewReader(plain)
+	cr.FieldsPerRecord = len(sealedHeader)
+	cr.ReuseRecord = true
+	head, err := cr.Read()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: line 1: %w", path, csvErr(err))
+	}
+	if !slices.Equal(head, sealedHeader) {
+		return nil, fmt.Errorf("reading %s: line 1: not the header userId,password,generation", path)
+	}
+	var out []Sealed
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return out, nil
+		}
+		line, _ := cr.FieldPos(0)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", path, csvErr(err))
+		}
+		id, err := strconv.Atoi(rec[0])
+		if err != nil || id < 1 || id > maxUserID {
+			return nil, fmt.Errorf("reading %s: line %d: bad userId", path, line)
+		}
+		gen, err := strconv.Atoi(rec[2])
+		if err != nil || gen < 1 {
+			return nil, fmt.Errorf("reading %s: line %d: bad generation", path, line)
+		}
+		if rec[1] == "" {
+			return nil, fmt.Errorf("reading %s: line %d: empty password", path, line)
+		}
+		out = append(out, Sealed{UserID: id, Password: secret.Password(strings.Clone(rec[1])), Generation: gen})
+	}
+}
+
+// csvErr keeps the position of a CSV parse error and drops nothing else:
+// csv.ParseError holds no field content.
+func csvErr(err error) error {
+	var pe *csv.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("line %d: %w", pe.StartLine, pe.Err)
+	}
+	return err
+}

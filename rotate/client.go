@@ -1,0 +1,553 @@
+// Package rotate holds the ECGrid REST v2 client used to change passwords
+// (with retries, backoff and tolerant error decoding) and the generator and
+// policy check for the passwords it sends.
+//
+// The client never logs, returns or follows anything that could carry a
+// secret elsewhere: the API key goes only into the X-API-Key header of
+// requests to the base URL (redirects are never followed), and a password
+// only into the body of its change request. Error messages are one short
+// line with any echo of the key or password removed.
+package rotate
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"pwrotate/secret"
+)
+
+// Defaults of Config.
+const (
+	DefaultTimeout     = 30 * time.Second
+	DefaultMaxAttempts = 5
+	DefaultBackoffBase = 250 * time.Millisecond
+	DefaultBackoffMax  = 30 * time.Second
+	userAgent          = "pwrotate"
+)
+
+// Pacer spaces out the client's requests; one Pacer is shared by every
+// caller of a run.
+type Pacer interface {
+	// Wait blocks until the next request may be sent. It is called once
+	// before every attempt of every call (retries, resets and the
+	// preflight count). An error (ctx cancelled) stops the call.
+	Wait(ctx context.Context) error
+	// Throttle reports a 429 or RateLimitExceeded answer, or a retryable
+	// answer with a Retry-After header, with the Retry-After delay (0 if
+	// none): the pacer slows every caller.
+	Throttle(retryAfter time.Duration)
+}
+
+// Observer receives the client's metrics. Its methods must be safe for
+// concurrent use and must not block.
+type Observer interface {
+	// Call reports one attempt at endpoint ("me", "password" or
+	// "reset"): the HTTP status (0 if no answer) and the attempt's error
+	// (nil on success), whose message is safe to print.
+	Call(endpoint string, httpStatus int, err error)
+	// Retry reports that a call to endpoint will be attempted again.
+	Retry(endpoint string)
+}
+
+// Config configures a Client. Zero values take the documented defaults.
+type Config struct {
+	BaseURL     string        // API root, validated by ValidateBaseURL
+	APIKey      string        // sent as X-API-Key; surrounding white space is trimmed
+	HTTPClient  *http.Client  // nil: &http.Client{Transport: NewTransport(Workers)}; redirects are never followed either way
+	Workers     int           // sizes the default transport's connection pool
+	Timeout     time.Duration // one attempt, answer body included (default 30s)
+	MaxAttempts int           // per call, the first included (default 5)
+	BackoffBase time.Duration // full-jitter exponential backoff base (default 250ms)
+	BackoffMax  time.Duration // backoff cap (default 30s)
+	Pacer       Pacer         // nil: no pacing
+	Observer    Observer      // nil: no metrics
+	Logger      *slog.Logger  // nil: discard; retries are logged at Debug
+}
+
+// Client calls the ECGrid REST v2 API. It is safe for concurrent use.
+type Client struct {
+	base        *url.URL
+	key         string
+	hc          *http.Client
+	timeout     time.Duration
+	maxAttempts int
+	backoffBase time.Duration
+	backoffMax  time.Duration
+	pacer       Pacer
+	obs         Observer
+	log         *slog.Logger
+	now         func() time.Time
+}
+
+// Outcome is the result of one call, after its retries.
+type Outcome struct {
+	OK          bool   // the server confirmed the call
+	Attempts    int    // requests sent (attempts made), retries included
+	HTTPStatus  int    // status of the last answer received (0: none)
+	ErrorCode   string // ECGrid errorCode or RFC 7807 title of the last answer, sanitized; "" if none
+	Unknown     bool   // not OK, and some attempt may have been applied without us seeing the answer
+	Fatal       bool   // 401/403 or InvalidAPIKey/AccessDenied: the whole run must stop
+	Interrupted bool   // ctx was cancelled before a final answer: record no final outcome
+	Err         error  // nil when OK; one line of at most 200 bytes, never a secret or raw HTML
+}
+
+// New checks cfg and returns a Client.
+func New(cfg Config) (*Client, error) {
+	base, err := ValidateBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, err
+	}
+	key := strings.TrimSpace(cfg.APIKey)
+	if key == "" {
+		return nil, errors.New("api key: empty")
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] < 0x21 || key[i] > 0x7e {
+			return nil, fmt.Errorf("api key: character %d is not printable ASCII", i+1)
+		}
+	}
+	c := &Client{
+		base:        base,
+		key:         key,
+		timeout:     cfg.Timeout,
+		maxAttempts: cfg.MaxAttempts,
+		backoffBase: cfg.BackoffBase,
+		backoffMax:  cfg.BackoffMax,
+		pacer:       cfg.Pacer,
+		obs:         cfg.Observer,
+		log:         cfg.Logger,
+		now:         time.Now,
+	}
+	switch {
+	case c.timeout < 0:
+		return nil, fmt.Errorf("--timeout %s: must be positive", c.timeout)
+	case c.timeout == 0:
+		c.timeout = DefaultTimeout
+	}
+	switch {
+	case c.maxAttempts < 0:
+		return nil, fmt.Errorf("--max-attempts %d: must be at least 1", c.maxAttempts)
+	case c.maxAttempts == 0:
+		c.maxAttempts = DefaultMaxAttempts
+	}
+	if c.backoffBase < 0 || c.backoffMax < 0 {
+		return nil, errors.New("backoff: durations must not be negative")
+	}
+	if c.backoffBase == 0 {
+		c.backoffBase = DefaultBackoffBase
+	}
+	if c.backoffMax == 0 {
+		c.backoffMax = max(DefaultBackoffMax, c.backoffBase)
+	}
+	if c.backoffMax < c.backoffBase {
+		return nil, fmt.Errorf("backoff: max %s is below base %s", c.backoffMax, c.backoffBase)
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.HTTPClient != nil {
+		hc := *cfg.HTTPClient
+		c.hc = &hc
+	} else {
+		c.hc = &http.Client{Transport: NewTransport(cfg.Workers)}
+	}
+	// Never follow a redirect: the API key must not go to another host.
+	c.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c, nil
+}
+
+// ValidateBaseURL checks a --base-url: an absolute https URL, or http to a
+// loopback host (127.0.0.0/8, ::1, "localhost"), with no user info, query
+// or fragment. The error names --base-url and never echoes user info.
+func ValidateBaseURL(raw string) (*url.URL, error) {
+	raw = strings.TrimSpace(raw)
+	if raw == "" {
+		return nil, errors.New("--base-url: empty")
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the whole URL
+		}
+		return nil, fmt.Errorf("--base-url: not a URL: %w", err)
+	}
+	if u.User != nil {
+		return nil, errors.New("--base-url: must not hold user info (credentials); the API key comes from --api-key-file or ECGRID_API_KEY")
+	}
+	if u.Opaque != "" || u.Host == "" || u.Hostname() == "" {
+		return nil, errors.New("--base-url: must be an absolute URL such as https://rest.ecgrid.io")
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return nil, fmt.Errorf("--base-url %s: must not have a query or fragment", u.Host)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("--base-url: http is allowed only to a loopback host, not %q: use https", u.Hostname())
+		}
+	default:
+		return nil, fmt.Errorf("--base-url: scheme %q: must be https", u.Scheme)
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	return u, nil
+}
+
+// isLoopback reports whether host is "localhost" or a loopback IP address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// NewTransport returns an HTTP transport tuned for a pool of maxConns
+// workers calling one host: that many idle connections kept per host, no
+// cap on connections per host, keep-alives, HTTP/2 when offered, bounded
+// dial and TLS handshake times, and the proxy from the environment.
+func NewTransport(maxConns int) *http.Transport {
+	maxConns = max(maxConns, 1)
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		MaxIdleConns:          max(100, 2*maxConns),
+		MaxIdleConnsPerHost:   maxConns,
+		MaxConnsPerHost:       0,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+// Me returns the account that owns the API key (GET /v2/users/me).
+func (c *Client) Me(ctx context.Context) (Caller, Outcome) {
+	var caller Caller
+	out := c.call(ctx, call{
+		endpoint: endpointMe,
+		method:   http.MethodGet,
+		path:     "/v2/users/me",
+		onOK: func(a answer) {
+			caller, _ = parseCaller(a.data) // judge checked it parses
+		},
+	})
+	return caller, out
+}
+
+// ChangePassword sets the password of userID (POST /v2/users/password).
+// Every attempt sends the same password.
+func (c *Client) ChangePassword(ctx context.Context, userID int, pw secret.Password) Outcome {
+	if userID <= 0 {
+		return Outcome{Err: fmt.Errorf("user id %d: must be positive", userID)}
+	}
+	if pw.Empty() {
+		return Outcome{Err: errors.New("empty password: not sent")}
+	}
+	if !utf8.ValidString(pw.Reveal()) {
+		// encoding/json would silently replace the invalid bytes, and the
+		// server would get another password than the one sealed.
+		return Outcome{Err: errors.New("password is not valid UTF-8: not sent")}
+	}
+	body, err := json.Marshal(struct {
+		UserID      int    `json:"userId"`
+		NewPassword string `json:"newPassword"`
+	}{userID, pw.Reveal()})
+	if err != nil {
+		return Outcome{Err: errors.New("encoding the request: cannot encode the password as JSON")}
+	}
+	defer clear(body)
+	return c.call(ctx, call{
+		endpoint: endpointPassword,
+		method:   http.MethodPost,
+		path:     "/v2/users/password",
+		body:     body,
+		userID:   userID,
+		secret:   pw.Reveal(),
+	})
+}
+
+// ResetSessions invalidates the sessions of userID (POST
+// /v2/users/reset/{id}, no body).
+func (c *Client) ResetSessions(ctx context.Context, userID int) Outcome {
+	if userID <= 0 {
+		return Outcome{Err: fmt.Errorf("user id %d: must be positive", userID)}
+	}
+	return c.call(ctx, call{
+		endpoint: endpointReset,
+		method:   http.MethodPost,
+		path:     "/v2/users/reset/" + strconv.Itoa(userID),
+		userID:   userID,
+	})
+}
+
+// call describes one API call.
+type call struct {
+	endpoint string
+	method   string
+	path     string
+	body     []byte // nil: no body
+	userID   int    // for logs; 0 for Me
+	secret   string // a password in body, scrubbed from messages
+	onOK     func(answer)
+}
+
+// attemptResult is the result of one attempt.
+type attemptResult struct {
+	status     int
+	v          verdict
+	retryAfter time.Duration
+	hasRA      bool
+}
+
+// call runs cl, retrying as the answers allow, and returns its outcome.
+func (c *Client) call(ctx context.Context, cl call) Outcome {
+	scrub := c.scrubber(cl.secret)
+	var out Outcome
+	var lastMsg string
+	for attempt := 1; ; attempt++ {
+		if err := c.wait(ctx); err != nil {
+			return c.interrupted(out, lastMsg, err, scrub)
+		}
+		res := c.attempt(ctx, cl, scrub)
+		// The parts of the message were scrubbed before they were joined
+		// and cleaned; scrub the whole once more in case cleaning (white
+		// space folding) rebuilt a secret.
+		res.v.msg = clean(scrub(res.v.msg), maxMessage)
+		out.Attempts++
+		if res.status != 0 {
+			out.HTTPStatus = res.status
+			out.ErrorCode = res.v.code
+		}
+		if c.obs != nil {
+			var err error
+			if !res.v.ok {
+				err = errors.New(res.v.msg)
+			}
+			c.obs.Call(cl.endpoint, res.status, err)
+		}
+		// A 429 or RateLimitExceeded slows every caller, and so does any
+		// retryable answer that names a Retry-After.
+		if c.pacer != nil && (res.v.throttle || res.hasRA && res.v.retry) {
+			c.pacer.Throttle(res.retryAfter)
+		}
+		if res.v.ok {
+			out.OK, out.Unknown, out.Err = true, false, nil
+			return out
+		}
+		out.Unknown = out.Unknown || res.v.unknown
+		lastMsg = res.v.msg
+		if res.v.fatal || !res.v.retry || attempt >= c.maxAttempts {
+			out.Fatal = res.v.fatal
+			out.Err = errors.New(lastMsg)
+			return out
+		}
+		if err := ctx.Err(); err != nil {
+			return c.interrupted(out, lastMsg, err, scrub)
+		}
+		sleep := c.backoff(attempt - 1)
+		if res.hasRA {
+			sleep = max(sleep, res.retryAfter)
+		}
+		if c.obs != nil {
+			c.obs.Retry(cl.endpoint)
+		}
+		c.log.LogAttrs(ctx, slog.LevelDebug, "retrying ECGrid call",
+			slog.String("endpoint", cl.endpoint),
+			slog.Int("user", cl.userID),
+			slog.Int("attempt", attempt),
+			slog.Int("status", res.status),
+			slog.String("reason", lastMsg),
+			slog.Duration("wait", sleep))
+		if err := sleepCtx(ctx, sleep); err != nil {
+			return c.interrupted(out, lastMsg, err, scrub)
+		}
+	}
+}
+
+// wait waits for the pacer, or checks ctx when there is none.
+func (c *Client) wait(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.pacer == nil {
+		return nil
+	}
+	return c.pacer.Wait(ctx)
+}
+
+// interrupted completes out for a call stopped by ctx (or by the pacer)
+// before a final answer.
+func (c *Client) interrupted(out Outcome, lastMsg string, cause error, scrub func(string) string) Outcome {
+	out.Interrupted = true
+	out.OK, out.Fatal = false, false
+	msg := "interrupted: " + clean(scrub(cause.Error()), 60)
+	if lastMsg != "" {
+		msg += " (last: " + lastMsg + ")"
+	}
+	out.Err = &wrapped{msg: clean(msg, maxMessage), err: cause}
+	return out
+}
+
+// wrapped is an error with a safe message that still unwraps to its cause
+// (such as context.Canceled).
+type wrapped struct {
+	msg string
+	err error
+}
+
+func (w *wrapped) Error() string { return w.msg }
+func (w *wrapped) Unwrap() error { return w.err }
+
+// backoff returns a full-jitter delay for retry n (0 for the first retry):
+// uniform in [0, min(backoffMax, backoffBase*2^n)).
+func (c *Client) backoff(n int) time.Duration {
+	ceiling := c.backoffMax
+	if n < 62 {
+		if d := c.backoffBase << n; d > 0 && d>>n == c.backoffBase && d < ceiling {
+			ceiling = d
+		}
+	}
+	if ceiling <= 0 {
+		return 0
+	}
+	return rand.N(ceiling)
+}
+
+// sleepCtx sleeps for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// attempt sends one request and judges its answer. The request runs on a
+// context that ignores ctx's cancellation but ends at c.timeout, so an
+// answer to a request already sent is still seen.
+func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string) attemptResult {
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	defer cancel()
+	var wrote atomic.Bool
+	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
+		WroteHeaders: func() { wrote.Store(true) },
+	})
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + cl.path
+	u.RawPath = ""
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(actx, cl.method, u.String(), body)
+	if err != nil {
+		return attemptResult{v: verdict{msg: clean("building the request: "+scrub(unwrapURLError(err).Error()), maxMessage)}}
+	}
+	req.Header.Set("X-API-Key", c.key)
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", userAgent)
+	if cl.body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return attemptResult{v: c.transportVerdict(err, actx, wrote.Load(), cl.endpoint != endpointMe, "", scrub)}
+	}
+	data, readErr := readBounded(resp.Body)
+	status := resp.StatusCode
+	ra, hasRA := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+	res := attemptResult{status: status, retryAfter: ra, hasRA: hasRA}
+	if readErr != nil && status >= 200 && status < 300 {
+		// An unreadable success: the change may have been applied.
+		v := c.transportVerdict(readErr, actx, true, cl.endpoint != endpointMe, "HTTP "+strconv.Itoa(status)+": reading the answer: ", scrub)
+		res.v = v
+		return res
+	}
+	a := decodeAnswer(status, resp.Header, data)
+	res.v = judge(a, cl.endpoint, scrub)
+	if res.v.ok && cl.onOK != nil {
+		cl.onOK(a)
+	}
+	return res
+}
+
+// transportVerdict judges an attempt that got no (complete) answer. sent
+// says whether the request may have reached the server.
+func (c *Client) transportVerdict(err error, actx context.Context, sent, mutating bool, prefix string, scrub func(string) string) verdict {
+	v := verdict{retry: true, unknown: sent && mutating}
+	var what string
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || actx.Err() != nil || (errors.As(err, &ne) && ne.Timeout()) {
+		what = "timeout after " + c.timeout.String()
+	} else {
+		what = "transport error: " + scrub(unwrapURLError(err).Error())
+	}
+	msg := prefix + what
+	if v.unknown {
+		msg = "outcome unknown: " + msg
+	} else if !sent {
+		msg += " (request not sent)"
+	}
+	v.msg = clean(msg, maxMessage)
+	return v
+}
+
+// unwrapURLError drops the *url.Error wrapper, whose message repeats the
+// method and URL.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		return ue.Err
+	}
+	return err
+}
+
+// readBounded reads at most maxBody bytes of body, discards at most
+// maxDrain more so the connection can be reused, and closes it. A body
+// longer than that is cut (the connection is then closed, not reused).
+func readBounded(body io.ReadCloser) ([]byte, error) {
+	defer body.Close()
+	data, err := io.ReadAll(io.LimitReader(body, maxBody))
+	if err != nil {
+		return data, err
+	}
+	_, _ = io.CopyN(io.Discard, body, maxDrain)
+	return data, nil
+}
+
+// scrubber returns a function that replaces the API key and pw (if any)
+// in a text with a marker.
+func (c *Client) scrubber(pw string) func(string) string {
+	pairs := []string{c.key, redactedMarker}
+	if pw != "" {
+		pairs = append(pairs, pw, redactedMarker)
+	}
+	r := strings.NewReplacer(pairs...)
+	return r.Replace
+}
