@@ -202,7 +202,6 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		logger.Error("cannot start", "err", err)
 		return job.ExitFatal
 	}
-	cfg.Progress = prog
 	runner := job.New(cfg)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -224,7 +223,9 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}()
 
-	prog.Start(context.WithoutCancel(ctx))
+	// The display starts with the updates, once the plan is printed; it goes
+	// on while requests in flight finish after a signal.
+	runner.SetProgress(startingProgress{prog, context.WithoutCancel(ctx)})
 	sum, runErr := runner.Run(ctx)
 	prog.Stop()
 	switch {
@@ -239,11 +240,22 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		"apiCalls", sum.APICalls, "retries", sum.Retries, "achievedRate", fmt.Sprintf("%.1f/s", sum.AchievedRate),
 		"interrupted", sum.Interrupted, "outputs", sum.Outputs)
 	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != job.ExitFatal {
-		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with:\n  go run . open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
+		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
 			filepath.Join(cfg.Out, job.DemoIdentityName), cfg.Out,
 			filepath.Join(cfg.Out, job.DemoIdentityName), filepath.Join(cfg.Out, report.SealedName(1)))
 	}
 	return sum.ExitCode
+}
+
+// startingProgress starts the display when the job knows its total.
+type startingProgress struct {
+	*console.Progress
+	ctx context.Context
+}
+
+func (p startingProgress) SetTotal(n int) {
+	p.Progress.SetTotal(n)
+	p.Start(p.ctx)
 }
 
 // wire turns the flags into a job.Config: validation of every value,

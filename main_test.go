@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -12,6 +16,8 @@ import (
 	"time"
 
 	"filippo.io/age"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"pwrotate/ecgridsim"
@@ -65,6 +71,7 @@ func TestScripts(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(env.WorkDir, "key.txt"), []byte(id.String()+"\n"), 0o600); err != nil {
 				return err
 			}
+			env.Setenv("PUSHGW_URL", fakePushgateway(env, filepath.Join(env.WorkDir, "pushed.txt")))
 			env.Values[simKey{}] = sim
 			env.Values[idKey{}] = id
 			env.Setenv("SIM_URL", srv.URL)
@@ -239,4 +246,40 @@ func TestStockAgeAvailable(t *testing.T) {
 		}
 		t.Skip("age is not on PATH: the scripts skip their stock-age checks")
 	}
+}
+
+// fakePushgateway stands in for a Prometheus Pushgateway: it checks each
+// push (POST to /metrics/job/...), decodes the exposition format the push
+// client sends, and appends it as text (with the path) to file.
+func fakePushgateway(env *testscript.Env, file string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !strings.HasPrefix(r.URL.Path, "/metrics/job/") {
+			http.Error(w, "want POST /metrics/job/...", http.StatusBadRequest)
+			return
+		}
+		var text bytes.Buffer
+		fmt.Fprintf(&text, "# push %s\n", r.URL.Path)
+		dec := expfmt.NewDecoder(r.Body, expfmt.ResponseFormat(r.Header))
+		for {
+			var mf dto.MetricFamily
+			if err := dec.Decode(&mf); err == io.EOF {
+				break
+			} else if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			if _, err := expfmt.MetricFamilyToText(&text, &mf); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+		}
+		f, err := os.OpenFile(file, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+		if err == nil {
+			_, _ = f.Write(text.Bytes())
+			_ = f.Close()
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	env.Defer(srv.Close)
+	return srv.URL
 }

@@ -12,6 +12,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,9 @@ func New(cfg Config) *Runner {
 	}
 	return &Runner{cfg: cfg, log: cfg.Logger}
 }
+
+// SetProgress sets the display told about each finished record.
+func (r *Runner) SetProgress(p Progress) { r.cfg.Progress = p }
 
 // Abort syncs the results recorded so far. Call it before exiting at once.
 func (r *Runner) Abort() {
@@ -473,18 +477,17 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	}()
 
 	counts := &runCounts{byStatus: map[report.Status]int{}}
-	index := make(map[int]int32, len(p.records))
-	for i := range p.records {
-		index[p.records[i].Line] = int32(i)
-	}
+	// Records are in input order, so their lines ascend: find a recorded
+	// row's record by binary search (no map: a plan can be millions long).
 	p.recorded = make([]bool, len(p.records))
 	for _, row := range existing {
-		if i, ok := index[row.Line]; ok && !p.recorded[i] {
+		i := sort.Search(len(p.records), func(i int) bool { return p.records[i].Line >= row.Line })
+		if i < len(p.records) && p.records[i].Line == row.Line && !p.recorded[i] {
 			p.recorded[i] = true
 			counts.add(row)
 		}
 	}
-	index = nil
+	existing = nil
 	var invalidRows []report.Row
 	for i := range p.records {
 		if p.recorded[i] {
