@@ -291,3 +291,44 @@ func TestSecondRunOnSameOutRefused(t *testing.T) {
 	}
 	w.check(out)
 }
+
+// TestSecondSignalExitsAtOnce sends SIGTERM twice: the child exits 3 at
+// once, without waiting for the slow requests in flight; what it had
+// recorded survives and --resume completes the run.
+func TestSecondSignalExitsAtOnce(t *testing.T) {
+	w := newCrashWorld(t, 300)
+	w.sim.SetLatency(1500*time.Millisecond, 1800*time.Millisecond)
+	out := filepath.Join(w.dir, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, stderr := w.command(ctx, out, "", "--timeout", "10s", "--workers", "8")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for w.sim.Count("password") < 12 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	sent := time.Now()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	time.Sleep(100 * time.Millisecond)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	took := time.Since(sent)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("exit after two signals: %v, want code 3\n%s", err, stderr)
+	}
+	t.Logf("two signals to exit: %v (requests in flight take 1.5 s or more)", took)
+	if took > 1200*time.Millisecond {
+		t.Errorf("the second signal did not exit at once: %v", took)
+	}
+	if !strings.Contains(stderr.String(), "second signal") {
+		t.Errorf("no log line for the second signal:\n%s", stderr)
+	}
+	w.sim.SetLatency(0, 0)
+	if code := w.run(out, ""); code != 0 {
+		t.Fatalf("resume: exit %d", code)
+	}
+	w.check(out)
+}

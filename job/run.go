@@ -344,6 +344,7 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 	}
 	p.pw = nil
 	r.printPlan(p, "dry run: nothing will be changed (pass --apply to carry it out)")
+	r.log.Info("plan", "dryRun", true, "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid)
 	invalid := len(p.records) - p.valid
 	sum.Counts[string(report.Planned)] = p.valid
 	sum.Counts[string(report.Invalid)] = invalid
@@ -516,6 +517,8 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		sum.Generation = gen
 	}
 	r.printPlan(p, fmt.Sprintf("applying, generation %d, %d still to do", gen, len(p.pending)))
+	r.log.Info("plan", "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid,
+		"pending", len(p.pending), "generation", gen)
 
 	if _, ok, err := out.ReadManifest(); err != nil {
 		return &ExitError{Code: ExitFatal, Err: err}
