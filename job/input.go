@@ -18,6 +18,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"pwrotate/rotate"
 	"pwrotate/secret"
 )
 
@@ -486,7 +487,7 @@ func mayHoldPassword(cell, pw string) bool {
 	if cell == "" {
 		return false
 	}
-	if len(passwordRuleProblems(cell)) == 0 || (pw != "" && strings.Contains(cell, pw)) {
+	if len(rotate.MissingClasses(cell)) == 0 || (pw != "" && strings.Contains(cell, pw)) {
 		return true
 	}
 	_, swapped := parseInputUserID(strings.Trim(pw, " \t"))
@@ -495,7 +496,7 @@ func mayHoldPassword(cell, pw string) bool {
 
 // passwordReason returns why a given password cannot be used, or "".
 func passwordReason(pw string) string {
-	if missing := passwordRuleProblems(pw); len(missing) > 0 {
+	if missing := rotate.MissingClasses(pw); len(missing) > 0 {
 		return "password breaks the rule: missing " + strings.Join(missing, ", ")
 	}
 	if strings.ContainsFunc(pw, unicode.IsControl) {
@@ -509,35 +510,6 @@ func passwordReason(pw string) string {
 	return ""
 }
 
-// passwordRuleProblems returns the character classes of the password rule
-// that pw lacks ("lowercase", "uppercase", "digit", "symbol"), in that
-// order; none if pw meets the rule. A symbol is any character outside
-// [a-zA-Z0-9].
-func passwordRuleProblems(pw string) []string {
-	var lower, upper, digit, symbol bool
-	for i := 0; i < len(pw); i++ {
-		switch c := pw[i]; {
-		case 'a' <= c && c <= 'z':
-			lower = true
-		case 'A' <= c && c <= 'Z':
-			upper = true
-		case '0' <= c && c <= '9':
-			digit = true
-		default:
-			symbol = true
-		}
-	}
-	var missing []string
-	for _, m := range []struct {
-		ok   bool
-		name string
-	}{{lower, "lowercase"}, {upper, "uppercase"}, {digit, "digit"}, {symbol, "symbol"}} {
-		if !m.ok {
-			missing = append(missing, m.name)
-		}
-	}
-	return missing
-}
 
 // parseInputUserID parses a decimal userId in 1..maxInputUserID: digits only (leading
 // zeros allowed), no sign, no spaces.

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+
+	"pwrotate/rotate"
 )
 
 // fuzzReasons are the only shapes an Invalid reason may take: user data
@@ -52,7 +54,7 @@ func FuzzReadInput(f *testing.F) {
 			}
 			msg := err.Error()
 			for _, pw := range given {
-				if len(pw) >= 8 && len(passwordRuleProblems(pw)) == 0 && strings.Contains(msg, pw) {
+				if len(pw) >= 8 && len(rotate.MissingClasses(pw)) == 0 && strings.Contains(msg, pw) {
 					t.Fatalf("error shows a given password: %s", msg)
 				}
 			}
@@ -107,7 +109,7 @@ func FuzzReadInput(f *testing.F) {
 				s = strings.TrimSuffix(s, "…")
 				for _, pw := range given {
 					tp := strings.Trim(pw, " \t")
-					if tp != "" && (s == tp || len(passwordRuleProblems(pw)) == 0 && strings.Contains(s, pw)) {
+					if tp != "" && (s == tp || len(rotate.MissingClasses(pw)) == 0 && strings.Contains(s, pw)) {
 						t.Fatalf("line %d: %q shows a given password", r.Line, r.Invalid)
 					}
 				}

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"pwrotate/rotate"
 )
 
 // want is the expected shape of one record.
@@ -611,7 +613,7 @@ func TestPasswordRuleProblems(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.pw, func(t *testing.T) {
-			if got := passwordRuleProblems(tc.pw); !slices.Equal(got, tc.want) {
+			if got := rotate.MissingClasses(tc.pw); !slices.Equal(got, tc.want) {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})

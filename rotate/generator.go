@@ -199,10 +199,19 @@ func swapFirstWithLetter(pw string) (string, error) {
 // contains pw. CheckPolicy does not check the length or the first
 // character: those are rules for generated passwords.
 func CheckPolicy(pw string) error {
+	if missing := MissingClasses(pw); len(missing) > 0 {
+		return fmt.Errorf("password breaks the rule: missing %s", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// MissingClasses returns the character classes of the password rule that
+// pw lacks, in the order "lowercase", "uppercase", "digit", "symbol" (a
+// symbol is any character outside [a-zA-Z0-9]); none if pw meets the rule.
+func MissingClasses(pw string) []string {
 	var lower, upper, digit, other bool
 	for i := 0; i < len(pw); i++ {
-		c := pw[i]
-		switch {
+		switch c := pw[i]; {
 		case isLower(c):
 			lower = true
 		case isUpper(c):
@@ -214,22 +223,15 @@ func CheckPolicy(pw string) error {
 		}
 	}
 	var missing []string
-	if !lower {
-		missing = append(missing, "a lowercase letter")
+	for _, class := range []struct {
+		ok   bool
+		name string
+	}{{lower, "lowercase"}, {upper, "uppercase"}, {digit, "digit"}, {other, "symbol"}} {
+		if !class.ok {
+			missing = append(missing, class.name)
+		}
 	}
-	if !upper {
-		missing = append(missing, "an uppercase letter")
-	}
-	if !digit {
-		missing = append(missing, "a digit")
-	}
-	if !other {
-		missing = append(missing, "a symbol (a character other than a-z, A-Z, 0-9)")
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	return fmt.Errorf("password breaks the rule: missing %s", strings.Join(missing, ", "))
+	return missing
 }
 
 func isLower(c byte) bool { return 'a' <= c && c <= 'z' }
