@@ -129,9 +129,12 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 
 // parseArgs applies PWROTATE_<NAME> environment variables, then the
 // arguments; flags and positional arguments may be mixed.
-func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+func parseArgs(fs *flag.FlagSet, args []string, fromEnv bool) ([]string, error) {
 	var envErr error
 	fs.VisitAll(func(fl *flag.Flag) {
+		if !fromEnv {
+			return
+		}
 		name := "PWROTATE_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
 		if v := os.Getenv(name); v != "" && envErr == nil {
 			if err := fs.Set(fl.Name, v); err != nil {
@@ -164,7 +167,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	fs, f := newRunFlags(stderr)
-	rest, err := parseArgs(fs, args)
+	rest, err := parseArgs(fs, args, true)
 	if errors.Is(err, flag.ErrHelp) {
 		return job.ExitOK
 	}
@@ -427,6 +430,9 @@ func parseShard(spec string, shards int) (k, n int, err error) {
 	}
 	if spec != "" {
 		ks, ns, ok := strings.Cut(spec, "/")
+		if ok && shards > 1 && ns != strconv.Itoa(shards) {
+			return 0, 0, fmt.Errorf("--shard %s and --shards %d disagree on the number of shards", spec, shards)
+		}
 		if !ok {
 			ns = strconv.Itoa(shards)
 		}
@@ -481,7 +487,9 @@ func pushMetrics(f *runFlags, cfg job.Config, sum report.Summary, logger *slog.L
 	}
 	err := run.Push(ctx, f.pushgateway, "pwrotate", grouping, metrics.Final{
 		Counts: sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
-		ExitCode: sum.ExitCode, Interrupted: sum.Interrupted, Success: sum.ExitCode == job.ExitOK,
+		ExitCode: sum.ExitCode, Interrupted: sum.Interrupted,
+		// A dry run rotates nothing: it must not silence a "rotation overdue" alert.
+		Success: sum.ExitCode == job.ExitOK && !sum.DryRun,
 	})
 	if err != nil {
 		logger.Warn("pushing metrics failed", "err", err)
@@ -502,7 +510,7 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "usage: pwrotate open [--identity FILE]... [--all] PATH...\n  PATH: an output folder or .age files\n")
 		fs.PrintDefaults()
 	}
-	paths, err := parseArgs(fs, args)
+	paths, err := parseArgs(fs, args, false)
 	if errors.Is(err, flag.ErrHelp) {
 		return job.ExitOK
 	}

@@ -510,7 +510,6 @@ func passwordReason(pw string) string {
 	return ""
 }
 
-
 // parseInputUserID parses a decimal userId in 1..maxInputUserID: digits only (leading
 // zeros allowed), no sign, no spaces.
 func parseInputUserID(s string) (int, bool) {

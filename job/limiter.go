@@ -21,6 +21,15 @@ type Limiter struct {
 	pausedUntil time.Time
 	lastChange  time.Time
 	now         func() time.Time
+
+	// released rings the times of the last len(released) calls let go: no
+	// call goes while that many went within the last second. The bucket
+	// alone bounds when calls are scheduled; a timer that fires late on a
+	// busy machine can still bunch them, and the window bounds what is
+	// actually released. Empty when unlimited.
+	released  []time.Time
+	next      int
+	onRelease func(time.Time) // tests only
 }
 
 // NewLimiter returns a Limiter for perSecond calls a second (0: unlimited)
@@ -33,7 +42,11 @@ func NewLimiter(perSecond float64, burst int) *Limiter {
 	if perSecond <= 0 {
 		target = rate.Inf
 	}
-	return &Limiter{bucket: rate.NewLimiter(target, burst), target: target, now: time.Now}
+	l := &Limiter{bucket: rate.NewLimiter(target, burst), target: target, now: time.Now}
+	if target != rate.Inf {
+		l.released = make([]time.Time, int(math.Ceil(perSecond))+burst)
+	}
+	return l
 }
 
 // Wait blocks until the next call may start, or ctx is done.
@@ -55,7 +68,41 @@ func (l *Limiter) Wait(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	return l.bucket.Wait(ctx)
+	if err := l.bucket.Wait(ctx); err != nil {
+		return err
+	}
+	return l.release(ctx)
+}
+
+// release lets one call go once fewer than len(l.released) calls went in
+// the last second.
+func (l *Limiter) release(ctx context.Context) error {
+	if l.released == nil {
+		return nil
+	}
+	for {
+		l.mu.Lock()
+		now := l.now()
+		oldest := l.released[l.next]
+		if wait := oldest.Add(time.Second).Sub(now); !oldest.IsZero() && wait > 0 {
+			l.mu.Unlock()
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			continue
+		}
+		l.released[l.next] = now
+		l.next = (l.next + 1) % len(l.released)
+		if l.onRelease != nil {
+			l.onRelease(now)
+		}
+		l.mu.Unlock()
+		return nil
+	}
 }
 
 // Throttle records a 429: every caller waits at least retryAfter, and a

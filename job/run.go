@@ -223,8 +223,17 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 			p.valid++
 		}
 	}
-	if cfg.MaxUsers > 0 && p.valid > cfg.MaxUsers {
-		return fatal("--max-users %d: the plan would change %d users; refusing", cfg.MaxUsers, p.valid)
+	if cfg.MaxUsers > 0 {
+		// The cap is on the whole plan, every shard's users together.
+		total := 0
+		for _, rec := range in.Records {
+			if rec.Invalid == "" && (p.caller == nil || cfg.IncludeSelf || rec.UserID != p.caller.UserID) {
+				total++
+			}
+		}
+		if total > cfg.MaxUsers {
+			return fatal("--max-users %d: the plan would change %d users; refusing", cfg.MaxUsers, total)
+		}
 	}
 	if !cfg.Apply {
 		return r.dryRun(p, out, sum)
@@ -294,7 +303,7 @@ func (r *Runner) preflight(ctx context.Context, p *plan) error {
 		return fatal("preflight GET /v2/users/me: %w", o.Err)
 	}
 	r.log.Info("preflight", "caller", caller.UserID, "authLevel", caller.LevelName)
-	if cfg.Apply && caller.Level < rotate.LevelNetworkAdmin {
+	if caller.Level < rotate.LevelNetworkAdmin {
 		return fatal("preflight: the API key belongs to user %d with AuthLevel %q; changing passwords needs NetworkAdmin or higher",
 			caller.UserID, caller.LevelName)
 	}
@@ -348,6 +357,10 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 	invalid := len(p.records) - p.valid
 	sum.Counts[string(report.Planned)] = p.valid
 	sum.Counts[string(report.Invalid)] = invalid
+	if r.cfg.Counter != nil {
+		sum.APICalls = int(r.cfg.Counter.Calls())
+		sum.Retries = int(r.cfg.Counter.Retries())
+	}
 	code := ExitOK
 	if invalid > 0 {
 		code = ExitIncomplete
@@ -488,6 +501,9 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 			counts.add(row)
 		}
 	}
+	if len(existing) > 0 {
+		r.log.Info("resuming", "out", out.Path, "recorded", len(existing))
+	}
 	existing = nil
 	var invalidRows []report.Row
 	for i := range p.records {
@@ -500,9 +516,6 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		} else {
 			p.pending = append(p.pending, int32(i))
 		}
-	}
-	if len(existing) > 0 {
-		r.log.Info("resuming", "out", out.Path, "recorded", len(existing), "pending", len(p.pending))
 	}
 
 	gens, err := report.SealedGenerations(out.Path)
