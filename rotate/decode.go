@@ -188,7 +188,16 @@ func isHTML(header http.Header, b []byte) bool {
 // htmlTitle returns the text of an HTML document's <title>, entities
 // decoded, or "" if there is no complete title element.
 func htmlTitle(b []byte) string {
-	lower := bytes.ToLower(b)
+	// Lower ASCII only: bytes.ToLower rewrites invalid UTF-8 as U+FFFD,
+	// which changes lengths and so the offsets used to cut b (a fuzzer
+	// finding).
+	lower := make([]byte, len(b))
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
 	i := bytes.Index(lower, []byte("<title"))
 	if i < 0 {
 		return ""
