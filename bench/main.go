@@ -1,0 +1,635 @@
+// Command bench measures pwrotate against the performance targets of
+// issue 4: throughput against wrk, rate accuracy, peak memory and CPU per
+// user.
+//
+// It hosts the ECGrid simulator in its own process on 127.0.0.1 and runs
+// the job as a child process (a pwrotate binary it builds first, or the one
+// given by --binary), so that the child's rusage measures the job alone:
+//
+//	go run ./bench                       # from the repository root
+//	go run ./bench --users 20000 --skip-wrk
+//
+// It installs nothing: without wrk on PATH it says how to get it and skips
+// the throughput ratio. It exits 1 when a target fails, 2 when it cannot
+// measure.
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"filippo.io/age"
+
+	"pwrotate/ecgridsim"
+	"pwrotate/report"
+)
+
+// Targets of issue 4.
+const (
+	minWrkRatio     = 0.7  // users/s of the whole run over wrk's requests/s
+	minRateAccuracy = 0.98 // achieved over configured rate
+	maxRSS200k      = 64   // MiB at 200,000 users
+	maxRSSGrowth    = 3.0  // RSS(200k) / RSS(20k)
+	maxCPUPer10k    = 0.3  // CPU seconds (user+sys) per 10,000 users
+	callerID        = 1    // the API key's owner, never in the input
+	firstUserID     = 1_000_000
+	benchWorkers    = 64
+	rateWorkers     = 32
+	rateLimit       = 300
+	rateBurst       = 1
+	rateLatencyMin  = 20 * time.Millisecond
+	rateLatencyMax  = 50 * time.Millisecond
+	childTimeLimit  = 10 * time.Minute
+	wrkConnections  = 64
+	wrkThreads      = 2
+	wrkInstallHint  = "apt-get install -y wrk"
+	summaryFileName = report.SummaryName
+)
+
+type options struct {
+	users     []int
+	rateUsers int
+	skipWrk   bool
+	binary    string
+	wrkDur    time.Duration
+	keep      bool
+}
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	opt, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	b, err := newBench(ctx, opt, stdout)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	defer b.close()
+	ok, err := b.all(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench: %v\n", err)
+		return 2
+	}
+	if !ok {
+		return 1
+	}
+	return 0
+}
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	users := fs.String("users", "20000,200000", "comma-separated user counts for the throughput, memory and CPU runs")
+	rateUsers := fs.Int("rate-users", 6000, "users in the --rate 300 accuracy run (6000 is about 20 s)")
+	skipWrk := fs.Bool("skip-wrk", false, "do not run wrk (no throughput ratio)")
+	binary := fs.String("binary", "", "pwrotate binary to measure (default: build one from the module root)")
+	wrkDur := fs.Duration("wrk-duration", 10*time.Second, "how long wrk runs")
+	keep := fs.Bool("keep", false, "keep the temporary folder (inputs, outputs, logs)")
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	opt := options{rateUsers: *rateUsers, skipWrk: *skipWrk, binary: *binary, wrkDur: *wrkDur, keep: *keep}
+	var err error
+	if opt.users, err = parseUsers(*users); err != nil {
+		return options{}, err
+	}
+	if opt.rateUsers < 0 {
+		return options{}, fmt.Errorf("--rate-users %d: must be 0 (skip) or more", opt.rateUsers)
+	}
+	return opt, nil
+}
+
+// parseUsers reads a list such as "20000,200000".
+func parseUsers(s string) ([]int, error) {
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 || n > 10_000_000 {
+			return nil, fmt.Errorf("--users: %q is not a count between 1 and 10000000", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("--users: empty list")
+	}
+	return out, nil
+}
+
+// bench holds what every scenario shares.
+type bench struct {
+	opt       options
+	out       io.Writer
+	dir       string
+	binary    string
+	key       string
+	recipient string
+	failed    []string
+}
+
+func newBench(ctx context.Context, opt options, out io.Writer) (*bench, error) {
+	dir, err := os.MkdirTemp("", "pwbench-")
+	if err != nil {
+		return nil, fmt.Errorf("temp dir: %w", err)
+	}
+	b := &bench{opt: opt, out: out, dir: dir, binary: opt.binary}
+	var kb [16]byte
+	_, _ = rand.Read(kb[:])
+	b.key = "bench-" + hex.EncodeToString(kb[:]) // a throw-away key for the simulator
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		b.close()
+		return nil, fmt.Errorf("age identity: %w", err)
+	}
+	b.recipient = id.Recipient().String()
+	if b.binary == "" {
+		if b.binary, err = buildBinary(ctx, dir); err != nil {
+			b.close()
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+func (b *bench) close() {
+	if b.opt.keep {
+		fmt.Fprintf(b.out, "kept %s\n", b.dir)
+		return
+	}
+	_ = os.RemoveAll(b.dir)
+}
+
+// buildBinary builds pwrotate from the module root into dir.
+func buildBinary(ctx context.Context, dir string) (string, error) {
+	root, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(root))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside the pwrotate module: run from the repository root, or pass --binary")
+	}
+	bin := filepath.Join(dir, "pwrotate")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	cmd.Dir = filepath.Dir(mod)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+func (b *bench) all(ctx context.Context) (bool, error) {
+	b.machine(ctx)
+
+	var wrkRPS float64
+	if b.opt.skipWrk {
+		fmt.Fprintf(b.out, "\nwrk: skipped (--skip-wrk): no throughput ratio\n")
+	} else if _, err := exec.LookPath("wrk"); err != nil {
+		fmt.Fprintf(b.out, "\nwrk: not found on PATH; install it (Debian: %s) for the throughput ratio; skipping it\n", wrkInstallHint)
+	} else {
+		rps, err := b.wrk(ctx)
+		if err != nil {
+			return false, err
+		}
+		wrkRPS = rps
+	}
+
+	rss := map[int]float64{}
+	for _, n := range b.opt.users {
+		r, err := b.throughput(ctx, n, wrkRPS)
+		if err != nil {
+			return false, err
+		}
+		rss[n] = r
+	}
+	b.memoryScaling(rss)
+
+	if b.opt.rateUsers > 0 {
+		if err := b.rateAccuracy(ctx, b.opt.rateUsers); err != nil {
+			return false, err
+		}
+	}
+
+	fmt.Fprintln(b.out)
+	if len(b.failed) > 0 {
+		fmt.Fprintf(b.out, "RESULT: FAIL (%s)\n", strings.Join(b.failed, "; "))
+		return false, nil
+	}
+	fmt.Fprintln(b.out, "RESULT: PASS (every target measured here was met)")
+	return true, nil
+}
+
+func (b *bench) machine(ctx context.Context) {
+	fmt.Fprintln(b.out, "pwrotate performance (issue 4)")
+	fmt.Fprintf(b.out, "machine: %d CPUs (nproc), %s, %s/%s\n", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH)
+	goVersion := runtime.Version()
+	if out, err := exec.CommandContext(ctx, b.binary, "version").Output(); err == nil {
+		goVersion += "; binary: " + strings.TrimSpace(string(out))
+	}
+	fmt.Fprintf(b.out, "go: %s\n", goVersion)
+	fmt.Fprintf(b.out, "load average before: %s\n", loadAvg())
+}
+
+// cpuModel returns the first "model name" of /proc/cpuinfo.
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// simulator starts a fresh simulator on loopback.
+func (b *bench) simulator() (*ecgridsim.Server, string, func(), error) {
+	sim := ecgridsim.New()
+	sim.SetAutoCreate(true)
+	sim.AddKey(b.key, callerID, "NetworkAdmin")
+	sim.SetCallLimit(0)
+	url, srv, err := sim.ListenLoopback()
+	if err != nil {
+		return nil, "", nil, err
+	}
+	stop := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}
+	return sim, url, stop, nil
+}
+
+// wrkScript is the Lua script that makes wrk change a password per request,
+// a new user each time (the simulator auto-creates users).
+const wrkScript = `local n = 0
+local headers = {["Content-Type"] = "application/json", ["X-API-Key"] = %q}
+request = function()
+  n = n + 1
+  local body = string.format('{"userId":%%d,"newPassword":"Wrk-%%d-pw!x"}', %d + n, n)
+  return wrk.format("POST", "/v2/users/password", headers, body)
+end
+`
+
+func (b *bench) wrk(ctx context.Context) (float64, error) {
+	sim, url, stop, err := b.simulator()
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	script := filepath.Join(b.dir, "post.lua")
+	if err := os.WriteFile(script, fmt.Appendf(nil, wrkScript, b.key, 50_000_000), 0o600); err != nil {
+		return 0, fmt.Errorf("writing post.lua: %w", err)
+	}
+	args := []string{"-t" + strconv.Itoa(wrkThreads), "-c" + strconv.Itoa(wrkConnections),
+		"-d" + b.opt.wrkDur.String(), "-s", script, url + "/v2/users/password"}
+	out, err := exec.CommandContext(ctx, "wrk", args...).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %w\n%s", err, out)
+	}
+	res, err := parseWrk(string(out))
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %w\n%s", err, out)
+	}
+	served := sim.Count("password")
+	fmt.Fprintf(b.out, "\nwrk -t%d -c%d -d%s POST /v2/users/password (zero latency)\n", wrkThreads, wrkConnections, b.opt.wrkDur)
+	fmt.Fprintf(b.out, "  requests/s:        %.0f (%d requests, %d non-2xx, %d socket errors; simulator saw %d)\n",
+		res.rps, res.requests, res.non2xx, res.socketErrors, served)
+	if res.non2xx > 0 || res.socketErrors > 0 {
+		return 0, fmt.Errorf("wrk: %d non-2xx answers and %d socket errors: the request is wrong or the machine is overloaded", res.non2xx, res.socketErrors)
+	}
+	return res.rps, nil
+}
+
+// wrkResult is what parseWrk reads from wrk's output.
+type wrkResult struct {
+	rps          float64
+	requests     int
+	non2xx       int
+	socketErrors int
+}
+
+// parseWrk reads "Requests/sec:", "N requests in", "Non-2xx or 3xx
+// responses:" and "Socket errors:" from wrk's report.
+func parseWrk(out string) (wrkResult, error) {
+	var r wrkResult
+	var haveRPS bool
+	for line := range strings.Lines(out) {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "Requests/sec:"):
+			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, "Requests/sec:")), 64)
+			if err != nil {
+				return r, fmt.Errorf("bad Requests/sec line %q", line)
+			}
+			r.rps, haveRPS = v, true
+		case strings.Contains(line, " requests in "):
+			f := strings.Fields(line)
+			r.requests, _ = strconv.Atoi(f[0])
+		case strings.HasPrefix(line, "Non-2xx or 3xx responses:"):
+			r.non2xx, _ = strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "Non-2xx or 3xx responses:")))
+		case strings.HasPrefix(line, "Socket errors:"):
+			// Socket errors: connect 0, read 0, write 0, timeout 0
+			for part := range strings.SplitSeq(strings.TrimPrefix(line, "Socket errors:"), ",") {
+				f := strings.Fields(part)
+				if len(f) == 2 {
+					n, _ := strconv.Atoi(f[1])
+					r.socketErrors += n
+				}
+			}
+		}
+	}
+	if !haveRPS {
+		return r, errors.New("no Requests/sec line in its output")
+	}
+	return r, nil
+}
+
+// childRun is one pwrotate process and what it used.
+type childRun struct {
+	wall    time.Duration
+	cpu     time.Duration // user+sys
+	maxRSS  float64       // MiB
+	summary report.Summary
+	logPath string
+}
+
+// runChild runs pwrotate run --apply on n users against url.
+func (b *bench) runChild(ctx context.Context, name string, n int, url string, flags ...string) (childRun, error) {
+	input := filepath.Join(b.dir, name+".csv")
+	if err := writeInput(input, n); err != nil {
+		return childRun{}, err
+	}
+	out := filepath.Join(b.dir, name+"-out")
+	logPath := filepath.Join(b.dir, name+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return childRun{}, fmt.Errorf("creating %s: %w", logPath, err)
+	}
+	defer logFile.Close()
+	args := append([]string{"run", "--apply", "--input", input, "--out", out, "--recipient", b.recipient,
+		"--base-url", url, "--log-format", "json", "--progress", "never"}, flags...)
+	ctx, cancel := context.WithTimeout(ctx, childTimeLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, b.binary, args...)
+	cmd.Env = append(childEnv(), "ECGRID_API_KEY="+b.key)
+	cmd.Stdout, cmd.Stderr = io.Discard, logFile
+	start := time.Now()
+	runErr := cmd.Run()
+	wall := time.Since(start)
+	r := childRun{wall: wall, logPath: logPath}
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			r.maxRSS = float64(ru.Maxrss) / 1024 // KiB on Linux
+		}
+	}
+	if runErr != nil {
+		return r, fmt.Errorf("pwrotate (%s): %w; log: %s", name, runErr, tail(logPath, 5))
+	}
+	if r.summary, err = report.ReadSummary(filepath.Join(out, summaryFileName)); err != nil {
+		return r, fmt.Errorf("pwrotate (%s): %w", name, err)
+	}
+	if got := r.summary.Counts[string(report.Updated)]; got != n || r.summary.ExitCode != 0 {
+		return r, fmt.Errorf("pwrotate (%s): %d of %d users updated, exit code %d; log: %s", name, got, n, r.summary.ExitCode, tail(logPath, 5))
+	}
+	if !b.opt.keep {
+		_ = os.RemoveAll(out) // sealed passwords and results of a throw-away identity
+	}
+	return r, nil
+}
+
+// childEnv is the environment without PWROTATE_* settings, which would
+// change the flags measured.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "PWROTATE_") || strings.HasPrefix(kv, "ECGRID_API_KEY=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// writeInput writes a users CSV of n consecutive IDs.
+func writeInput(path string, n int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("writing input: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	w.WriteString("userId\n")
+	var buf []byte
+	for i := range n {
+		buf = strconv.AppendInt(buf[:0], int64(firstUserID+i), 10)
+		buf = append(buf, '\n')
+		w.Write(buf)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return fmt.Errorf("writing input: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing input: %w", err)
+	}
+	return nil
+}
+
+// tail returns the last n lines of a file, one line.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(no log)"
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64) (float64, error) {
+	_, url, stop, err := b.simulator()
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	load := loadAvg()
+	r, err := b.runChild(ctx, "users-"+strconv.Itoa(n), n, url,
+		"--rate", "0", "--workers", strconv.Itoa(benchWorkers))
+	if err != nil {
+		return 0, err
+	}
+	usersPerSec := float64(n) / r.wall.Seconds()
+	callsPerSec := float64(r.summary.APICalls) / r.wall.Seconds()
+	cpuPer10k := r.cpu.Seconds() / float64(n) * 10_000
+	fmt.Fprintf(b.out, "\nthroughput: %d users, --rate 0 --workers %d, zero latency (load before: %s)\n", n, benchWorkers, load)
+	fmt.Fprintf(b.out, "  wall time:         %.2f s (whole process: plan, seal, apply, results)\n", r.wall.Seconds())
+	fmt.Fprintf(b.out, "  users/s:           %.0f\n", usersPerSec)
+	fmt.Fprintf(b.out, "  API calls/s:       %.0f over the process, %.0f in the apply phase (%d calls, %d retries)\n",
+		callsPerSec, r.summary.AchievedRate, r.summary.APICalls, r.summary.Retries)
+	if wrkRPS > 0 {
+		ratio := usersPerSec / wrkRPS
+		fmt.Fprintf(b.out, "  ratio to wrk:      %.2f (apply phase alone %.2f)  target >= %.1f: %s\n",
+			ratio, r.summary.AchievedRate/wrkRPS, minWrkRatio, b.verdict(ratio >= minWrkRatio, fmt.Sprintf("throughput %d users: %.2f of wrk", n, ratio)))
+	} else {
+		fmt.Fprintf(b.out, "  ratio to wrk:      not measured\n")
+	}
+	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB", r.maxRSS)
+	if n == 200_000 {
+		fmt.Fprintf(b.out, "  target <= %d MiB: %s", maxRSS200k, b.verdict(r.maxRSS <= maxRSS200k, fmt.Sprintf("peak RSS %.1f MiB at 200000", r.maxRSS)))
+	}
+	fmt.Fprintln(b.out)
+	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k users  target <= %.1f: %s\n",
+		r.cpu.Seconds(), cpuPer10k, maxCPUPer10k, b.verdict(cpuPer10k <= maxCPUPer10k, fmt.Sprintf("CPU %.3f s/10k at %d", cpuPer10k, n)))
+	return r.maxRSS, nil
+}
+
+// memoryScaling compares the peak RSS at 200k users with that at 20k.
+func (b *bench) memoryScaling(rss map[int]float64) {
+	small, ok1 := rss[20_000]
+	big, ok2 := rss[200_000]
+	if !ok1 || !ok2 || small == 0 {
+		return
+	}
+	g := big / small
+	fmt.Fprintf(b.out, "\nmemory scaling: peak RSS %.1f MiB at 200000 / %.1f MiB at 20000 = %.2fx  target <= %.0fx: %s\n",
+		big, small, g, maxRSSGrowth, b.verdict(g <= maxRSSGrowth, fmt.Sprintf("RSS grows %.2fx from 20k to 200k", g)))
+}
+
+func (b *bench) rateAccuracy(ctx context.Context, n int) error {
+	sim, url, stop, err := b.simulator()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	sim.SetCallLimit(-1)
+	sim.SetLatency(rateLatencyMin, rateLatencyMax)
+	load := loadAvg()
+	r, err := b.runChild(ctx, "rate", n, url, "--rate", strconv.Itoa(rateLimit), "--burst", strconv.Itoa(rateBurst),
+		"--workers", strconv.Itoa(rateWorkers))
+	if err != nil {
+		return err
+	}
+	calls := sim.Calls()
+	times := make([]time.Time, len(calls))
+	var pool []time.Time // the apply phase: every call but the preflight
+	for i, c := range calls {
+		times[i] = c.At
+		if c.Endpoint != "me" {
+			pool = append(pool, c.At)
+		}
+	}
+	// The preflight comes before reading and sealing; the rate is judged
+	// over the pool's calls (retries and resets included).
+	achieved := achievedRate(pool)
+	peak, at := maxInWindow(times, time.Second)
+	limit := rateLimit + rateBurst
+	fmt.Fprintf(b.out, "\nrate accuracy: %d users, --rate %d --burst %d --workers %d, latency %s-%s (load before: %s)\n",
+		n, rateLimit, rateBurst, rateWorkers, rateLatencyMin, rateLatencyMax, load)
+	fmt.Fprintf(b.out, "  wall time:         %.2f s\n", r.wall.Seconds())
+	fmt.Fprintf(b.out, "  calls seen:        %d (simulator; summary says %d calls, %d retries)\n", len(calls), r.summary.APICalls, r.summary.Retries)
+	fmt.Fprintf(b.out, "  achieved rate:     %.1f/s first to last call of the apply phase (summary: %.1f/s); configured %d/s  target >= %.0f: %s\n",
+		achieved, r.summary.AchievedRate, rateLimit, minRateAccuracy*rateLimit,
+		b.verdict(achieved >= minRateAccuracy*rateLimit, fmt.Sprintf("achieved rate %.1f/s", achieved)))
+	fmt.Fprintf(b.out, "  max in 1 s window: %d calls (window starting %.3f s into the run)  target <= %d: %s\n",
+		peak, at.Sub(times[0]).Seconds(), limit, b.verdict(peak <= limit, fmt.Sprintf("%d calls in one second", peak)))
+	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB; CPU %.2f s (%.3f s per 10k users)\n", r.maxRSS, r.cpu.Seconds(), r.cpu.Seconds()/float64(n)*10_000)
+	return nil
+}
+
+// verdict returns "PASS" or "FAIL", remembering what failed.
+func (b *bench) verdict(ok bool, what string) string {
+	if ok {
+		return "PASS"
+	}
+	b.failed = append(b.failed, what)
+	return "FAIL"
+}
+
+// achievedRate is the calls per second between the first and the last
+// call: (n-1) intervals over that span. Fewer than two calls give 0.
+func achievedRate(times []time.Time) float64 {
+	if len(times) < 2 {
+		return 0
+	}
+	t := slices.Clone(times)
+	slices.SortFunc(t, func(a, b time.Time) int { return a.Compare(b) })
+	span := t[len(t)-1].Sub(t[0])
+	if span <= 0 {
+		return 0
+	}
+	return float64(len(t)-1) / span.Seconds()
+}
+
+// maxInWindow returns the most calls in any half-open window [t, t+w) and
+// the start of the first such window. Every window that holds a maximum
+// can be moved to start at a call, so only those are tried.
+func maxInWindow(times []time.Time, w time.Duration) (int, time.Time) {
+	if len(times) == 0 {
+		return 0, time.Time{}
+	}
+	t := slices.Clone(times)
+	slices.SortFunc(t, func(a, b time.Time) int { return a.Compare(b) })
+	best, bestAt := 0, t[0]
+	j := 0
+	for i := range t {
+		if j < i {
+			j = i
+		}
+		for j < len(t) && t[j].Sub(t[i]) < w {
+			j++
+		}
+		if n := j - i; n > best {
+			best, bestAt = n, t[i]
+		}
+	}
+	return best, bestAt
+}
