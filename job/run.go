@@ -182,9 +182,9 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		cfg.Hook("locked", 1)
 	}
 
-	in, err := r.readInput()
+	in, err := r.readInputCtx(ctx)
 	if err != nil {
-		return &ExitError{Code: ExitFatal, Err: err}
+		return err
 	}
 	sum.Input, sum.InputSHA256 = in.Name, in.SHA256
 
@@ -239,6 +239,30 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		return r.dryRun(p, out, sum)
 	}
 	return r.apply(ctx, p, out, sum)
+}
+
+// readInputCtx reads the input, giving up when ctx is done: a FIFO with no
+// writer or a stdin that never ends must not make a signal wait. (The
+// reading goroutine is left blocked; the process is about to exit.)
+func (r *Runner) readInputCtx(ctx context.Context) (*Input, error) {
+	type result struct {
+		in  *Input
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		in, err := r.readInput()
+		ch <- result{in, err}
+	}()
+	select {
+	case res := <-ch:
+		if res.err != nil {
+			return nil, &ExitError{Code: ExitFatal, Err: res.err}
+		}
+		return res.in, nil
+	case <-ctx.Done():
+		return nil, &ExitError{Code: ExitInterrupted, Err: errors.New("interrupted while reading the input")}
+	}
 }
 
 func (r *Runner) readInput() (*Input, error) {

@@ -72,7 +72,7 @@ func ParseRecipients(values []string, files []string) ([]age.Recipient, error) {
 func parseRecipientsFile(name string) ([]age.Recipient, error) {
 	data, err := readKeyFile(name)
 	if err != nil {
-		return nil, fmt.Errorf("recipients file %s: %w", name, err)
+		return nil, fmt.Errorf("--recipients-file %s: %w", name, err)
 	}
 	var recips []age.Recipient
 	sc := bufio.NewScanner(bytes.NewReader(data))
@@ -86,18 +86,18 @@ func parseRecipientsFile(name string) ([]age.Recipient, error) {
 		}
 		r, err := parseRecipient(line)
 		if err != nil {
-			return nil, fmt.Errorf("recipients file %s: line %d %w", name, n, err)
+			return nil, fmt.Errorf("--recipients-file %s: line %d %w", name, n, err)
 		}
 		recips = append(recips, r)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("recipients file %s: line %d is too long", name, n+1)
+			return nil, fmt.Errorf("--recipients-file %s: line %d is too long", name, n+1)
 		}
-		return nil, fmt.Errorf("recipients file %s: %w", name, err)
+		return nil, fmt.Errorf("--recipients-file %s: %w", name, err)
 	}
 	if len(recips) == 0 {
-		return nil, fmt.Errorf("recipients file %s has no recipients", name)
+		return nil, fmt.Errorf("--recipients-file %s has no recipients", name)
 	}
 	return recips, nil
 }
