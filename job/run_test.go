@@ -367,7 +367,7 @@ func TestPreflightRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name, key string
 	}{
-		{"unknown key", "no-such-key"},
+		{"unknown key", "no-such-key-0123456789"},
 		{"AuthLevel too low", lowKey},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

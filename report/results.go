@@ -2,11 +2,14 @@ package report
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"encoding/csv"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -250,7 +253,6 @@ func optInt(s string) (int, error) {
 
 // scanned is what parseResults found in a results file.
 type scanned struct {
-	rows []Row
 	// end is the offset just past the last good record (or the header).
 	end int64
 	// torn is set when bytes after end must be cut off: an incomplete or
@@ -263,8 +265,13 @@ type scanned struct {
 
 var headerLine = strings.Join(ResultsHeader, ",") + "\n"
 
-// parseResults reads a whole results file of the given size from ra.
-func parseResults(ra io.ReaderAt, size int64) (scanned, error) {
+// parseResults reads a whole results file of the given size from ra, one
+// record at a time. It calls add for every good record, in file order, with
+// the parsed row, the record's cells (valid only during the call) and the
+// byte range [start, end) of the record in the file; the range may begin
+// with blank lines that the CSV reader skipped. An error from add stops the
+// scan and is returned as is. The row is reused: add must copy it to keep it.
+func parseResults(ra io.ReaderAt, size int64, add func(row *Row, rec []string, start, end int64) error) (scanned, error) {
 	var s scanned
 	if size == 0 {
 		s.noHeader = true
@@ -294,6 +301,7 @@ func parseResults(ra io.ReaderAt, size int64) (scanned, error) {
 		return s, errors.New("line 1: not the results.csv header (want " + strings.TrimSpace(headerLine) + ")")
 	}
 	s.end = cr.InputOffset()
+	var row Row // one for all records: add gets its address
 	for {
 		start := s.end
 		rec, err := cr.Read()
@@ -303,14 +311,15 @@ func parseResults(ra io.ReaderAt, size int64) (scanned, error) {
 		var line int
 		if err == nil {
 			line, _ = cr.FieldPos(0)
-			var row Row
 			row, err = parseRow(rec)
 			if err == nil && cr.InputOffset() == size && !endsWithNewline {
 				err = errors.New("record not terminated")
 			}
 			if err == nil {
-				s.rows = append(s.rows, row)
 				s.end = cr.InputOffset()
+				if err := add(&row, rec, start, s.end); err != nil {
+					return s, err
+				}
 				continue
 			}
 		} else {
@@ -330,6 +339,16 @@ func parseResults(ra io.ReaderAt, size int64) (scanned, error) {
 		}
 		return s, fmt.Errorf("line %d: %w", line, err)
 	}
+}
+
+// parseRows is parseResults collecting the rows.
+func parseRows(ra io.ReaderAt, size int64) ([]Row, scanned, error) {
+	var rows []Row
+	s, err := parseResults(ra, size, func(r *Row, _ []string, _, _ int64) error {
+		rows = append(rows, *r)
+		return nil
+	})
+	return rows, s, err
 }
 
 // lastByteIs reports whether the byte at size-1 is b.
@@ -375,18 +394,24 @@ func ReadResults(path string) ([]Row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading results: %w", err)
 	}
-	s, err := parseResults(f, st.Size())
+	rows, _, err := parseRows(f, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	return s.rows, nil
+	return rows, nil
 }
 
 // ResultsFile is a results.csv open for appending. It is safe for
 // concurrent use. Its write errors are sticky: once a write or fsync has
 // failed, every later Append, Sync and Close returns that error, so a full
 // disk stops the run instead of losing rows silently.
+//
+// Appends are not held up by an fsync: Sync flushes the buffer under the
+// append lock, releases it, and then fsyncs under a lock of its own.
 type ResultsFile struct {
+	// syncMu serialises fsyncs and Close. It is always taken before mu.
+	syncMu sync.Mutex
+	// mu guards everything below: the buffer, err, closed.
 	mu     sync.Mutex
 	path   string
 	f      *os.File
@@ -395,6 +420,8 @@ type ResultsFile struct {
 	rec    []string
 	err    error
 	closed bool
+	// fsyncFile is f.Sync; tests replace it to hold or fail an fsync.
+	fsyncFile func() error
 }
 
 var errClosed = errors.New("results file is closed")
@@ -427,7 +454,10 @@ func OpenResults(path string) (*ResultsFile, []Row, error) {
 // newResultsFile wraps an open file, positioned for appending.
 func newResultsFile(path string, f *os.File) *ResultsFile {
 	bw := bufio.NewWriterSize(f, 64<<10)
-	return &ResultsFile{path: path, f: f, bw: bw, cw: csv.NewWriter(bw), rec: make([]string, len(ResultsHeader))}
+	return &ResultsFile{
+		path: path, f: f, bw: bw, cw: csv.NewWriter(bw), rec: make([]string, len(ResultsHeader)),
+		fsyncFile: f.Sync,
+	}
 }
 
 // loadForAppend reads the rows of an open results file and repairs its
@@ -437,7 +467,7 @@ func loadForAppend(f *os.File, path string) ([]Row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening results: %w", err)
 	}
-	s, err := parseResults(f, st.Size())
+	rows, s, err := parseRows(f, st.Size())
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
@@ -454,12 +484,12 @@ func loadForAppend(f *os.File, path string) ([]Row, error) {
 			return nil, fmt.Errorf("repairing %s: %w", path, err)
 		}
 	default:
-		return s.rows, nil
+		return rows, nil
 	}
 	if err := f.Sync(); err != nil {
 		return nil, fmt.Errorf("repairing %s: fsync: %w", path, err)
 	}
-	return s.rows, nil
+	return rows, nil
 }
 
 // Append writes rows to the file's buffer; Sync makes them durable. A row
@@ -489,17 +519,28 @@ func (f *ResultsFile) Append(rows ...Row) error {
 	return nil
 }
 
-// Sync flushes the buffer and fsyncs the file.
+// Sync flushes the buffer and fsyncs the file: when it returns nil, every
+// row appended before the call is durable. Appends go on while the fsync
+// runs; concurrent Syncs are serialised.
 func (f *ResultsFile) Sync() error {
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.closed {
+		f.mu.Unlock()
 		return errClosed
 	}
-	return f.syncLocked()
+	err := f.flushLocked()
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return f.fsync()
 }
 
-func (f *ResultsFile) syncLocked() error {
+// flushLocked writes the buffer to the file, or returns the sticky error.
+// f.mu must be held.
+func (f *ResultsFile) flushLocked() error {
 	if f.err != nil {
 		return f.err
 	}
@@ -508,22 +549,41 @@ func (f *ResultsFile) syncLocked() error {
 		f.err = fmt.Errorf("writing %s: %w", f.path, err)
 		return f.err
 	}
-	if err := f.f.Sync(); err != nil {
-		f.err = fmt.Errorf("writing %s: fsync: %w", f.path, err)
+	return nil
+}
+
+// fsync fsyncs the file and makes a failure sticky. f.syncMu must be held,
+// f.mu must not be.
+func (f *ResultsFile) fsync() error {
+	if err := f.fsyncFile(); err != nil {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.err == nil {
+			f.err = fmt.Errorf("writing %s: fsync: %w", f.path, err)
+		}
 		return f.err
 	}
 	return nil
 }
 
-// Close syncs and closes the file. Closing twice is not an error.
+// Close syncs and closes the file. Closing twice is not an error. Append
+// and Sync after Close fail.
 func (f *ResultsFile) Close() error {
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	if f.closed {
+		f.mu.Unlock()
 		return nil
 	}
 	f.closed = true
-	serr := f.syncLocked()
+	serr := f.flushLocked()
+	f.mu.Unlock()
+	// From here on nothing but Close uses f.f: Append and Sync see closed
+	// under mu, and another Close waits for syncMu.
+	if serr == nil {
+		serr = f.fsync()
+	}
 	if err := f.f.Close(); err != nil && serr == nil {
 		return fmt.Errorf("closing %s: %w", f.path, err)
 	}
@@ -531,27 +591,224 @@ func (f *ResultsFile) Close() error {
 }
 
 // RewriteSorted rewrites the results file with its rows sorted by input
-// line, atomically. A torn last record is dropped. No ResultsFile may be
-// open on path.
+// line (stable: rows of one line keep their order), atomically. A torn last
+// record is dropped. No ResultsFile may be open on path.
+//
+// It streams: one pass validates every record and keeps only its line and
+// byte range (24 bytes a row), the ranges are sorted, and a second pass
+// copies the records' bytes in that order to a temporary file that then
+// replaces path. A record whose bytes are not exactly what Append writes for
+// its row (edited by hand: other quoting, CRLF, blank lines, unsanitized
+// cells) is encoded again as Append would, so the result is the same as
+// writing every row anew.
 func RewriteSorted(path string) error {
-	rows, err := ReadResults(path)
+	src, err := os.Open(path)
 	if err != nil {
-		return err
+		return fmt.Errorf("reading results: %w", err)
 	}
-	slices.SortStableFunc(rows, func(a, b Row) int { return a.Line - b.Line })
+	defer src.Close()
+	st, err := src.Stat()
+	if err != nil {
+		return fmt.Errorf("reading results: %w", err)
+	}
+	var idx []sortEntry
+	var canon canonChecker
+	if _, err := parseResults(src, st.Size(), func(r *Row, rec []string, start, end int64) error {
+		if end-start > math.MaxInt32 {
+			return fmt.Errorf("line %d: record too long", r.Line)
+		}
+		idx = append(idx, sortEntry{
+			line:   r.Line,
+			off:    start,
+			n:      int32(end - start),
+			recode: !canon.check(r, rec, end-start),
+		})
+		return nil
+	}); err != nil {
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	slices.SortStableFunc(idx, func(a, b sortEntry) int { return cmp.Compare(a.line, b.line) })
 	return writeAtomic(path, 0o600, func(w io.Writer) error {
-		cw := csv.NewWriter(w)
-		rec := make([]string, len(ResultsHeader))
-		if err := cw.Write(ResultsHeader); err != nil {
+		if _, err := io.WriteString(w, headerLine); err != nil {
 			return err
 		}
-		for i := range rows {
-			rows[i].record(rec)
-			if err := cw.Write(rec); err != nil {
+		sr := segmentReader{ra: src, size: st.Size()}
+		var enc recoder
+		for _, e := range idx {
+			raw, err := sr.read(e.off, int(e.n))
+			if err != nil {
+				return fmt.Errorf("reading line %d again: %w", e.line, err)
+			}
+			if e.recode {
+				if raw, err = enc.recode(raw); err != nil {
+					return fmt.Errorf("line %d: %w", e.line, err)
+				}
+			}
+			if _, err := w.Write(raw); err != nil {
 				return err
 			}
 		}
-		cw.Flush()
-		return cw.Error()
+		return nil
 	})
+}
+
+// sortEntry locates one record of a results file for RewriteSorted.
+type sortEntry struct {
+	line   int   // input line of the row, the sort key
+	off    int64 // where the record starts in the file
+	n      int32 // its length in bytes, terminator included
+	recode bool  // its bytes are not what Append writes: encode it again
+}
+
+// canonChecker tells whether a record's bytes are exactly what Append
+// writes for its row, without allocating.
+type canonChecker struct {
+	buf []byte
+}
+
+// check reports whether a record of n bytes that parsed into the cells rec
+// and the row r is byte for byte what Append writes for r. It compares each
+// cell with the one Append would write, then the length: a record whose
+// cells are all equal and no cell needs an optional quoting has exactly one
+// encoding of the minimum length (any other quoting, a CRLF or a blank line
+// makes it longer).
+func (c *canonChecker) check(r *Row, rec []string, n int64) bool {
+	if len(rec) != len(ResultsHeader) ||
+		!c.intCell(rec[0], r.Line, false) ||
+		!(r.UserID > 0 && c.intCell(rec[1], r.UserID, false) || r.UserID == 0 && rec[1] == SafeCell(r.RawUserID)) ||
+		rec[2] != string(r.Status) ||
+		!c.intCell(rec[3], r.Generation, true) ||
+		!c.intCell(rec[4], r.Attempts, false) ||
+		!c.intCell(rec[5], r.HTTPStatus, true) ||
+		rec[6] != SafeCell(r.ErrorCode) ||
+		rec[7] != SafeCell(r.Error) ||
+		rec[8] != r.PasswordSource ||
+		rec[9] != r.SessionsReset {
+		return false
+	}
+	if r.FinishedAt.IsZero() {
+		if rec[10] != "" {
+			return false
+		}
+	} else {
+		c.buf = r.FinishedAt.UTC().AppendFormat(c.buf[:0], time.RFC3339Nano)
+		if string(c.buf) != rec[10] {
+			return false
+		}
+	}
+	want := int64(len(rec)) // commas and the newline
+	for _, cell := range rec {
+		l, ok := encodedLen(cell)
+		if !ok {
+			return false
+		}
+		want += int64(l)
+	}
+	return want == n
+}
+
+// intCell reports whether s is n as Append writes it (empty for 0 when
+// omitZero).
+func (c *canonChecker) intCell(s string, n int, omitZero bool) bool {
+	if omitZero && n == 0 {
+		return s == ""
+	}
+	c.buf = strconv.AppendInt(c.buf[:0], int64(n), 10)
+	return string(c.buf) == s
+}
+
+// encodedLen returns the length of cell as encoding/csv writes it. ok is
+// false when csv quotes the cell although a reader would accept it
+// unquoted (a leading space, a CR, `\.`): then a shorter, different
+// encoding exists and lengths prove nothing.
+func encodedLen(cell string) (n int, ok bool) {
+	if cell == "" {
+		return 0, true
+	}
+	if cell == `\.` || strings.IndexByte(cell, '\r') >= 0 {
+		return 0, false
+	}
+	if r, _ := utf8.DecodeRuneInString(cell); unicode.IsSpace(r) {
+		return 0, false
+	}
+	if strings.ContainsAny(cell, ",\"\n") {
+		return len(cell) + 2 + strings.Count(cell, `"`), true
+	}
+	return len(cell), true
+}
+
+// recoder encodes a record again as Append writes it.
+type recoder struct {
+	out bytes.Buffer
+	rec []string
+}
+
+// recode parses one raw record (possibly after blank lines) and returns it
+// as Append writes it. The result is valid until the next call.
+func (e *recoder) recode(raw []byte) ([]byte, error) {
+	cr := csv.NewReader(bytes.NewReader(raw))
+	cr.FieldsPerRecord = len(ResultsHeader)
+	in, err := cr.Read()
+	if err != nil {
+		return nil, fmt.Errorf("record changed since it was read: %w", err)
+	}
+	row, err := parseRow(in)
+	if err != nil {
+		return nil, fmt.Errorf("record changed since it was read: %w", err)
+	}
+	if e.rec == nil {
+		e.rec = make([]string, len(ResultsHeader))
+	}
+	row.record(e.rec)
+	e.out.Reset()
+	cw := csv.NewWriter(&e.out)
+	if err := cw.Write(e.rec); err != nil {
+		return nil, err
+	}
+	cw.Flush()
+	return e.out.Bytes(), cw.Error()
+}
+
+// segmentWindow is how much of the file segmentReader reads at once.
+const segmentWindow = 64 << 10
+
+// segmentReader reads byte ranges of a file through a window, so that
+// records near one another cost one read.
+type segmentReader struct {
+	ra   io.ReaderAt
+	size int64
+	win  []byte // the bytes from off
+	off  int64
+}
+
+// read returns the n bytes at off, valid until the next call.
+func (s *segmentReader) read(off int64, n int) ([]byte, error) {
+	end := off + int64(n)
+	if off >= s.off && end <= s.off+int64(len(s.win)) {
+		return s.win[off-s.off : end-s.off], nil
+	}
+	if end > s.size {
+		return nil, io.ErrUnexpectedEOF
+	}
+	if n > segmentWindow {
+		big := make([]byte, n)
+		if _, err := s.ra.ReadAt(big, off); err != nil {
+			return nil, err
+		}
+		return big, nil
+	}
+	// Center the window on the record: rows arrive roughly in order, but
+	// not exactly, and the index may be walked either way.
+	start := max(0, off-int64(segmentWindow-n)/2)
+	size := min(int64(segmentWindow), s.size-start)
+	if cap(s.win) < segmentWindow {
+		s.win = make([]byte, segmentWindow)
+	}
+	s.win = s.win[:size]
+	s.off = start
+	if m, err := s.ra.ReadAt(s.win, start); err != nil && !(err == io.EOF && m == len(s.win)) {
+		s.win = s.win[:0]
+		return nil, err
+	}
+	return s.win[off-start : end-start], nil
 }

@@ -13,7 +13,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -93,6 +92,11 @@ type Client struct {
 	obs         Observer
 	log         *slog.Logger
 	now         func() time.Time
+	// Built once by New, so that a request does not build them again.
+	urlMe       string      // the URL of GET /v2/users/me
+	urlPassword string      // the URL of POST /v2/users/password
+	hdrGet      http.Header // headers of a request without body
+	hdrPost     http.Header // headers of a request with a JSON body
 }
 
 // Outcome is the result of one call, after its retries.
@@ -116,6 +120,11 @@ func New(cfg Config) (*Client, error) {
 	key := strings.TrimSpace(cfg.APIKey)
 	if key == "" {
 		return nil, errors.New("api key: empty")
+	}
+	if len(key) < MinAPIKeyLength {
+		// A key this short cannot be kept out of messages: scrubbing it
+		// would mangle every text that happens to contain it, and show it.
+		return nil, fmt.Errorf("api key: %d characters, too short to be an ECGrid API key (at least %d)", len(key), MinAPIKeyLength)
 	}
 	for i := 0; i < len(key); i++ {
 		if key[i] < 0x21 || key[i] > 0x7e {
@@ -169,7 +178,24 @@ func New(cfg Config) (*Client, error) {
 	}
 	// Never follow a redirect: the API key must not go to another host.
 	c.hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	c.urlMe = c.endpointURL("/v2/users/me")
+	c.urlPassword = c.endpointURL("/v2/users/password")
+	c.hdrGet = http.Header{
+		"X-Api-Key":  {c.key},
+		"Accept":     {"application/json"},
+		"User-Agent": {userAgent},
+	}
+	c.hdrPost = c.hdrGet.Clone()
+	c.hdrPost["Content-Type"] = []string{"application/json"}
 	return c, nil
+}
+
+// endpointURL returns the URL of the API path p under the base URL.
+func (c *Client) endpointURL(p string) string {
+	u := *c.base
+	u.Path = strings.TrimSuffix(u.Path, "/") + p
+	u.RawPath = ""
+	return u.String()
 }
 
 // ValidateBaseURL checks a --base-url: an absolute https URL, or http to a
@@ -246,7 +272,7 @@ func (c *Client) Me(ctx context.Context) (Caller, Outcome) {
 	out := c.call(ctx, call{
 		endpoint: endpointMe,
 		method:   http.MethodGet,
-		path:     "/v2/users/me",
+		url:      c.urlMe,
 		onOK: func(a answer) {
 			caller, _ = parseCaller(a.data) // judge checked it parses
 		},
@@ -268,18 +294,12 @@ func (c *Client) ChangePassword(ctx context.Context, userID int, pw secret.Passw
 		// server would get another password than the one sealed.
 		return Outcome{Err: errors.New("password is not valid UTF-8: not sent")}
 	}
-	body, err := json.Marshal(struct {
-		UserID      int    `json:"userId"`
-		NewPassword string `json:"newPassword"`
-	}{userID, pw.Reveal()})
-	if err != nil {
-		return Outcome{Err: errors.New("encoding the request: cannot encode the password as JSON")}
-	}
+	body := passwordBody(userID, pw.Reveal())
 	defer clear(body)
 	return c.call(ctx, call{
 		endpoint: endpointPassword,
 		method:   http.MethodPost,
-		path:     "/v2/users/password",
+		url:      c.urlPassword,
 		body:     body,
 		userID:   userID,
 		secret:   pw.Reveal(),
@@ -295,7 +315,7 @@ func (c *Client) ResetSessions(ctx context.Context, userID int) Outcome {
 	return c.call(ctx, call{
 		endpoint: endpointReset,
 		method:   http.MethodPost,
-		path:     "/v2/users/reset/" + strconv.Itoa(userID),
+		url:      c.endpointURL("/v2/users/reset/" + strconv.Itoa(userID)),
 		userID:   userID,
 	})
 }
@@ -304,7 +324,7 @@ func (c *Client) ResetSessions(ctx context.Context, userID int) Outcome {
 type call struct {
 	endpoint string
 	method   string
-	path     string
+	url      string // absolute, from endpointURL
 	body     []byte // nil: no body
 	userID   int    // for logs; 0 for Me
 	secret   string // a password in body, scrubbed from messages
@@ -458,22 +478,19 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 	actx = httptrace.WithClientTrace(actx, &httptrace.ClientTrace{
 		WroteHeaders: func() { wrote.Store(true) },
 	})
-	u := *c.base
-	u.Path = strings.TrimSuffix(u.Path, "/") + cl.path
-	u.RawPath = ""
 	var body io.Reader
 	if cl.body != nil {
 		body = bytes.NewReader(cl.body)
 	}
-	req, err := http.NewRequestWithContext(actx, cl.method, u.String(), body)
+	req, err := http.NewRequestWithContext(actx, cl.method, cl.url, body)
 	if err != nil {
 		return attemptResult{v: verdict{msg: clean("building the request: "+scrub(unwrapURLError(err).Error()), maxMessage)}}
 	}
-	req.Header.Set("X-API-Key", c.key)
-	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", userAgent)
+	// A copy: a request's headers are its own (one map and one slice).
 	if cl.body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header = c.hdrPost.Clone()
+	} else {
+		req.Header = c.hdrGet.Clone()
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -541,13 +558,95 @@ func readBounded(body io.ReadCloser) ([]byte, error) {
 	return data, nil
 }
 
+// MinAPIKeyLength is the shortest API key New accepts.
+const MinAPIKeyLength = 16
+
 // scrubber returns a function that replaces the API key and pw (if any)
-// in a text with a marker.
+// in a text with a marker. A text holding neither is returned as is; the
+// replacer is built only for the first text that needs it. The function is
+// for one call's goroutine: it is not safe for concurrent use.
 func (c *Client) scrubber(pw string) func(string) string {
-	pairs := []string{c.key, redactedMarker}
-	if pw != "" {
-		pairs = append(pairs, pw, redactedMarker)
+	key := c.key
+	var r *strings.Replacer
+	return func(s string) string {
+		if !strings.Contains(s, key) && (pw == "" || !strings.Contains(s, pw)) {
+			return s
+		}
+		if r == nil {
+			pairs := []string{key, redactedMarker}
+			if pw != "" {
+				pairs = append(pairs, pw, redactedMarker)
+			}
+			r = strings.NewReplacer(pairs...)
+		}
+		return r.Replace(s)
 	}
-	r := strings.NewReplacer(pairs...)
-	return r.Replace
+}
+
+// passwordBody returns the JSON body {"userId":id,"newPassword":pw} of a
+// password change, byte for byte what encoding/json writes for it. pw must
+// be valid UTF-8 (ChangePassword refuses it otherwise).
+func passwordBody(userID int, pw string) []byte {
+	const head, mid, tail = `{"userId":`, `,"newPassword":`, `}`
+	// An escape is at most 6 bytes for 1; one allocation, cleared by the
+	// caller.
+	b := make([]byte, 0, len(head)+20+len(mid)+2+6*len(pw)+len(tail))
+	b = append(b, head...)
+	b = strconv.AppendInt(b, int64(userID), 10)
+	b = append(b, mid...)
+	b = appendJSONString(b, pw)
+	return append(b, tail...)
+}
+
+// appendJSONString appends s as a JSON string exactly as encoding/json
+// writes it (with its HTML escaping): ", \ and control characters escaped,
+// < > & U+2028 U+2029 as \u escapes, invalid UTF-8 as \ufffd.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			if b >= 0x20 && b != '"' && b != '\\' && b != '<' && b != '>' && b != '&' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch b {
+			case '\\', '"':
+				dst = append(dst, '\\', b)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[b>>4], hex[b&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }

@@ -815,7 +815,8 @@ func TestNewValidatesConfig(t *testing.T) {
 		{"defaults", func(*Config) {}, ""},
 		{"bad url", func(c *Config) { c.BaseURL = "http://example.com" }, "--base-url"},
 		{"empty key", func(c *Config) { c.APIKey = " \n" }, "api key: empty"},
-		{"key with newline", func(c *Config) { c.APIKey = "abc\ndef" }, "api key: character 4"},
+		{"key with newline", func(c *Config) { c.APIKey = "abc\ndef-0123456789" }, "api key: character 4"},
+		{"short key", func(c *Config) { c.APIKey = "k" }, "too short"},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "--timeout"},
 		{"negative attempts", func(c *Config) { c.MaxAttempts = -1 }, "--max-attempts"},
 		{"negative backoff", func(c *Config) { c.BackoffBase = -1 }, "backoff"},
@@ -823,7 +824,7 @@ func TestNewValidatesConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg := Config{BaseURL: "https://rest.ecgrid.io", APIKey: "key-123"}
+			cfg := Config{BaseURL: "https://rest.ecgrid.io", APIKey: "key-1234567890abcdef"}
 			tt.edit(&cfg)
 			c, err := New(cfg)
 			if tt.want == "" {

@@ -116,10 +116,7 @@ func decodeJSON(a *answer, b []byte) {
 	switch {
 	case m.Success != nil || m.ErrorCode != nil:
 		a.format = formatEnvelope
-		var ok bool
-		if json.Unmarshal(m.Success, &ok) == nil && m.Success != nil {
-			a.hasSuccess, a.success = true, ok
-		}
+		a.hasSuccess, a.success = jsonBool(m.Success)
 		a.data = m.Data
 		a.code = jsonScalar(m.ErrorCode)
 		a.text = jsonScalar(m.Message)
@@ -140,6 +137,12 @@ func decodeJSON(a *answer, b []byte) {
 // jsonScalar returns a JSON string's value, a number's or a boolean's text,
 // and "" for anything else.
 func jsonScalar(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	if s, ok := plainJSONString(raw); ok {
+		return s
+	}
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		return s
@@ -153,6 +156,43 @@ func jsonScalar(raw json.RawMessage) string {
 		return strconv.FormatBool(b)
 	}
 	return ""
+}
+
+// jsonBool decodes the "success" member: has is true when it is present and
+// decodes as a boolean (null counts, as false, as encoding/json has it).
+func jsonBool(raw json.RawMessage) (has, value bool) {
+	switch string(raw) {
+	case "":
+		return false, false
+	case "true":
+		return true, true
+	case "false", "null":
+		return true, false
+	}
+	var ok bool
+	if json.Unmarshal(raw, &ok) != nil {
+		return false, false
+	}
+	return true, ok
+}
+
+// plainJSONString returns the value of a JSON string without escapes,
+// control characters or invalid UTF-8 (what most members are) without
+// encoding/json; ok is false for any other raw value.
+func plainJSONString(raw []byte) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return "", false
+	}
+	in := raw[1 : len(raw)-1]
+	for _, c := range in {
+		if c < 0x20 || c == '"' || c == '\\' {
+			return "", false
+		}
+	}
+	if !utf8.Valid(in) {
+		return "", false
+	}
+	return string(in), true
 }
 
 // firstValidationError returns "field: message" from the "errors" member of
