@@ -9,6 +9,11 @@ import (
 	"golang.org/x/time/rate"
 )
 
+// releaseWindow is the span in which at most rate+burst calls are let go:
+// one second and 10 ms of margin for the way to the server. It costs at most
+// 1% of the rate.
+const releaseWindow = time.Second + 10*time.Millisecond
+
 // Limiter paces every API call of a run: one token bucket shared by all
 // workers. A 429 (Throttle) pauses every caller for the Retry-After time and
 // halves the rate; the rate then recovers by a quarter each second until it
@@ -23,10 +28,12 @@ type Limiter struct {
 	now         func() time.Time
 
 	// released rings the times of the last len(released) calls let go: no
-	// call goes while that many went within the last second. The bucket
-	// alone bounds when calls are scheduled; a timer that fires late on a
-	// busy machine can still bunch them, and the window bounds what is
-	// actually released. Empty when unlimited.
+	// call goes while that many went within the last window (a second
+	// and a margin). The bucket alone bounds when calls are scheduled; a
+	// timer that fires late on a busy machine can still bunch them, and
+	// the window bounds what is actually released; the margin absorbs the
+	// jitter between release here and arrival at the server, where the
+	// limit is counted. Empty when unlimited.
 	released  []time.Time
 	next      int
 	onRelease func(time.Time) // tests only
@@ -84,7 +91,7 @@ func (l *Limiter) release(ctx context.Context) error {
 		l.mu.Lock()
 		now := l.now()
 		oldest := l.released[l.next]
-		if wait := oldest.Add(time.Second).Sub(now); !oldest.IsZero() && wait > 0 {
+		if wait := oldest.Add(releaseWindow).Sub(now); !oldest.IsZero() && wait > 0 {
 			l.mu.Unlock()
 			t := time.NewTimer(wait)
 			select {

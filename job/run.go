@@ -12,6 +12,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"math"
 	"sort"
 	"strconv"
 	"sync"
@@ -137,8 +138,8 @@ type plan struct {
 	valid    int
 	recorded []bool // by index into records
 	pending  []int32
-	pw       []secret.Password // parallel to pending
-	source   []bool            // parallel to pending: true if from input
+	pw       pwArena // parallel to pending
+	source   []bool  // parallel to pending: true if from input
 }
 
 // Run carries out the run. The Summary is filled in even when the error is
@@ -342,24 +343,55 @@ func (r *Runner) preflight(ctx context.Context, p *plan) error {
 	return nil
 }
 
-// passwords fills p.pw for p.pending: the input's password, else a new one.
-func (r *Runner) passwords(p *plan) error {
-	p.pw = make([]secret.Password, len(p.pending))
-	p.source = make([]bool, len(p.pending))
+// passwords calls use with the password of each pending user, in order:
+// the input's password, else a new one; fromInput says which.
+func (r *Runner) passwords(p *plan, use func(i int, pw secret.Password, fromInput bool) error) error {
 	for i, idx := range p.pending {
 		rec := &p.records[idx]
 		if !rec.Password.Empty() {
-			p.pw[i], p.source[i] = rec.Password, true
+			if err := use(i, rec.Password, true); err != nil {
+				return err
+			}
 			continue
 		}
 		pw, err := r.cfg.Generator.Generate()
 		if err != nil {
 			return fatal("generating a password: %w", err)
 		}
-		p.pw[i] = pw
+		if err := use(i, pw, false); err != nil {
+			return err
+		}
 	}
 	return nil
 }
+
+// pwArena holds a plan's passwords in one buffer, in pending order: one
+// allocation instead of one per user (a plan can be millions long), and
+// wiped when the run ends.
+type pwArena struct {
+	buf []byte
+	end []uint32 // end[i] is where password i ends in buf
+}
+
+func (a *pwArena) add(pw secret.Password) error {
+	if len(a.buf)+len(pw.Reveal()) > math.MaxUint32 {
+		return fatal("the plan's passwords exceed 4 GiB: split the input")
+	}
+	a.buf = append(a.buf, pw.Reveal()...)
+	a.end = append(a.end, uint32(len(a.buf)))
+	return nil
+}
+
+func (a *pwArena) at(i int) secret.Password {
+	start := uint32(0)
+	if i > 0 {
+		start = a.end[i-1]
+	}
+	return secret.Password(a.buf[start:a.end[i]])
+}
+
+// wipe overwrites the passwords in memory.
+func (a *pwArena) wipe() { clear(a.buf) }
 
 func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 	for i := range p.records {
@@ -367,15 +399,17 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 			p.pending = append(p.pending, int32(i))
 		}
 	}
-	if err := r.passwords(p); err != nil {
+	// Every password is made and checked, none kept.
+	err := r.passwords(p, func(i int, pw secret.Password, _ bool) error {
+		if err := rotate.CheckPolicy(pw.Reveal()); err != nil {
+			rec := p.records[p.pending[i]]
+			return fatal("line %d: the password for user %d breaks the rule: %w", rec.Line, rec.UserID, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	for i, pw := range p.pw {
-		if err := rotate.CheckPolicy(pw.Reveal()); err != nil {
-			return fatal("line %d: the password for user %d breaks the rule: %w", p.records[p.pending[i]].Line, p.records[p.pending[i]].UserID, err)
-		}
-	}
-	p.pw = nil
 	r.printPlan(p, "dry run: nothing will be changed (pass --apply to carry it out)")
 	r.log.Info("plan", "dryRun", true, "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid)
 	invalid := len(p.records) - p.valid
@@ -568,7 +602,15 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	cfg.Hook("manifest", 1)
 
 	if len(p.pending) > 0 {
-		if err := r.passwords(p); err != nil {
+		p.source = make([]bool, len(p.pending))
+		p.pw.end = make([]uint32, 0, len(p.pending))
+		p.pw.buf = make([]byte, 0, len(p.pending)*cfg.Generator.Shape().Length)
+		defer p.pw.wipe()
+		err := r.passwords(p, func(i int, pw secret.Password, fromInput bool) error {
+			p.source[i] = fromInput
+			return p.pw.add(pw)
+		})
+		if err != nil {
 			return err
 		}
 		half := len(p.pending) / 2
@@ -577,7 +619,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 				if i == half {
 					cfg.Hook("sealing", 1)
 				}
-				if !yield(p.records[idx].UserID, p.pw[i]) {
+				if !yield(p.records[idx].UserID, p.pw.at(i)) {
 					return
 				}
 			}
@@ -720,7 +762,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 				return nil
 			}
 			rec := &p.records[idx]
-			o := cfg.Client.ChangePassword(ctx, rec.UserID, p.pw[i])
+			o := cfg.Client.ChangePassword(ctx, rec.UserID, p.pw.at(i))
 			cfg.Hook("answered", int(answered.Add(1)))
 			if o.Interrupted {
 				return nil
