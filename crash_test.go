@@ -70,6 +70,15 @@ func (w *crashWorld) command(ctx context.Context, out string, killAt string, ext
 	return cmd, &stderr
 }
 
+// waitPasswordCalls waits (20 s at most) until the simulator has seen n
+// password changes.
+func (w *crashWorld) waitPasswordCalls(n int) {
+	deadline := time.Now().Add(20 * time.Second)
+	for w.sim.Count("password") < n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // run runs a child to its end and returns its exit code (-1: killed).
 func (w *crashWorld) run(out, killAt string, extra ...string) int {
 	w.t.Helper()
@@ -190,10 +199,7 @@ func TestRepeatedRandomKills(t *testing.T) {
 		// Kill once a random number of further changes reached the server
 		// (the child's own start-up time varies too much for a fixed delay).
 		target := w.sim.Count("password") + 100 + rand.IntN(200)
-		deadline := time.Now().Add(20 * time.Second)
-		for w.sim.Count("password") < target && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
-		}
+		w.waitPasswordCalls(target)
 		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
 		_ = cmd.Process.Signal(syscall.SIGKILL)
 		err := cmd.Wait()
@@ -223,10 +229,7 @@ func TestSIGTERMFinishesInFlight(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for w.sim.Count("password") < 20 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	w.waitPasswordCalls(20)
 	sent := time.Now()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	err := cmd.Wait()
@@ -273,10 +276,7 @@ func TestSecondRunOnSameOutRefused(t *testing.T) {
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for w.sim.Count("password") < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	w.waitPasswordCalls(2)
 	second, stderr := w.command(ctx, out, "")
 	err := second.Run()
 	var ee *exec.ExitError
@@ -305,10 +305,7 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for w.sim.Count("password") < 12 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	w.waitPasswordCalls(12)
 	sent := time.Now()
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	time.Sleep(100 * time.Millisecond)
