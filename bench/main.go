@@ -12,10 +12,18 @@
 // It installs nothing: without wrk on PATH it says how to get it and skips
 // the throughput ratio. It exits 1 when a target fails, 2 when it cannot
 // measure.
+//
+// Before the pwrotate runs it measures a baseline, the "net/http floor": a
+// child process (this binary again, with the hidden first argument
+// __floor) that sends the same POST /v2/users/password requests with
+// rotate.NewTransport and nothing else, so that the job's CPU and
+// throughput can be judged against what Go's net/http client costs on the
+// machine. The floor is informational: it has no target.
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,6 +31,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,13 +39,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"filippo.io/age"
+	"golang.org/x/sync/errgroup"
 
 	"pwrotate/ecgridsim"
 	"pwrotate/report"
+	"pwrotate/rotate"
 )
 
 // Targets of issue 4.
@@ -59,6 +71,10 @@ const (
 	wrkThreads      = 2
 	wrkInstallHint  = "apt-get install -y wrk"
 	summaryFileName = report.SummaryName
+	floorArg        = "__floor"           // hidden first argument: run as the floor child
+	floorKeyEnv     = "PWBENCH_FLOOR_KEY" // the simulator key, for the floor child
+	floorPrefix     = "floor:"            // the floor child's one line of output
+	floorDefault    = 100_000
 )
 
 type options struct {
@@ -68,9 +84,14 @@ type options struct {
 	binary    string
 	wrkDur    time.Duration
 	keep      bool
+	skipFloor bool
+	floorReqs int
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == floorArg {
+		os.Exit(floorMain(context.Background(), os.Args[2:], os.Stdout, os.Stderr))
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -109,19 +130,25 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	binary := fs.String("binary", "", "pwrotate binary to measure (default: build one from the module root)")
 	wrkDur := fs.Duration("wrk-duration", 10*time.Second, "how long wrk runs")
 	keep := fs.Bool("keep", false, "keep the temporary folder (inputs, outputs, logs)")
+	skipFloor := fs.Bool("skip-floor", false, "do not measure the net/http floor (a bare client sending the same requests)")
+	floorReqs := fs.Int("floor-requests", floorDefault, "requests the net/http floor sends")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
 	if fs.NArg() > 0 {
 		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	opt := options{rateUsers: *rateUsers, skipWrk: *skipWrk, binary: *binary, wrkDur: *wrkDur, keep: *keep}
+	opt := options{rateUsers: *rateUsers, skipWrk: *skipWrk, binary: *binary, wrkDur: *wrkDur, keep: *keep,
+		skipFloor: *skipFloor, floorReqs: *floorReqs}
 	var err error
 	if opt.users, err = parseUsers(*users); err != nil {
 		return options{}, err
 	}
 	if opt.rateUsers < 0 {
 		return options{}, fmt.Errorf("--rate-users %d: must be 0 (skip) or more", opt.rateUsers)
+	}
+	if opt.floorReqs < 1 || opt.floorReqs > 10_000_000 {
+		return options{}, fmt.Errorf("--floor-requests %d: must be between 1 and 10000000 (--skip-floor skips it)", opt.floorReqs)
 	}
 	return opt, nil
 }
@@ -224,9 +251,20 @@ func (b *bench) all(ctx context.Context) (bool, error) {
 		wrkRPS = rps
 	}
 
+	var fl *floorRun
+	if b.opt.skipFloor {
+		fmt.Fprintf(b.out, "\nnet/http floor: skipped (--skip-floor)\n")
+	} else {
+		r, err := b.floor(ctx, b.opt.floorReqs, wrkRPS)
+		if err != nil {
+			return false, err
+		}
+		fl = &r
+	}
+
 	rss := map[int]float64{}
 	for _, n := range b.opt.users {
-		r, err := b.throughput(ctx, n, wrkRPS)
+		r, err := b.throughput(ctx, n, wrkRPS, fl)
 		if err != nil {
 			return false, err
 		}
@@ -495,7 +533,7 @@ func tail(path string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64) (float64, error) {
+func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64, fl *floorRun) (float64, error) {
 	_, url, stop, err := b.simulator()
 	if err != nil {
 		return 0, err
@@ -529,6 +567,11 @@ func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64) (float64,
 	fmt.Fprintln(b.out)
 	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k users  target <= %.1f: %s\n",
 		r.cpu.Seconds(), cpuPer10k, maxCPUPer10k, b.verdict(cpuPer10k <= maxCPUPer10k, fmt.Sprintf("CPU %.3f s/10k at %d", cpuPer10k, n)))
+	if fl != nil {
+		for _, line := range overFloor(cpuPer10k, r.summary.AchievedRate, *fl) {
+			fmt.Fprintf(b.out, "  %s\n", line)
+		}
+	}
 	return r.maxRSS, nil
 }
 
@@ -632,4 +675,258 @@ func maxInWindow(times []time.Time, w time.Duration) (int, time.Time) {
 		}
 	}
 	return best, bestAt
+}
+
+// floorRun is what the net/http floor child did and used.
+type floorRun struct {
+	requests int
+	elapsed  time.Duration // the child's own time from first request to last answer
+	cpu      time.Duration // user+sys of the whole child process
+	maxRSS   float64       // MiB
+}
+
+// rps is the floor's requests per second over its request phase.
+func (f floorRun) rps() float64 {
+	if f.elapsed <= 0 {
+		return 0
+	}
+	return float64(f.requests) / f.elapsed.Seconds()
+}
+
+// cpuPer10k is the floor's CPU seconds per 10,000 requests.
+func (f floorRun) cpuPer10k() float64 {
+	if f.requests <= 0 {
+		return 0
+	}
+	return f.cpu.Seconds() / float64(f.requests) * 10_000
+}
+
+// floor runs the net/http floor child: n requests with benchWorkers
+// goroutines against a fresh simulator, the same as the throughput runs.
+func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, error) {
+	sim, url, stop, err := b.simulator()
+	if err != nil {
+		return floorRun{}, err
+	}
+	defer stop()
+	self, err := os.Executable()
+	if err != nil {
+		return floorRun{}, fmt.Errorf("net/http floor: finding this binary: %w", err)
+	}
+	load := loadAvg()
+	ctx, cancel := context.WithTimeout(ctx, childTimeLimit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, self, floorArg, "--url", url, "--requests", strconv.Itoa(n),
+		"--workers", strconv.Itoa(benchWorkers), "--first-id", strconv.Itoa(firstUserID))
+	cmd.Env = append(childEnv(), floorKeyEnv+"="+b.key)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	var r floorRun
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			r.maxRSS = float64(ru.Maxrss) / 1024 // KiB on Linux
+		}
+	}
+	if runErr != nil {
+		return r, fmt.Errorf("net/http floor: %w: %s", runErr, strings.TrimSpace(stderr.String()))
+	}
+	r.requests, r.elapsed, err = parseFloorLine(stdout.String())
+	if err != nil {
+		return r, fmt.Errorf("net/http floor: %w", err)
+	}
+	if served := sim.Count("password"); r.requests != n || served != n {
+		return r, fmt.Errorf("net/http floor: sent %d of %d requests, simulator saw %d", r.requests, n, served)
+	}
+	fmt.Fprintf(b.out, "\nnet/http floor: %d POST /v2/users/password, rotate.NewTransport(%d), %d goroutines, zero latency (load before: %s)\n",
+		n, benchWorkers, benchWorkers, load)
+	fmt.Fprintf(b.out, "  what:              a bare net/http client in its own process: same requests, no generation, sealing or results (informational, no target)\n")
+	fmt.Fprintf(b.out, "  requests/s:        %.0f (%.2f s for %d requests)\n", r.rps(), r.elapsed.Seconds(), r.requests)
+	if wrkRPS > 0 {
+		fmt.Fprintf(b.out, "  ratio to wrk:      %.2f (the most a net/http client reaches here; target for pwrotate >= %.1f)\n", r.rps()/wrkRPS, minWrkRatio)
+	}
+	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k requests (target for pwrotate <= %.1f s per 10k users)\n",
+		r.cpu.Seconds(), r.cpuPer10k(), maxCPUPer10k)
+	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB\n", r.maxRSS)
+	return r, nil
+}
+
+// overFloor compares a pwrotate run (its CPU seconds per 10k users and its
+// apply-phase calls per second) with the floor, in two report lines.
+func overFloor(jobCPUPer10k, applyRate float64, f floorRun) []string {
+	fc := f.cpuPer10k()
+	lines := []string{fmt.Sprintf("over the floor:    job CPU over the floor: %.3f s per 10k users (job %.3f, net/http floor %.3f)",
+		jobCPUPer10k-fc, jobCPUPer10k, fc)}
+	if fr := f.rps(); fr > 0 {
+		lines = append(lines, fmt.Sprintf("rate vs floor:     apply phase at %.2fx the floor's rate (%.0f/s vs %.0f/s)",
+			applyRate/fr, applyRate, fr))
+	} else {
+		lines = append(lines, "rate vs floor:     not measured")
+	}
+	return lines
+}
+
+// formatFloorLine is the floor child's one line of output.
+func formatFloorLine(requests int, elapsed time.Duration) string {
+	return fmt.Sprintf("%s requests=%d elapsed=%s\n", floorPrefix, requests, elapsed)
+}
+
+// parseFloorLine reads what formatFloorLine wrote, from the last line of
+// out that starts with "floor:".
+func parseFloorLine(out string) (int, time.Duration, error) {
+	var line string
+	for l := range strings.Lines(out) {
+		if l = strings.TrimSpace(l); strings.HasPrefix(l, floorPrefix) {
+			line = l
+		}
+	}
+	if line == "" {
+		return 0, 0, errors.New("no floor: line in the child's output")
+	}
+	var (
+		requests          int
+		elapsed           time.Duration
+		haveReq, haveTime bool
+	)
+	for _, f := range strings.Fields(strings.TrimPrefix(line, floorPrefix)) {
+		k, v, ok := strings.Cut(f, "=")
+		if !ok {
+			return 0, 0, fmt.Errorf("bad field %q in %q", f, line)
+		}
+		switch k {
+		case "requests":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return 0, 0, fmt.Errorf("bad requests %q in %q", v, line)
+			}
+			requests, haveReq = n, true
+		case "elapsed":
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return 0, 0, fmt.Errorf("bad elapsed %q in %q", v, line)
+			}
+			elapsed, haveTime = d, true
+		}
+	}
+	if !haveReq || !haveTime {
+		return 0, 0, fmt.Errorf("missing requests or elapsed in %q", line)
+	}
+	return requests, elapsed, nil
+}
+
+// floorOptions are the floor child's arguments.
+type floorOptions struct {
+	url      string
+	requests int
+	workers  int
+	firstID  int
+}
+
+func parseFloorFlags(args []string, stderr io.Writer) (floorOptions, error) {
+	fs := flag.NewFlagSet("bench "+floorArg, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o floorOptions
+	fs.StringVar(&o.url, "url", "", "simulator base URL")
+	fs.IntVar(&o.requests, "requests", floorDefault, "requests to send")
+	fs.IntVar(&o.workers, "workers", benchWorkers, "goroutines and connections")
+	fs.IntVar(&o.firstID, "first-id", firstUserID, "user ID of the first request")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case o.url == "":
+		return o, errors.New("--url is required")
+	case o.requests < 1:
+		return o, fmt.Errorf("--requests %d: must be 1 or more", o.requests)
+	case o.workers < 1:
+		return o, fmt.Errorf("--workers %d: must be 1 or more", o.workers)
+	case o.firstID < 1:
+		return o, fmt.Errorf("--first-id %d: must be 1 or more", o.firstID)
+	}
+	return o, nil
+}
+
+// floorMain is the floor child: it sends the requests and prints one
+// formatFloorLine. The key comes from the environment, never argv.
+func floorMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseFloorFlags(args, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench %s: %v\n", floorArg, err)
+		return 2
+	}
+	key := os.Getenv(floorKeyEnv)
+	if key == "" {
+		fmt.Fprintf(stderr, "bench %s: %s is not set\n", floorArg, floorKeyEnv)
+		return 2
+	}
+	hc := &http.Client{Transport: rotate.NewTransport(o.workers)}
+	elapsed, err := sendFloor(ctx, hc, o, key)
+	if err != nil {
+		fmt.Fprintf(stderr, "bench %s: %v\n", floorArg, err)
+		return 1
+	}
+	fmt.Fprint(stdout, formatFloorLine(o.requests, elapsed))
+	return 0
+}
+
+// sendFloor sends o.requests password changes (user IDs from o.firstID on)
+// with o.workers goroutines, reading and closing every body, and returns
+// the time from the first request to the last answer. Any answer but 200
+// stops it.
+func sendFloor(ctx context.Context, hc *http.Client, o floorOptions, key string) (time.Duration, error) {
+	url := strings.TrimSuffix(o.url, "/") + "/v2/users/password"
+	hdr := http.Header{
+		"X-Api-Key":    {key},
+		"Accept":       {"application/json"},
+		"User-Agent":   {"pwrotate"},
+		"Content-Type": {"application/json"},
+	}
+	var next atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	start := time.Now()
+	for range o.workers {
+		g.Go(func() error {
+			var body []byte
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= o.requests {
+					return nil
+				}
+				body = floorBody(body[:0], o.firstID+i)
+				req, err := http.NewRequestWithContext(gctx, http.MethodPost, url, bytes.NewReader(body))
+				if err != nil {
+					return fmt.Errorf("request %d: %w", i, err)
+				}
+				req.Header = hdr.Clone()
+				resp, err := hc.Do(req)
+				if err != nil {
+					return fmt.Errorf("request %d: %w", i, err)
+				}
+				_, copyErr := io.Copy(io.Discard, resp.Body)
+				closeErr := resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					return fmt.Errorf("request %d: HTTP %d", i, resp.StatusCode)
+				}
+				if err := errors.Join(copyErr, closeErr); err != nil {
+					return fmt.Errorf("request %d: reading the answer: %w", i, err)
+				}
+			}
+		})
+	}
+	err := g.Wait()
+	return time.Since(start), err
+}
+
+// floorBody appends the JSON body of a password change for id to dst, the
+// shape pwrotate sends ({"userId":N,"newPassword":"..."}) with a 24-character
+// password for a 7-digit id that meets the simulator's policy.
+func floorBody(dst []byte, id int) []byte {
+	dst = append(dst, `{"userId":`...)
+	dst = strconv.AppendInt(dst, int64(id), 10)
+	dst = append(dst, `,"newPassword":"Fl-`...)
+	dst = strconv.AppendInt(dst, int64(id), 10)
+	return append(dst, `-pw!AbcdefXyz9"}`...)
 }

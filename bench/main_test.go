@@ -1,11 +1,20 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"pwrotate/ecgridsim"
+	"pwrotate/rotate"
 )
 
 func TestMaxInWindow(t *testing.T) {
@@ -117,6 +126,209 @@ func TestParseUsers(t *testing.T) {
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Fatalf("got %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFlagsFloor(t *testing.T) {
+	tests := []struct {
+		name      string
+		args      []string
+		wantSkip  bool
+		wantReqs  int
+		wantError bool
+	}{
+		{"defaults", nil, false, floorDefault, false},
+		{"skip", []string{"--skip-floor"}, true, floorDefault, false},
+		{"requests", []string{"--floor-requests", "200000"}, false, 200000, false},
+		{"zero requests", []string{"--floor-requests", "0"}, false, 0, true},
+		{"too many", []string{"--floor-requests", "10000001"}, false, 0, true},
+		{"not a number", []string{"--floor-requests", "x"}, false, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseFlags(tt.args, io.Discard)
+			if (err != nil) != tt.wantError {
+				t.Fatalf("err = %v, want error %v", err, tt.wantError)
+			}
+			if tt.wantError {
+				return
+			}
+			if got.skipFloor != tt.wantSkip || got.floorReqs != tt.wantReqs {
+				t.Fatalf("skipFloor %v floorReqs %d, want %v %d", got.skipFloor, got.floorReqs, tt.wantSkip, tt.wantReqs)
+			}
+		})
+	}
+}
+
+func TestParseFloorFlags(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		want    floorOptions
+		wantErr bool
+	}{
+		{"all", []string{"--url", "http://127.0.0.1:1", "--requests", "5", "--workers", "2", "--first-id", "7"},
+			floorOptions{url: "http://127.0.0.1:1", requests: 5, workers: 2, firstID: 7}, false},
+		{"defaults", []string{"--url", "http://x"},
+			floorOptions{url: "http://x", requests: floorDefault, workers: benchWorkers, firstID: firstUserID}, false},
+		{"no url", []string{"--requests", "5"}, floorOptions{}, true},
+		{"zero requests", []string{"--url", "http://x", "--requests", "0"}, floorOptions{}, true},
+		{"zero workers", []string{"--url", "http://x", "--workers", "0"}, floorOptions{}, true},
+		{"bad first id", []string{"--url", "http://x", "--first-id", "0"}, floorOptions{}, true},
+		{"extra argument", []string{"--url", "http://x", "more"}, floorOptions{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseFloorFlags(tt.args, io.Discard)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFloorLine(t *testing.T) {
+	tests := []struct {
+		name    string
+		out     string
+		wantN   int
+		wantD   time.Duration
+		wantErr bool
+	}{
+		{"formatted", formatFloorLine(100000, 12345678*time.Microsecond), 100000, 12345678 * time.Microsecond, false},
+		{"after other output", "warming up\nfloor: requests=5 elapsed=1.5s\n", 5, 1500 * time.Millisecond, false},
+		{"last line wins", "floor: requests=1 elapsed=1s\nfloor: requests=2 elapsed=2s\n", 2, 2 * time.Second, false},
+		{"unknown field ignored", "floor: requests=3 elapsed=3ms extra=1", 3, 3 * time.Millisecond, false},
+		{"empty", "", 0, 0, true},
+		{"no floor line", "requests=5 elapsed=1s\n", 0, 0, true},
+		{"missing elapsed", "floor: requests=5\n", 0, 0, true},
+		{"missing requests", "floor: elapsed=1s\n", 0, 0, true},
+		{"bad requests", "floor: requests=x elapsed=1s\n", 0, 0, true},
+		{"negative requests", "floor: requests=-1 elapsed=1s\n", 0, 0, true},
+		{"bad elapsed", "floor: requests=5 elapsed=soon\n", 0, 0, true},
+		{"zero elapsed", "floor: requests=5 elapsed=0s\n", 0, 0, true},
+		{"field without =", "floor: requests=5 elapsed=1s junk\n", 0, 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			n, d, err := parseFloorLine(tt.out)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if !tt.wantErr && (n != tt.wantN || d != tt.wantD) {
+				t.Fatalf("got %d %v, want %d %v", n, d, tt.wantN, tt.wantD)
+			}
+		})
+	}
+}
+
+func TestOverFloor(t *testing.T) {
+	floor := floorRun{requests: 100_000, elapsed: 10 * time.Second, cpu: 5 * time.Second} // 10000/s, 0.5 s per 10k
+	tests := []struct {
+		name      string
+		cpu, rate float64
+		fl        floorRun
+		want      []string
+	}{
+		{"above the floor", 0.98, 4000, floor, []string{
+			"over the floor:    job CPU over the floor: 0.480 s per 10k users (job 0.980, net/http floor 0.500)",
+			"rate vs floor:     apply phase at 0.40x the floor's rate (4000/s vs 10000/s)",
+		}},
+		{"below the floor", 0.4, 12000, floor, []string{
+			"over the floor:    job CPU over the floor: -0.100 s per 10k users (job 0.400, net/http floor 0.500)",
+			"rate vs floor:     apply phase at 1.20x the floor's rate (12000/s vs 10000/s)",
+		}},
+		{"floor without time", 1, 1000, floorRun{requests: 10_000, cpu: time.Second}, []string{
+			"over the floor:    job CPU over the floor: 0.000 s per 10k users (job 1.000, net/http floor 1.000)",
+			"rate vs floor:     not measured",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := overFloor(tt.cpu, tt.rate, tt.fl); !slices.Equal(got, tt.want) {
+				t.Fatalf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestFloorBody(t *testing.T) {
+	tests := []struct {
+		id int
+	}{{1}, {1_000_000}, {1_234_567}}
+	for _, tt := range tests {
+		t.Run(strconv.Itoa(tt.id), func(t *testing.T) {
+			var got struct {
+				UserID      int    `json:"userId"`
+				NewPassword string `json:"newPassword"`
+			}
+			b := floorBody([]byte("stale"), tt.id)[len("stale"):]
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatalf("body %s: %v", b, err)
+			}
+			if got.UserID != tt.id || !strings.Contains(got.NewPassword, strconv.Itoa(tt.id)) {
+				t.Fatalf("body %s: wrong user or password", b)
+			}
+		})
+	}
+}
+
+// TestSendFloor runs the floor's client against the simulator: every
+// request is a valid password change, and a wrong key stops it.
+func TestSendFloor(t *testing.T) {
+	const key = "bench-test-key-0123456789abcdef"
+	tests := []struct {
+		name    string
+		key     string
+		n       int
+		wantErr bool
+	}{
+		{"changes every user", key, 300, false},
+		{"wrong key", "bench-wrong-key-0123456789abcdef", 50, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sim := ecgridsim.New()
+			sim.SetAutoCreate(true)
+			sim.AddKey(key, callerID, "NetworkAdmin")
+			url, srv, err := sim.ListenLoopback()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { srv.Close() })
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			hc := &http.Client{Transport: rotate.NewTransport(8)}
+			o := floorOptions{url: url, requests: tt.n, workers: 8, firstID: firstUserID}
+			d, err := sendFloor(ctx, hc, o, tt.key)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil && strings.Contains(err.Error(), tt.key) {
+				t.Fatal("the error holds the key")
+			}
+			if tt.wantErr {
+				return
+			}
+			if d <= 0 {
+				t.Fatalf("elapsed %v", d)
+			}
+			if got := sim.Count("password"); got != tt.n {
+				t.Fatalf("simulator saw %d password calls, want %d", got, tt.n)
+			}
+			for _, id := range []int{firstUserID, firstUserID + tt.n - 1} {
+				pw, ok := sim.Password(id)
+				if !ok || string(floorBody(nil, id)) != `{"userId":`+strconv.Itoa(id)+`,"newPassword":"`+pw+`"}` {
+					t.Fatalf("user %d: password not set as sent", id)
+				}
+			}
+			if pw, _ := sim.Password(firstUserID + tt.n); pw != "" {
+				t.Fatalf("user %d changed: more requests than asked", firstUserID+tt.n)
 			}
 		})
 	}
