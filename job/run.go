@@ -140,6 +140,13 @@ type plan struct {
 	pending  []int32
 	pw       pwArena // parallel to pending
 	source   []bool  // parallel to pending: true if from input
+	todo     []todo  // parallel to pending: what the pool needs of each record
+}
+
+// todo is what the pool needs of a pending record: the full records are
+// dropped before the updates start (a plan can be millions long).
+type todo struct {
+	line, userID int32
 }
 
 // Run carries out the run. The Summary is filled in even when the error is
@@ -590,6 +597,16 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	r.printPlan(p, fmt.Sprintf("applying, generation %d, %d still to do", gen, len(p.pending)))
 	r.log.Info("plan", "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid,
 		"pending", len(p.pending), "generation", gen)
+	p.todo = make([]todo, len(p.pending))
+	for i, idx := range p.pending {
+		p.todo[i] = todo{line: int32(p.records[idx].Line), userID: int32(p.records[idx].UserID)}
+	}
+	total, doneBefore := len(p.records), 0
+	for _, ok := range p.recorded {
+		if ok {
+			doneBefore++
+		}
+	}
 
 	if _, ok, err := out.ReadManifest(); err != nil {
 		return &ExitError{Code: ExitFatal, Err: err}
@@ -615,11 +632,11 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		}
 		half := len(p.pending) / 2
 		path, err := report.Seal(out.Path, gen, cfg.Recipients, func(yield func(int, secret.Password) bool) {
-			for i, idx := range p.pending {
+			for i := range p.pending {
 				if i == half {
 					cfg.Hook("sealing", 1)
 				}
-				if !yield(p.records[idx].UserID, p.pw.at(i)) {
+				if !yield(int(p.todo[i].userID), p.pw.at(i)) {
 					return
 				}
 			}
@@ -644,6 +661,9 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		cfg.Hook("invalid-recorded", 1)
 	}
 
+	// From here on the pool needs p.todo, p.pw and p.source only.
+	p.in, p.records, p.recorded = nil, nil, nil
+
 	if cfg.Progress != nil {
 		cfg.Progress.SetTotal(len(p.pending))
 	}
@@ -652,25 +672,20 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	if cfg.Counter != nil {
 		calls0 = cfg.Counter.Calls()
 	}
-	poolErr := r.pool(ctx, p, gen, res, counts)
+	recordedNow, poolErr := r.pool(ctx, p, gen, res, counts)
 	applyDur := cfg.Now().Sub(applyStart)
 	syncErr := res.Sync()
 
 	// The outcome of the run.
-	done := 0
-	for _, ok := range p.recorded {
-		if ok {
-			done++
-		}
-	}
-	complete := done == len(p.records) && poolErr == nil && syncErr == nil
+	done := doneBefore + recordedNow
+	complete := done == total && poolErr == nil && syncErr == nil
 	counts.mu.Lock()
 	for st, n := range counts.byStatus {
 		sum.Counts[string(st)] = n
 	}
 	resetFailed := counts.resetFailed
 	counts.mu.Unlock()
-	sum.Counts["pending"] = len(p.records) - done
+	sum.Counts["pending"] = total - done
 	if cfg.Counter != nil {
 		sum.APICalls = int(cfg.Counter.Calls())
 		sum.Retries = int(cfg.Counter.Retries())
@@ -696,7 +711,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	case poolErr != nil:
 		runErr = &ExitError{Code: ExitFatal, Err: poolErr}
 	case !complete:
-		runErr = fatal("run incomplete: %d records have no outcome; run again with --resume", len(p.records)-done)
+		runErr = fatal("run incomplete: %d records have no outcome; run again with --resume", total-done)
 	default:
 		sum.Complete = true
 		cfg.Hook("complete", 1)
@@ -706,7 +721,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		if err := report.RewriteSorted(out.File(ResultsName)); err != nil {
 			return fatal("results: %w", err)
 		}
-		failed := len(p.records) - sum.Counts[string(report.Updated)]
+		failed := total - sum.Counts[string(report.Updated)]
 		if failed > 0 || resetFailed > 0 {
 			runErr = &ExitError{Code: ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed", failed, resetFailed)}
 		}
@@ -726,7 +741,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 // pool sends the pending changes through the worker pool. It returns a
 // fatal error (401/403, results not writable); an interruption shows as
 // ctx being done.
-func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.ResultsFile, counts *runCounts) error {
+func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.ResultsFile, counts *runCounts) (recorded int, err error) {
 	cfg := r.cfg
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -753,7 +768,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 	var answered, recordedN atomic.Int64
 	var g errgroup.Group
 	g.SetLimit(cfg.Workers)
-	for i, idx := range p.pending {
+	for i := range p.todo {
 		if ctx.Err() != nil {
 			break
 		}
@@ -761,8 +776,8 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 			if ctx.Err() != nil {
 				return nil
 			}
-			rec := &p.records[idx]
-			o := cfg.Client.ChangePassword(ctx, rec.UserID, p.pw.at(i))
+			line, userID := int(p.todo[i].line), int(p.todo[i].userID)
+			o := cfg.Client.ChangePassword(ctx, userID, p.pw.at(i))
 			cfg.Hook("answered", int(answered.Add(1)))
 			if o.Interrupted {
 				return nil
@@ -772,7 +787,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 				return nil
 			}
 			row := report.Row{
-				Line: rec.Line, UserID: rec.UserID, Generation: gen,
+				Line: line, UserID: userID, Generation: gen,
 				Attempts: o.Attempts, HTTPStatus: o.HTTPStatus, ErrorCode: o.ErrorCode,
 				PasswordSource: "generated",
 			}
@@ -782,11 +797,11 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 			if o.OK {
 				row.Status = report.Updated
 				if cfg.ResetSessions {
-					ro := cfg.Client.ResetSessions(ctx, rec.UserID)
+					ro := cfg.Client.ResetSessions(ctx, userID)
 					row.SessionsReset = strconv.FormatBool(ro.OK)
 					if !ro.OK {
 						row.Error = "password changed; session reset failed: " + errText(ro.Err)
-						r.log.Warn("session reset failed", "line", rec.Line, "user", rec.UserID, "reason", errText(ro.Err))
+						r.log.Warn("session reset failed", "line", line, "user", userID, "reason", errText(ro.Err))
 						if ro.Fatal {
 							cancel(fmt.Errorf("%w: %v (no further requests sent)", errFatalAPI, ro.Err))
 						}
@@ -798,14 +813,13 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 				if o.Unknown && !bytes.Contains([]byte(row.Error), []byte("outcome unknown")) {
 					row.Error = "outcome unknown: " + row.Error
 				}
-				r.log.Warn("record failed", "line", rec.Line, "user", rec.UserID, "attempts", o.Attempts, "reason", row.Error)
+				r.log.Warn("record failed", "line", line, "user", userID, "attempts", o.Attempts, "reason", row.Error)
 			}
 			row.FinishedAt = cfg.Now().UTC()
 			if err := res.Append(row); err != nil {
 				cancel(fmt.Errorf("recording results: %w", err))
 				return nil
 			}
-			p.recorded[idx] = true
 			counts.add(row)
 			if cfg.Progress != nil {
 				cfg.Progress.Done(row.Status != report.Updated)
@@ -824,10 +838,11 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 	_ = g.Wait()
 	cancel(nil)
 	<-syncDone
+	recorded = int(recordedN.Load())
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return err
+		return recorded, err
 	}
-	return nil
+	return recorded, nil
 }
 
 func errText(err error) string {
