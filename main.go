@@ -209,7 +209,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cfg, cleanup, err := wire(f, stdin, stdout, logger)
 	defer cleanup()
 	if err != nil {
-		logger.Error("cannot start", "err", err)
+		logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
 		return job.ExitFatal
 	}
 	runner := job.New(cfg)
