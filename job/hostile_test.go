@@ -545,9 +545,6 @@ func TestHostileFullDisk(t *testing.T) {
 	const (
 		n       = 600
 		workers = 4
-		// syncEvery in run.go: results are flushed (and a write failure
-		// seen) at the latest after this many rows, or after 1 s.
-		syncEvery = 256
 	)
 	cases := []struct {
 		name  string
@@ -557,10 +554,11 @@ func TestHostileFullDisk(t *testing.T) {
 		maxCalls int
 	}{
 		{name: "before sealing", point: "manifest", at: 1, maxCalls: 0},
-		// The invalid row fits in the results file's last page (tmpfs), so
-		// the failure shows at the first flush of updates, as mid-run.
-		{name: "before recording invalid rows", point: "sealed", at: 1, maxCalls: syncEvery + 2*workers},
-		{name: "mid-run while recording results", point: "recorded", at: 200, maxCalls: syncEvery + 2*workers},
+		// The rows that still fit in the results file's last page (tmpfs)
+		// are written; dispatch stops at the first row that is refused
+		// (checked below against the calls made by then).
+		{name: "before recording invalid rows", point: "sealed", at: 1, maxCalls: n - 1},
+		{name: "mid-run while recording results", point: "recorded", at: 200, maxCalls: n - 1},
 		{name: "at the final rewrite", point: "complete", at: 1, maxCalls: n},
 	}
 	for _, c := range cases {
@@ -572,15 +570,18 @@ func TestHostileFullDisk(t *testing.T) {
 			input := users(span(firstUser, n)...) + "not-a-number\n"
 			cfg := w.config(input, out)
 			cfg.Workers = workers
-			var once sync.Once
+			var once, failedOnce sync.Once
 			var fillErr error
-			callsAtFill := -1
+			callsAtFill, callsAtFailure := -1, -1
 			cfg.Hook = func(point string, k int) {
 				if point == c.point && k == c.at {
 					once.Do(func() {
 						callsAtFill = w.sim.Count("password")
 						fillErr = fillDisk(mnt)
 					})
+				}
+				if point == "record-failed" {
+					failedOnce.Do(func() { callsAtFailure = w.sim.Count("password") })
 				}
 			}
 			sum, err, _ := runBounded(t, cfg, hangBound)
@@ -600,6 +601,14 @@ func TestHostileFullDisk(t *testing.T) {
 			t.Logf("password calls: %d when the disk filled, %d in all", callsAtFill, calls)
 			if calls > c.maxCalls {
 				t.Errorf("%d password calls (%d when the disk filled): dispatch went on after the output could not be written (limit %d)", calls, callsAtFill, c.maxCalls)
+			}
+			// Stop dispatching at once: after the first refused row, only
+			// the requests already in flight may still reach the server.
+			if callsAtFailure >= 0 && calls > callsAtFailure+workers {
+				t.Errorf("%d password calls, %d when the first row was refused: dispatch went on (at most %d in flight)", calls, callsAtFailure, workers)
+			}
+			if c.point == "recorded" && callsAtFailure < 0 {
+				t.Errorf("no results row was refused mid-run")
 			}
 			if c.point == "recorded" && calls >= n {
 				t.Fatalf("every user was sent a password: the disk filled too late to test anything")

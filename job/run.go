@@ -817,6 +817,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 			}
 			row.FinishedAt = cfg.Now().UTC()
 			if err := res.Append(row); err != nil {
+				cfg.Hook("record-failed", int(answered.Load()))
 				cancel(fmt.Errorf("recording results: %w", err))
 				return nil
 			}

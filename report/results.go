@@ -492,9 +492,12 @@ func loadForAppend(f *os.File, path string) ([]Row, error) {
 	return rows, nil
 }
 
-// Append writes rows to the file's buffer; Sync makes them durable. A row
-// that cannot be written (no line number, unknown status…) is an error and
-// none of rows is written.
+// Append writes rows to the file: when it returns nil they are in the
+// kernel's hands (they survive the process being killed; Sync makes them
+// survive the machine), and a full or failing disk is reported at the first
+// row it refuses, so that the caller stops at once. A row that cannot be
+// written (no line number, unknown status…) is an error and none of rows
+// is written.
 func (f *ResultsFile) Append(rows ...Row) error {
 	for i := range rows {
 		if err := rows[i].check(); err != nil {
@@ -516,7 +519,7 @@ func (f *ResultsFile) Append(rows ...Row) error {
 			return f.err
 		}
 	}
-	return nil
+	return f.flushLocked()
 }
 
 // Sync flushes the buffer and fsyncs the file: when it returns nil, every

@@ -355,21 +355,21 @@ func TestSyncErrorIsSticky(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.f.Close()
-		if err := f.Append(row); err != nil {
-			t.Fatal(err) // buffered: nothing written yet
+		// Append writes through: the failure shows at once.
+		if err := f.Append(row); err == nil {
+			t.Fatal("Append to a closed file succeeded")
 		}
-		first := f.Sync()
-		if first == nil {
+		if err := f.Sync(); err == nil {
 			t.Fatal("Sync on a closed file succeeded")
 		}
 		if err := f.Sync(); err == nil {
 			t.Fatal("second Sync succeeded")
 		}
 		if err := f.Append(row); err == nil {
-			t.Fatal("Append after a failed Sync succeeded")
+			t.Fatal("Append after a failed write succeeded")
 		}
 		if err := f.Close(); err == nil {
-			t.Fatal("Close after a failed Sync succeeded")
+			t.Fatal("Close after a failed write succeeded")
 		}
 	})
 	t.Run("disk full", func(t *testing.T) {
@@ -378,8 +378,8 @@ func TestSyncErrorIsSticky(t *testing.T) {
 			t.Skip("no /dev/full:", err)
 		}
 		f := newResultsFile("/dev/full", full)
-		if err := f.Append(row); err != nil {
-			t.Fatal(err)
+		if err := f.Append(row); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("first Append = %v, want ENOSPC at once", err)
 		}
 		for i := range 3 {
 			if err := f.Sync(); !errors.Is(err, syscall.ENOSPC) {
