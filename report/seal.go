@@ -75,6 +75,27 @@ func parseRecipientsFile(name string) ([]age.Recipient, error) {
 		return nil, fmt.Errorf("--recipients-file %s: %w", name, err)
 	}
 	var recips []age.Recipient
+	err = eachKeyLine(data, func(n int, line string) error {
+		r, err := parseRecipient(line)
+		if err != nil {
+			return fmt.Errorf("line %d %w", n, err)
+		}
+		recips = append(recips, r)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--recipients-file %s: %w", name, err)
+	}
+	if len(recips) == 0 {
+		return nil, fmt.Errorf("--recipients-file %s has no recipients", name)
+	}
+	return recips, nil
+}
+
+// eachKeyLine calls fn with each line of a key file (1-based number,
+// trimmed), skipping blank lines and # comments. Its errors name the line,
+// never its content.
+func eachKeyLine(data []byte, fn func(n int, line string) error) error {
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	sc.Buffer(make([]byte, 0, 4096), maxKeyLineBytes)
 	n := 0
@@ -84,22 +105,17 @@ func parseRecipientsFile(name string) ([]age.Recipient, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		r, err := parseRecipient(line)
-		if err != nil {
-			return nil, fmt.Errorf("--recipients-file %s: line %d %w", name, n, err)
+		if err := fn(n, line); err != nil {
+			return err
 		}
-		recips = append(recips, r)
 	}
 	if err := sc.Err(); err != nil {
 		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("--recipients-file %s: line %d is too long", name, n+1)
+			return fmt.Errorf("line %d is too long", n+1)
 		}
-		return nil, fmt.Errorf("--recipients-file %s: %w", name, err)
+		return err
 	}
-	if len(recips) == 0 {
-		return nil, fmt.Errorf("--recipients-file %s has no recipients", name)
-	}
-	return recips, nil
+	return nil
 }
 
 // readKeyFile reads a small key file whole.
@@ -409,15 +425,7 @@ func parseIdentityFile(name string) ([]age.Identity, error) {
 		return []age.Identity{id}, nil
 	}
 	var ids []age.Identity
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), maxKeyLineBytes)
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
+	err = eachKeyLine(data, func(n int, line string) error {
 		u := strings.ToUpper(line)
 		var id age.Identity
 		var err error
@@ -427,21 +435,19 @@ func parseIdentityFile(name string) ([]age.Identity, error) {
 		case strings.HasPrefix(u, "AGE-SECRET-KEY-1"):
 			id, err = age.ParseX25519Identity(line)
 		case strings.HasPrefix(u, "AGE-PLUGIN-"):
-			return nil, fmt.Errorf("identity file %s: line %d is an age plugin identity: plugins are not supported", name, n)
+			return fmt.Errorf("line %d is an age plugin identity: plugins are not supported", n)
 		case strings.HasPrefix(line, "age1"), strings.HasPrefix(line, "ssh-"):
-			return nil, fmt.Errorf("identity file %s: line %d is a public key (recipient), not an identity", name, n)
+			return fmt.Errorf("line %d is a public key (recipient), not an identity", n)
 		default:
-			return nil, fmt.Errorf("identity file %s: line %d is not an age identity", name, n)
+			return fmt.Errorf("line %d is not an age identity", n)
 		}
 		if err != nil {
-			return nil, fmt.Errorf("identity file %s: line %d is a malformed age secret key", name, n)
+			return fmt.Errorf("line %d is a malformed age secret key", n)
 		}
 		ids = append(ids, id)
-	}
-	if err := sc.Err(); err != nil {
-		if errors.Is(err, bufio.ErrTooLong) {
-			return nil, fmt.Errorf("identity file %s: line %d is too long", name, n+1)
-		}
+		return nil
+	})
+	if err != nil {
 		return nil, fmt.Errorf("identity file %s: %w", name, err)
 	}
 	if len(ids) == 0 {
