@@ -14,6 +14,9 @@ import (
 // 1% of the rate.
 const releaseWindow = time.Second + 10*time.Millisecond
 
+// maxWindow is the most calls the release window tracks.
+const maxWindow = 1 << 16
+
 // Limiter paces every API call of a run: one token bucket shared by all
 // workers. A 429 (Throttle) pauses every caller for the Retry-After time and
 // halves the rate; the rate then recovers by a quarter each second until it
@@ -50,8 +53,10 @@ func NewLimiter(perSecond float64, burst int) *Limiter {
 		target = rate.Inf
 	}
 	l := &Limiter{bucket: rate.NewLimiter(target, burst), target: target, now: time.Now}
-	if target != rate.Inf {
-		l.released = make([]time.Time, int(math.Ceil(perSecond))+burst)
+	// The window is kept for any rate an API would grant; past maxWindow
+	// calls a second the bucket alone paces (and the ring would be huge).
+	if n := math.Ceil(perSecond) + float64(burst); target != rate.Inf && n <= maxWindow {
+		l.released = make([]time.Time, int(n))
 	}
 	return l
 }

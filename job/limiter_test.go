@@ -73,3 +73,18 @@ func TestLimiterWaitHonoursContext(t *testing.T) {
 		t.Fatal("Wait returned nil during a one-hour pause with a cancelled context")
 	}
 }
+
+func TestLimiterHugeRateNeedsNoHugeWindow(t *testing.T) {
+	for _, tc := range []struct {
+		rate  float64
+		burst int
+	}{{1e9, 1}, {10, 1 << 30}} {
+		l := NewLimiter(tc.rate, tc.burst)
+		if len(l.released) > maxWindow {
+			t.Errorf("rate %v burst %d: window of %d entries", tc.rate, tc.burst, len(l.released))
+		}
+		if err := l.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
