@@ -493,7 +493,7 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	invalid := len(p.records) - p.valid
 	fmt.Fprintf(w, "pwrotate plan — %s\n", mode)
 	fmt.Fprintf(w, "  input:     %s (sha256 %s), %d records\n", p.in.Name, p.in.SHA256, len(p.records))
-	fmt.Fprintf(w, "  to change: %d users (%d generated passwords, %d from the input)\n", p.valid, p.valid-fromInput, fromInput)
+	fmt.Fprintf(w, "  to change: %s (%d generated, %d from the input)\n", plural(p.valid, "user"), p.valid-fromInput, fromInput)
 	fmt.Fprintf(w, "  invalid:   %d\n", invalid)
 	shown := 0
 	for _, rec := range p.records {
@@ -844,6 +844,14 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 		return recorded, err
 	}
 	return recorded, nil
+}
+
+// plural says "1 user", "2 users".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 func errText(err error) string {
