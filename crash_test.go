@@ -165,6 +165,12 @@ func TestKillAtEveryStep(t *testing.T) {
 		"recorded:270", // 256 outcomes fsynced, 14 more in the buffer
 		"answered:300", // the last answer, not recorded
 		"complete",     // all recorded, results not yet rewritten
+		// Inside each atomic write: the temporary file is complete, not yet
+		// renamed. The resume must clear it, not refuse the folder.
+		"atomic-run.json:1",     // the manifest
+		"atomic-results.csv:1",  // the header of a new results.csv
+		"atomic-results.csv:2",  // the final sorted rewrite
+		"atomic-summary.json:1", // the summary of the completed run
 	}
 	for _, point := range points {
 		t.Run(point, func(t *testing.T) {

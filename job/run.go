@@ -97,6 +97,9 @@ type Runner struct {
 
 	mu      sync.Mutex
 	results *report.ResultsFile
+	// files writes the output folder's files, calling cfg.Hook inside
+	// every atomic write ("atomic-NAME", n counting writes of NAME).
+	files report.Files
 }
 
 // New returns a Runner for cfg.
@@ -113,7 +116,17 @@ func New(cfg Config) *Runner {
 	if cfg.Hook == nil {
 		cfg.Hook = func(string, int) {}
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger}
+	r := &Runner{cfg: cfg, log: cfg.Logger}
+	var hookMu sync.Mutex
+	seen := map[string]int{}
+	r.files.Hook = func(point string) {
+		hookMu.Lock()
+		seen[point]++
+		n := seen[point]
+		hookMu.Unlock()
+		cfg.Hook(point, n)
+	}
+	return r
 }
 
 // SetProgress sets the display told about each finished record.
@@ -187,6 +200,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 			return &ExitError{Code: ExitFatal, Err: err}
 		}
 		defer out.Close()
+		out.Files = r.files
 		cfg.Hook("locked", 1)
 	}
 
@@ -437,7 +451,7 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 		for _, rec := range p.records {
 			rows = append(rows, r.baseRow(rec, report.Planned))
 		}
-		res, _, err := report.OpenResults(out.File(ResultsName))
+		res, _, err := r.files.OpenResults(out.File(ResultsName))
 		if err != nil {
 			return fatal("results: %w", err)
 		}
@@ -449,7 +463,7 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 			return fatal("results: %w", err)
 		}
 		sum.Outputs = []string{out.File(ResultsName), out.File(SummaryName)}
-		if err := report.WriteSummary(out.File(SummaryName), *sum); err != nil {
+		if err := r.files.WriteSummary(out.File(SummaryName), *sum); err != nil {
 			return fatal("summary: %w", err)
 		}
 	}
@@ -542,7 +556,7 @@ const syncEvery = 256
 
 func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Summary) (err error) {
 	cfg := r.cfg
-	res, existing, err := report.OpenResults(out.File(ResultsName))
+	res, existing, err := r.files.OpenResults(out.File(ResultsName))
 	if err != nil {
 		return fatal("results: %w", err)
 	}
@@ -718,7 +732,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		if err := res.Close(); err != nil {
 			return fatal("results: %w", err)
 		}
-		if err := report.RewriteSorted(out.File(ResultsName)); err != nil {
+		if err := r.files.RewriteSorted(out.File(ResultsName)); err != nil {
 			return fatal("results: %w", err)
 		}
 		failed := total - sum.Counts[string(report.Updated)]
@@ -732,7 +746,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		sum.ExitCode = ee.Code
 	}
 	sum.FinishedAt = cfg.Now().UTC()
-	if err := report.WriteSummary(out.File(SummaryName), *sum); err != nil && runErr == nil {
+	if err := r.files.WriteSummary(out.File(SummaryName), *sum); err != nil && runErr == nil {
 		runErr = fatal("summary: %w", err)
 	}
 	return runErr

@@ -41,7 +41,10 @@ type Manifest struct {
 // by the kernel even on kill -9, so a lock is never stale for long).
 type OutDir struct {
 	Path string
-	lock *os.File
+	// Files writes the folder's files (run.json here); its Hook is the
+	// run's test hook.
+	Files report.Files
+	lock  *os.File
 }
 
 // ours reports whether name is a file a run leaves in its output folder.
@@ -50,8 +53,51 @@ func ours(name string) bool {
 	case LockName, ManifestName, ResultsName, SummaryName, DemoIdentityName:
 		return true
 	}
+	if _, ok := ourTemp(name); ok {
+		return true
+	}
 	return strings.HasPrefix(name, "passwords-g") || strings.HasPrefix(name, ".tmp-") ||
 		strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, ResultsName+".")
+}
+
+// ourTemp reports whether name is the temporary file of an atomic write
+// that a run makes in its output folder (run.json, results.csv,
+// summary.json, a sealed file), left behind by a process killed inside
+// that write, and returns the final name.
+func ourTemp(name string) (string, bool) {
+	final, ok := report.TempFinal(name)
+	if !ok {
+		return "", false
+	}
+	switch final {
+	case ManifestName, ResultsName, SummaryName:
+		return final, true
+	}
+	return final, strings.HasPrefix(final, "passwords-g")
+}
+
+// clearTemps removes the temporary files that a process killed inside an
+// atomic write left in dir. Call it holding the folder's lock: then no
+// write of another run is under way.
+func clearTemps(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("output folder %s: %w", dir, err)
+	}
+	removed := false
+	for _, e := range entries {
+		if _, ok := ourTemp(e.Name()); !ok || !e.Type().IsRegular() {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("output folder %s: removing the leftover %s of an interrupted write: %w", dir, e.Name(), err)
+		}
+		removed = true
+	}
+	if removed {
+		return report.SyncDir(dir)
+	}
+	return nil
 }
 
 // OpenOut creates (0700) and locks the output folder. Without resume the
@@ -108,6 +154,12 @@ func OpenOut(path string, resume bool) (*OutDir, error) {
 		_, _ = lf.WriteAt([]byte(fmt.Sprintf("pid %d host %s\n", os.Getpid(), host)), 0)
 		_ = lf.Sync()
 	}
+	if resume {
+		if err := clearTemps(path); err != nil {
+			lf.Close()
+			return nil, err
+		}
+	}
 	return &OutDir{Path: path, lock: lf}, nil
 }
 
@@ -146,5 +198,5 @@ func (o *OutDir) WriteManifest(m Manifest) error {
 	if err != nil {
 		return err
 	}
-	return report.WriteFileAtomic(o.File(ManifestName), append(b, '\n'), 0o600)
+	return o.Files.WriteFileAtomic(o.File(ManifestName), append(b, '\n'), 0o600)
 }
