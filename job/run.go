@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -100,6 +101,9 @@ type Runner struct {
 	// files writes the output folder's files, calling cfg.Hook inside
 	// every atomic write ("atomic-NAME", n counting writes of NAME).
 	files report.Files
+	// resets is set when the run resets sessions after each change:
+	// --reset-sessions, or a manifest that says the run was started so.
+	resets bool
 }
 
 // New returns a Runner for cfg.
@@ -210,10 +214,15 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 	}
 	sum.Input, sum.InputSHA256 = in.Name, in.SHA256
 
+	r.resets = cfg.ResetSessions
 	if out != nil {
 		m, ok, err := out.ReadManifest()
 		if err != nil {
 			return &ExitError{Code: ExitFatal, Err: err}
+		}
+		if ok && m.ResetSessions && !r.resets {
+			r.log.Info("the run was started with --reset-sessions: resetting sessions as it promised", "out", out.Path)
+			r.resets = true
 		}
 		if ok && m.InputSHA256 != in.SHA256 {
 			return fatal("--resume: %s holds a run of %s (sha256 %.12s…), not of this input %s (sha256 %.12s…): refusing to mix them",
@@ -224,7 +233,13 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 			return fatal("output folder %s holds a dry run's plan, not a run: choose another --out", out.Path)
 		}
 		if ok {
-			if perr == nil && prev.Complete {
+			owed := false
+			if perr == nil && prev.Complete && r.resets && prev.ExitCode == ExitIncomplete {
+				if owed, err = resetsOwed(out.File(ResultsName)); err != nil {
+					return fatal("results: %w", err)
+				}
+			}
+			if perr == nil && prev.Complete && !owed {
 				r.log.Info("run already complete: nothing to do", "out", out.Path, "exitCode", prev.ExitCode)
 				*sum = prev
 				if prev.ExitCode != ExitOK {
@@ -539,6 +554,20 @@ type runCounts struct {
 	resetFailed int
 }
 
+// replace counts row instead of old, a row of the same line.
+func (c *runCounts) replace(old, row report.Row) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byStatus[old.Status]--
+	if old.SessionsReset == "false" {
+		c.resetFailed--
+	}
+	c.byStatus[row.Status]++
+	if row.SessionsReset == "false" {
+		c.resetFailed++
+	}
+}
+
 func (c *runCounts) add(row report.Row) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -572,16 +601,24 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	counts := &runCounts{byStatus: map[report.Status]int{}}
 	// Records are in input order, so their lines ascend: find a recorded
 	// row's record by binary search (no map: a plan can be millions long).
+	// A later row of a line supersedes an earlier one (a session reset
+	// recorded after its change): walk them from the last.
 	p.recorded = make([]bool, len(p.records))
-	for _, row := range existing {
+	var owed []owedReset
+	for k := len(existing) - 1; k >= 0; k-- {
+		row := existing[k]
 		i := sort.Search(len(p.records), func(i int) bool { return p.records[i].Line >= row.Line })
 		if i < len(p.records) && p.records[i].Line == row.Line && !p.recorded[i] {
 			p.recorded[i] = true
 			counts.add(row)
+			if r.resets && resetOwed(row) {
+				owed = append(owed, owedReset{row: row})
+			}
 		}
 	}
+	slices.SortFunc(owed, func(a, b owedReset) int { return a.row.Line - b.row.Line })
 	if len(existing) > 0 {
-		r.log.Info("resuming", "out", out.Path, "recorded", len(existing))
+		r.log.Info("resuming", "out", out.Path, "recorded", len(existing), "sessionResetsOwed", len(owed))
 	}
 	existing = nil
 	var invalidRows []report.Row
@@ -622,10 +659,13 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		}
 	}
 
-	if _, ok, err := out.ReadManifest(); err != nil {
+	if m, ok, err := out.ReadManifest(); err != nil {
 		return &ExitError{Code: ExitFatal, Err: err}
-	} else if !ok {
-		m := Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard}
+	} else if !ok || (r.resets && !m.ResetSessions) {
+		if !ok {
+			m = Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard}
+		}
+		m.ResetSessions = r.resets
 		if err := out.WriteManifest(m); err != nil {
 			return fatal("writing %s: %w", ManifestName, err)
 		}
@@ -686,7 +726,12 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	if cfg.Counter != nil {
 		calls0 = cfg.Counter.Calls()
 	}
-	recordedNow, poolErr := r.pool(ctx, p, gen, res, counts)
+	poolErr := r.resetOwedSessions(ctx, owed, res, counts)
+	owed = nil
+	recordedNow := 0
+	if poolErr == nil && ctx.Err() == nil {
+		recordedNow, poolErr = r.pool(ctx, p, gen, res, counts)
+	}
 	applyDur := cfg.Now().Sub(applyStart)
 	syncErr := res.Sync()
 
@@ -779,7 +824,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 		}
 	}()
 
-	var answered, recordedN atomic.Int64
+	var answered, changed, recordedN atomic.Int64
 	var g errgroup.Group
 	g.SetLimit(cfg.Workers)
 	for i := range p.todo {
@@ -810,16 +855,22 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 			}
 			if o.OK {
 				row.Status = report.Updated
-				if cfg.ResetSessions {
-					ro := cfg.Client.ResetSessions(ctx, userID)
-					row.SessionsReset = strconv.FormatBool(ro.OK)
-					if !ro.OK {
-						row.Error = "password changed; session reset failed: " + errText(ro.Err)
-						r.log.Warn("session reset failed", "line", line, "user", userID, "reason", errText(ro.Err))
-						if ro.Fatal {
-							cancel(fmt.Errorf("%w: %v (no further requests sent)", errFatalAPI, ro.Err))
-						}
+				if r.resets {
+					// The change and its reset are one unit: the change is
+					// recorded first, saying the reset is owed (a kill now
+					// leaves that for --resume), and the reset runs even
+					// if the run is being stopped.
+					row.SessionsReset, row.Error = "false", resetOwedText
+					row.FinishedAt = cfg.Now().UTC()
+					if err := res.Append(row); err != nil {
+						cfg.Hook("record-failed", int(answered.Load()))
+						cancel(fmt.Errorf("recording results: %w", err))
+						return nil
 					}
+					cfg.Hook("changed", int(changed.Add(1)))
+					uctx, ucancel := r.unitContext(ctx)
+					r.resetSessions(uctx, &row, cancel)
+					ucancel()
 				}
 			} else {
 				row.Status = report.Failed
@@ -858,6 +909,123 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 		return recorded, err
 	}
 	return recorded, nil
+}
+
+// resetOwedText is the error of a row whose change is recorded and whose
+// session reset has not been done yet.
+const resetOwedText = "password changed; session reset not done yet"
+
+// resetOwed reports whether row is a change whose session reset did not
+// happen (failed, interrupted, or the process stopped before it).
+func resetOwed(row report.Row) bool {
+	return row.Status == report.Updated && row.UserID > 0 && row.SessionsReset != "true"
+}
+
+// resetsOwed reports whether the results file at path holds a row whose
+// session reset is owed.
+func resetsOwed(path string) (bool, error) {
+	rows, err := report.ReadResults(path)
+	if err != nil {
+		return false, err
+	}
+	last := map[int]report.Row{}
+	for _, row := range rows {
+		last[row.Line] = row
+	}
+	for _, row := range last {
+		if resetOwed(row) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// owedReset is an updated row whose session reset a resumed run does.
+type owedReset struct {
+	row report.Row
+}
+
+// unitContext returns the context for the rest of a unit of work whose
+// change succeeded (its session reset): it is not cancelled with ctx (a
+// signal, or another worker's 401), but ends one --timeout after ctx does,
+// so that a stopping run still ends in bounded time. Call cancel when done.
+func (r *Runner) unitContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	grace := r.cfg.Client.Timeout()
+	go func() {
+		select {
+		case <-uctx.Done():
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-uctx.Done():
+		case <-t.C:
+			cancel()
+		}
+	}()
+	return uctx, cancel
+}
+
+// resetSessions resets the sessions of row's user and says so in row
+// (SessionsReset, Error, FinishedAt). A 401/403 stops the run through
+// stop.
+func (r *Runner) resetSessions(ctx context.Context, row *report.Row, stop context.CancelCauseFunc) {
+	ro := r.cfg.Client.ResetSessions(ctx, row.UserID)
+	row.SessionsReset = strconv.FormatBool(ro.OK)
+	row.Error = ""
+	if !ro.OK {
+		row.Error = "password changed; session reset failed: " + errText(ro.Err)
+		r.log.Warn("session reset failed", "line", row.Line, "user", row.UserID, "reason", errText(ro.Err))
+		if ro.Fatal {
+			stop(fmt.Errorf("%w: %v (no further requests sent)", errFatalAPI, ro.Err))
+		}
+	}
+	row.FinishedAt = r.cfg.Now().UTC()
+}
+
+// resetOwedSessions does the session resets that an earlier run owes
+// (rows updated whose reset failed, was interrupted, or never ran), and
+// records each as a new row of its line. A reset that is interrupted stays
+// owed. It returns a fatal error (401/403, results not writable).
+func (r *Runner) resetOwedSessions(ctx context.Context, owed []owedReset, res *report.ResultsFile, counts *runCounts) error {
+	if len(owed) == 0 {
+		return nil
+	}
+	r.log.Info("resetting the sessions an earlier run owes", "users", len(owed))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var g errgroup.Group
+	g.SetLimit(r.cfg.Workers)
+	for i := range owed {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				return nil
+			}
+			old := owed[i].row
+			row := old
+			r.resetSessions(ctx, &row, cancel)
+			if row.SessionsReset != "true" && ctx.Err() != nil {
+				return nil // interrupted: still owed
+			}
+			if err := res.Append(row); err != nil {
+				cancel(fmt.Errorf("recording results: %w", err))
+				return nil
+			}
+			counts.replace(old, row)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
 }
 
 // plural says "1 user", "2 users".

@@ -361,6 +361,31 @@ func TestSessionResetFailureIsExit2(t *testing.T) {
 	if r := byUser[firstUser+1]; r.Status != report.Updated || r.SessionsReset != "false" {
 		t.Errorf("row %+v: want updated with sessionsReset false", r)
 	}
+
+	// The reset is still owed: --resume does it (and only it), records it,
+	// and the run then exits 0. Resumed again, there is nothing left to do.
+	for i, flag := range []bool{true, false} {
+		passwordCalls := w.sim.Count("password")
+		cfg.Resume, cfg.ResetSessions = true, flag // the manifest remembers the flag
+		sum, err := job.New(cfg).Run(context.Background())
+		if sum.ExitCode != job.ExitOK {
+			t.Fatalf("resume %d: exit %d (%v), want 0", i+1, sum.ExitCode, err)
+		}
+		byUser = w.checkInvariant(out)
+		if r := byUser[firstUser+1]; r.Status != report.Updated || r.SessionsReset != "true" || r.Error != "" || r.Generation != 1 {
+			t.Errorf("resume %d: row %+v: want updated, generation 1, sessionsReset true", i+1, r)
+		}
+		if got := w.sim.Resets(firstUser + 1); got != 1 {
+			t.Errorf("resume %d: user %d had %d session resets, want 1", i+1, firstUser+1, got)
+		}
+		if n := w.sim.Count("password"); n != passwordCalls {
+			t.Errorf("resume %d: %d password changes, want none", i+1, n-passwordCalls)
+		}
+	}
+	rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+	if err != nil || len(rows) != 3 {
+		t.Errorf("results after the resumes: %d rows, %v; want 3", len(rows), err)
+	}
 }
 
 func TestPreflightRefusals(t *testing.T) {

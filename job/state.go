@@ -35,6 +35,9 @@ type Manifest struct {
 	InputSHA256 string    `json:"inputSha256"`
 	StartedAt   time.Time `json:"startedAt"`
 	Shard       string    `json:"shard,omitempty"`
+	// ResetSessions records that the run resets the sessions of every user
+	// it changes: a resume owes those resets even without the flag.
+	ResetSessions bool `json:"resetSessions,omitempty"`
 }
 
 // OutDir is an output folder held by this process (flock on .lock, released
