@@ -11,11 +11,14 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,7 +77,11 @@ type Config struct {
 	// Hook, when set, is called at named points of the run (tests use it
 	// to kill the process at an exact step). n counts occurrences.
 	Hook func(point string, n int)
-	Now  func() time.Time
+	// Now is the clock (default time.Now); Sleep waits for d or until ctx
+	// is done (default a timer). Tests replace both to see the waits of a
+	// resume without waiting.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 // ExitError is a run's failure with the exit code it maps to.
@@ -104,6 +111,8 @@ type Runner struct {
 	// resets is set when the run resets sessions after each change:
 	// --reset-sessions, or a manifest that says the run was started so.
 	resets bool
+	// beat marks the run as active (heartbeat: run.json's mtime).
+	beat func()
 }
 
 // New returns a Runner for cfg.
@@ -119,6 +128,9 @@ func New(cfg Config) *Runner {
 	}
 	if cfg.Hook == nil {
 		cfg.Hook = func(string, int) {}
+	}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleep
 	}
 	r := &Runner{cfg: cfg, log: cfg.Logger}
 	var hookMu sync.Mutex
@@ -585,6 +597,12 @@ const syncEvery = 256
 
 func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Summary) (err error) {
 	cfg := r.cfg
+	// When an earlier run last showed signs of life, read before this run
+	// touches a file (opening the results may repair their tail).
+	lastActivity, err := lastActivityIn(out)
+	if err != nil {
+		return fatal("output folder %s: %w", out.Path, err)
+	}
 	res, existing, err := r.files.OpenResults(out.File(ResultsName))
 	if err != nil {
 		return fatal("results: %w", err)
@@ -637,6 +655,14 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	gens, err := report.SealedGenerations(out.Path)
 	if err != nil {
 		return fatal("sealed files: %w", err)
+	}
+	if len(gens) == 0 || len(p.pending) == 0 {
+		// No earlier run sent a change whose outcome is unknown.
+		lastActivity = time.Time{}
+	}
+	r.beat = func() {
+		t := cfg.Now()
+		_ = os.Chtimes(out.File(ManifestName), t, t)
 	}
 	gen := 1
 	if len(gens) > 0 {
@@ -729,6 +755,9 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	poolErr := r.resetOwedSessions(ctx, owed, res, counts)
 	owed = nil
 	recordedNow := 0
+	if poolErr == nil && ctx.Err() == nil && len(p.todo) > 0 && !lastActivity.IsZero() {
+		r.waitOutLateChanges(ctx, lastActivity, len(p.todo), gen)
+	}
 	if poolErr == nil && ctx.Err() == nil {
 		recordedNow, poolErr = r.pool(ctx, p, gen, res, counts)
 	}
@@ -820,10 +849,12 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 					cancel(fmt.Errorf("recording results: %w", err))
 					return
 				}
+				r.beat()
 			}
 		}
 	}()
 
+	r.beat()
 	var answered, changed, recordedN atomic.Int64
 	var g errgroup.Group
 	g.SetLimit(cfg.Workers)
@@ -909,6 +940,73 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 		return recorded, err
 	}
 	return recorded, nil
+}
+
+// heartbeatEvery is how often a run's pool marks run.json (its mtime) as
+// a sign of life while it sends changes.
+const heartbeatEvery = time.Second
+
+// lastActivityIn returns when the run in out last showed signs of life:
+// the latest mtime of run.json (the pool's heartbeat), results.csv,
+// summary.json and the sealed files.
+func lastActivityIn(out *OutDir) (time.Time, error) {
+	var last time.Time
+	entries, err := os.ReadDir(out.Path)
+	if err != nil {
+		return last, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case name == ManifestName, name == ResultsName, name == SummaryName:
+		case strings.HasPrefix(name, "passwords-g") && strings.HasSuffix(name, ".age"):
+		default:
+			continue
+		}
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return last, err
+		}
+		if fi.ModTime().After(last) {
+			last = fi.ModTime()
+		}
+	}
+	return last, nil
+}
+
+// waitOutLateChanges waits, before a resumed run sends generation gen to
+// users whose outcome an earlier run did not record, until twice --timeout
+// (plus one heartbeat) has passed since that run's last activity: a change
+// it sent may still be applied by a slow server, and must not land after,
+// and overwrite, the new generation. An interruption ends the wait (ctx).
+func (r *Runner) waitOutLateChanges(ctx context.Context, lastActivity time.Time, users, gen int) {
+	timeout := r.cfg.Client.Timeout()
+	until := lastActivity.Add(2*timeout + heartbeatEvery)
+	wait := until.Sub(r.cfg.Now())
+	if wait <= 0 {
+		return
+	}
+	r.log.Warn("waiting before sending a new generation: an earlier run may have sent these users a change that a slow server could still apply, after and over the new password",
+		"users", users, "generation", gen, "wait", wait.Round(time.Millisecond).String(),
+		"earlierRunLastActive", lastActivity.UTC().Format(time.RFC3339Nano), "rule", "2 x --timeout "+timeout.String()+" + 1s heartbeat since its last activity")
+	if err := r.cfg.Sleep(ctx, wait); err != nil {
+		r.log.Warn("wait interrupted", "err", err)
+	}
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // resetOwedText is the error of a row whose change is recorded and whose
