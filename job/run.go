@@ -211,6 +211,9 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		if cfg.Apply && len(cfg.Recipients) == 0 {
 			return fatal("--recipient: at least one recipient is needed with --apply")
 		}
+		if err := CheckLayout(cfg.Out, cfg.Shard, cfg.Shards); err != nil {
+			return &ExitError{Code: ExitFatal, Err: err}
+		}
 		var err error
 		if out, err = OpenOut(cfg.Out, cfg.Resume); err != nil {
 			return &ExitError{Code: ExitFatal, Err: err}
@@ -235,6 +238,10 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		if ok && m.ResetSessions && !r.resets {
 			r.log.Info("the run was started with --reset-sessions: resetting sessions as it promised", "out", out.Path)
 			r.resets = true
+		}
+		if ok && m.Shard != sum.Shard {
+			return fatal("output folder %s holds %s (run.json); this run is %s: a folder is bound to the shard layout of its first run",
+				out.Path, layoutName(m.Shard), layoutName(sum.Shard))
 		}
 		if ok && m.InputSHA256 != in.SHA256 {
 			return fatal("--resume: %s holds a run of %s (sha256 %.12s…), not of this input %s (sha256 %.12s…): refusing to mix them",

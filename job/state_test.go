@@ -60,3 +60,66 @@ func TestOpenOutClearsOwnTemps(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckLayout: an output folder is bound to the shard layout of its
+// first run; the refusal names both layouts.
+func TestCheckLayout(t *testing.T) {
+	manifest := func(shard string) string {
+		return `{"version":"t","input":"u.csv","inputSha256":"ab","startedAt":"2026-01-01T00:00:00Z","shard":"` + shard + `"}`
+	}
+	tests := []struct {
+		name          string
+		files         map[string]string // path under OUT: content ("/" ending: a folder)
+		dir           string            // the run's folder under OUT
+		shard, shards int
+		refused       []string // what the error names; nil: accepted
+	}{
+		{"fresh, no shards", nil, ".", 0, 1, nil},
+		{"fresh shard", nil, "shard-1", 1, 3, nil},
+		{"same layout resumed", map[string]string{"shard-0/run.json": manifest("0/2"), "shard-1/run.json": manifest("1/2")}, "shard-0", 0, 2, nil},
+		{"sibling of the same layout", map[string]string{"shard-0/run.json": manifest("0/2")}, "shard-1", 1, 2, nil},
+		{"sibling killed before its run.json", map[string]string{"shard-0/": ""}, "shard-1", 1, 3, nil},
+		{"resumed with another shard count", map[string]string{"shard-0/run.json": manifest("0/2")}, "shard-0", 0, 3, []string{"shard 0/2", "shard 0/3"}},
+		{"another shard count beside", map[string]string{"shard-0/run.json": manifest("0/2")}, "shard-1", 1, 3, []string{"shard 0/2", "shard 1/3"}},
+		{"no shards beside shard folders", map[string]string{"shard-0/run.json": manifest("0/2")}, ".", 0, 1, []string{"shard 0/2", "without shards"}},
+		{"no shards beside a shard killed early", map[string]string{"shard-3/": ""}, ".", 0, 1, []string{"a sharded run", "without shards"}},
+		{"shard in a run without shards", map[string]string{"run.json": manifest(""), "results.csv": "x"}, "shard-0", 0, 2, []string{"without shards", "shard 0/2"}},
+		{"shard where only sealed passwords are", map[string]string{"passwords-g0001.age": "x"}, "shard-0", 0, 2, []string{"without shards", "shard 0/2"}},
+		{"run without shards in a shard folder", map[string]string{"run.json": manifest("1/2")}, ".", 0, 1, []string{"shard 1/2", "without shards"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			root := t.TempDir()
+			for p, content := range tt.files {
+				full := filepath.Join(root, p)
+				if strings.HasSuffix(p, "/") {
+					if err := os.MkdirAll(full, 0o700); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(full, []byte(content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := CheckLayout(filepath.Join(root, tt.dir), tt.shard, tt.shards)
+			if tt.refused == nil {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, want := range tt.refused {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not name %q", err, want)
+				}
+			}
+		})
+	}
+}
