@@ -189,3 +189,40 @@ func TestResumeWaitsOnlyWhenNeeded(t *testing.T) {
 		})
 	}
 }
+
+// TestResetSurvivesAnotherWorkersFatal: a change that succeeded is reset
+// even though another worker's 401 stops the run meanwhile: the change and
+// its reset are one unit.
+func TestResetSurvivesAnotherWorkersFatal(t *testing.T) {
+	w := newWorld(t, 2)
+	slow, revoked := firstUser, firstUser+1
+	// The slow user's change is applied at once and answered a second
+	// later; by then the other worker's 401 has stopped the run.
+	w.sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: slow, Kind: ecgridsim.ApplyThenHold, Hold: time.Second})
+	w.sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: revoked, Kind: ecgridsim.Envelope, Status: 401, Code: "InvalidAPIKey"})
+	out := filepath.Join(t.TempDir(), "out")
+	cfg := w.config(users(slow, revoked), out)
+	cfg.ResetSessions = true
+	cfg.Workers = 2
+	sum, _ := job.New(cfg).Run(context.Background())
+	if sum.ExitCode != job.ExitFatal {
+		t.Fatalf("exit %d, want 1 (a 401 stops the run)", sum.ExitCode)
+	}
+	rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last report.Row
+	for _, r := range rows {
+		if r.UserID == slow {
+			last = r
+		}
+	}
+	if last.Status != report.Updated || last.SessionsReset != "true" {
+		t.Errorf("user %d: %+v, want updated with sessionsReset true", slow, last)
+	}
+	if n := w.sim.Resets(slow); n != 1 {
+		t.Errorf("user %d: %d session resets on the server, want 1", slow, n)
+	}
+	w.checkInvariant(out)
+}
