@@ -852,11 +852,12 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	// The syncer makes results durable at least every second.
+	// The syncer makes results durable at least every second, and touches
+	// run.json (the heartbeat a later --resume reads) as often.
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(heartbeatEvery)
 		defer t.Stop()
 		for {
 			select {
