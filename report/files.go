@@ -26,6 +26,13 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
 	})
 }
 
+// WriteFileAtomicFunc is WriteFileAtomic with the content streamed by fill
+// through a buffered writer: path holds its old content or all that fill
+// wrote, fsynced; an error from fill leaves path as it was.
+func WriteFileAtomicFunc(path string, perm os.FileMode, fill func(w io.Writer) error) error {
+	return writeAtomic(path, perm, fill)
+}
+
 // writeAtomic is WriteFileAtomic with the content streamed by fill through a
 // buffered writer.
 func writeAtomic(path string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
