@@ -35,6 +35,9 @@ type Manifest struct {
 	InputSHA256 string    `json:"inputSha256"`
 	StartedAt   time.Time `json:"startedAt"`
 	Shard       string    `json:"shard,omitempty"`
+	// Selection is set for a run --select: the filter, how many users
+	// were listed, and the snapshot's path and sha256.
+	Selection *Selection `json:"selection,omitempty"`
 }
 
 // OutDir is an output folder held by this process (flock on .lock, released
@@ -47,8 +50,14 @@ type OutDir struct {
 // ours reports whether name is a file a run leaves in its output folder.
 func ours(name string) bool {
 	switch name {
-	case LockName, ManifestName, ResultsName, SummaryName, DemoIdentityName:
+	case LockName, ManifestName, ResultsName, SummaryName, DemoIdentityName, SnapshotName:
 		return true
+	}
+	// report.WriteFileAtomic leaves ".NAME.*.tmp" when killed mid-write.
+	for _, f := range []string{ManifestName, SummaryName, SnapshotName} {
+		if strings.HasPrefix(name, "."+f+".") && strings.HasSuffix(name, ".tmp") {
+			return true
+		}
 	}
 	return strings.HasPrefix(name, "passwords-g") || strings.HasPrefix(name, ".tmp-") ||
 		strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, ResultsName+".")
