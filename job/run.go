@@ -49,17 +49,17 @@ type Counter interface {
 
 // Config is everything a run needs; main builds it from the flags.
 type Config struct {
-	InputPath     string    // "-" for Stdin
-	Stdin         io.Reader // read when InputPath is "-"
-	InputData     []byte    // read instead of InputPath when non-nil (--demo)
-	InputName     string    // the name InputData goes by
+	InputPath string    // "-" for Stdin
+	Stdin     io.Reader // read when InputPath is "-"
+	InputData []byte    // read instead of InputPath when non-nil (--demo)
+	InputName string    // the name InputData goes by
 	// Select, when set, takes the users from ECGrid instead of an input
 	// (run --select): listed through Client, snapshotted to
 	// OUT/SnapshotName before the plan; a resume reads the snapshot.
 	Select *rotate.UserFilter
 	// ListProgress, when set, is told after each page of a --select
 	// listing: the page number, its users, the users listed so far.
-	ListProgress func(pageNo, pageUsers, total int)
+	ListProgress  func(pageNo, pageUsers, total int)
 	Apply         bool
 	Out           string // output folder; optional in a dry run
 	Resume        bool
