@@ -84,7 +84,7 @@ func TestUsersExportEqualsTheSimulator(t *testing.T) {
 		faults   []ecgridsim.Fault
 	}{
 		{name: "page cap, 503 and 429", args: []string{"--network", "1"}, filter: ecgridsim.ListFilter{NetworkID: 1, Status: "Active"},
-			behavior: ecgridsim.ListBehavior{PageCap: 7},
+			behavior: ecgridsim.ListBehavior{PageCap: 7, OffsetByAsked: true},
 			faults: []ecgridsim.Fault{
 				{Endpoint: "list", Kind: ecgridsim.HTMLError},
 				{Endpoint: "list", Kind: ecgridsim.TooManyRequests, RetryAfter: "0"},

@@ -74,8 +74,12 @@ const (
 type ListBehavior struct {
 	// PageCap answers at most this many users a page, silently, whatever
 	// recordsPerPage asked for (0: MaxListPage). Offsets follow the capped
-	// size, as a server that caps would compute them.
+	// size, unless OffsetByAsked.
 	PageCap int
+	// OffsetByAsked computes a page's offset from the recordsPerPage asked
+	// for, not from the capped size: with a PageCap, a client that keeps
+	// asking for more than the cap misses the users between pages.
+	OffsetByAsked bool
 	// IgnorePageNo answers the first page whatever pageNo says.
 	IgnorePageNo bool
 	// Shape lays out "data".
@@ -223,6 +227,9 @@ func (s *Server) listPageLocked(q *listQuery) response {
 	}
 	users := []DirUser{}
 	skip := (page - 1) * size
+	if b.OffsetByAsked {
+		skip = (page - 1) * q.recordsPerPage
+	}
 	for i := range s.dir {
 		if len(users) == size {
 			break

@@ -153,7 +153,8 @@ var ErrPageNoIgnored = errors.New("the server ignores pageNo")
 // user once, in the order the server listed them.
 //
 // A server may cap the page below the size asked for without saying so, so
-// only an empty page ends the listing. A page that brings only users
+// only an empty page ends the listing, and after a short first page the
+// following pages ask for that page's size. A page that brings only users
 // already listed means the server ignores pageNo: that is an error
 // (ErrPageNoIgnored), never a loop or a short list. Every error names the
 // page; one that stopped on ctx unwraps to ctx's error.
@@ -180,6 +181,13 @@ func (c *Client) ListUsers(ctx context.Context, f UserFilter, opt ListOptions) (
 		}
 		if len(got) == 0 {
 			return users, nil
+		}
+		if page == 1 && len(got) < size {
+			// A short first page is the last one or a cap the server did
+			// not announce. Ask for that size from now on, so that the
+			// offsets agree whether the server computes them from the size
+			// asked or from the size it answers.
+			size = len(got)
 		}
 		fresh := 0
 		for _, u := range got {

@@ -63,6 +63,7 @@ func TestListUsersMatchesTheSimulator(t *testing.T) {
 	}{
 		{name: "plain", filter: filter, truth: truth},
 		{name: "page cap below the size asked", behavior: ecgridsim.ListBehavior{PageCap: 17}, filter: filter, truth: truth},
+		{name: "page cap, offsets by the size asked", behavior: ecgridsim.ListBehavior{PageCap: 17, OffsetByAsked: true}, filter: filter, truth: truth},
 		{name: "data object", behavior: ecgridsim.ListBehavior{Shape: ecgridsim.ListObject, PageCap: 40}, filter: filter, truth: truth},
 		{name: "503 and 429 faults", behavior: ecgridsim.ListBehavior{PageCap: 50},
 			faults: []ecgridsim.Fault{
@@ -132,7 +133,9 @@ func TestListUsersRequestBody(t *testing.T) {
 		if err := json.Unmarshal(r.body, &body); err != nil {
 			t.Fatal(err)
 		}
-		want := map[string]any{"networkId": 1.0, "authLevel": "Root", "status": "Active", "pageNo": float64(i + 1), "recordsPerPage": 100.0}
+		// The first page was short: the second asks for its size.
+		size := map[int]float64{0: 100, 1: 1}[i]
+		want := map[string]any{"networkId": 1.0, "authLevel": "Root", "status": "Active", "pageNo": float64(i + 1), "recordsPerPage": size}
 		if r.method != http.MethodPost || r.path != "/v2/users/list" || r.key != testKey || r.ctype != "application/json" || !mapsEqual(body, want) {
 			t.Fatalf("request %d: %s %s %s %v", i, r.method, r.path, r.ctype, body)
 		}
