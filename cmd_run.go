@@ -26,7 +26,7 @@ import (
 // runFlags are the flags of 'pwrotate run'.
 type runFlags struct {
 	connFlags
-	input, out, symbolSet                     string
+	input, selectSpec, out, symbolSet         string
 	pushgateway, shard, progress              string
 	apply, resume, resetSessions, includeSelf bool
 	demo                                      bool
@@ -40,7 +40,8 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs := flag.NewFlagSet("pwrotate run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	shape := rotate.DefaultShape()
-	fs.StringVar(&f.input, "input", "", "users CSV, - for stdin (required, except with --demo)")
+	fs.StringVar(&f.input, "input", "", "users CSV, - for stdin (required, except with --select or --demo)")
+	fs.StringVar(&f.selectSpec, "select", "", "take the users from ECGrid instead: network=N[,mailbox=M][,auth-level=L][,status=S|any] (status Active unless given); snapshot in OUT/input.csv")
 	fs.BoolVar(&f.apply, "apply", false, "change passwords; without it the run is a dry run (plan)")
 	fs.StringVar(&f.out, "out", "", "output folder (0700; files 0600); required with --apply")
 	fs.BoolVar(&f.resume, "resume", false, "continue the unfinished run in --out (a fresh run if --out is empty)")
@@ -196,10 +197,25 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 		return cfg, cleanup, errors.New("--resume goes with --apply")
 	case f.apply && f.out == "":
 		return cfg, cleanup, errors.New("--out: an output folder is required with --apply")
+	case f.selectSpec != "" && f.input != "":
+		return cfg, cleanup, errors.New("--select and --input: give one; --select takes the users from ECGrid, --input from a file")
 	case f.demo && f.input != "":
-		return cfg, cleanup, errors.New("--demo uses the bundled example input: drop --input")
-	case !f.demo && f.input == "":
-		return cfg, cleanup, errors.New("--input: a users CSV is required (or --demo)")
+		return cfg, cleanup, errors.New("--demo uses the bundled example input (or --select): drop --input")
+	case !f.demo && f.input == "" && f.selectSpec == "":
+		return cfg, cleanup, errors.New("--input: a users CSV is required (or --select, or --demo)")
+	}
+	if f.selectSpec != "" {
+		sel, err := job.ParseSelect(f.selectSpec)
+		if err != nil {
+			return cfg, cleanup, err
+		}
+		if f.shards > 1 || f.shard != "" {
+			// Each shard would list for itself, and two listings may differ:
+			// a user could fall between shards.
+			return cfg, cleanup, errors.New("--select with --shard/--shards: each shard would list on its own and may see another set; export once with 'pwrotate users' and give every shard that file as --input")
+		}
+		cfg.Select = &sel
+		cfg.ListProgress = listLogger(logger, console.DefaultInterval)
 	}
 	gen, err := rotate.NewGenerator(rotate.Shape{Length: f.length, Digits: f.digits, Symbols: f.symbols, SymbolSet: f.symbolSet})
 	if err != nil {
@@ -228,7 +244,9 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 		}
 		cleanup = func() { _ = env.Close() }
 		f.baseURL, cfg.Endpoint, apiKey = env.BaseURL, env.BaseURL, env.APIKey
-		cfg.InputData, cfg.InputName = demo.ExampleInput, demo.InputName
+		if cfg.Select == nil {
+			cfg.InputData, cfg.InputName = demo.ExampleInput, demo.InputName
+		}
 		if f.apply {
 			if entries, _ := os.ReadDir(cfg.Out); len(entries) > 0 && !f.resume {
 				return cfg, cleanup, fmt.Errorf("output folder %s is not empty: pass --resume to continue the run in it, or choose a new folder", cfg.Out)
@@ -291,6 +309,9 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 }
 
 func inputName(cfg job.Config) string {
+	if cfg.Select != nil {
+		return "--select " + cfg.Select.String()
+	}
 	if cfg.InputName != "" {
 		return cfg.InputName
 	}

@@ -27,10 +27,11 @@ var (
 
 const usage = `usage:
   pwrotate run   [flags]          plan a rotation; with --apply, carry it out
+  pwrotate users [flags]          list ECGrid users into an input CSV (POST /v2/users/list)
   pwrotate open  [flags] PATH...  print sealed passwords as CSV (needs an identity)
   pwrotate version
 
-'pwrotate run --help' and 'pwrotate open --help' list the flags.
+'pwrotate COMMAND --help' lists the flags of COMMAND.
 `
 
 func main() { os.Exit(realMain()) }
@@ -68,6 +69,8 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs cha
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stdin, stdout, stderr, sigs)
+	case "users":
+		return cmdUsers(args[1:], stdout, stderr, sigs)
 	case "open":
 		return cmdOpen(args[1:], stdout, stderr)
 	case "version", "--version", "-version":

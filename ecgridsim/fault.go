@@ -85,7 +85,7 @@ func (k FaultKind) String() string {
 // Fault is a scripted misbehaviour. Inject queues it; each request checks
 // the queue in order and meets the first fault that matches it.
 type Fault struct {
-	// Endpoint is "me", "password", "reset", or "" for any request.
+	// Endpoint is "me", "password", "reset", "list", or "" for any request.
 	Endpoint string
 	// UserID restricts the fault to requests about that user; 0 matches any.
 	UserID int

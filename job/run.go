@@ -54,10 +54,17 @@ type Counter interface {
 
 // Config is everything a run needs; main builds it from the flags.
 type Config struct {
-	InputPath     string    // "-" for Stdin
-	Stdin         io.Reader // read when InputPath is "-"
-	InputData     []byte    // read instead of InputPath when non-nil (--demo)
-	InputName     string    // the name InputData goes by
+	InputPath string    // "-" for Stdin
+	Stdin     io.Reader // read when InputPath is "-"
+	InputData []byte    // read instead of InputPath when non-nil (--demo)
+	InputName string    // the name InputData goes by
+	// Select, when set, takes the users from ECGrid instead of an input
+	// (run --select): listed through Client, snapshotted to
+	// OUT/SnapshotName before the plan; a resume reads the snapshot.
+	Select *rotate.UserFilter
+	// ListProgress, when set, is told after each page of a --select
+	// listing: the page number, its users, the users listed so far.
+	ListProgress  func(pageNo, pageUsers, total int)
 	Apply         bool
 	Out           string // output folder; optional in a dry run
 	Resume        bool
@@ -114,6 +121,7 @@ type Runner struct {
 	resets bool
 	// beat marks the run as active (heartbeat: run.json's mtime).
 	beat func()
+	sel  *Selection // what --select listed
 }
 
 // New returns a Runner for cfg.
@@ -231,7 +239,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		cfg.Hook("locked", 1)
 	}
 
-	in, err := r.readInputCtx(ctx)
+	in, err := r.input(ctx, out)
 	if err != nil {
 		return err
 	}
@@ -552,6 +560,13 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	invalid := len(p.records) - p.valid
 	fmt.Fprintf(w, "pwrotate plan — %s\n", mode)
 	fmt.Fprintf(w, "  input:     %s (sha256 %s), %d records\n", p.in.Name, p.in.SHA256, len(p.records))
+	if sel := r.Selection(); sel != nil {
+		where := "not kept (pass --out to keep it for review)"
+		if sel.Snapshot != "" {
+			where = "snapshot " + sel.Snapshot
+		}
+		fmt.Fprintf(w, "  selection: %s from POST %s/v2/users/list, %s listed, %s\n", sel.Spec, r.cfg.Endpoint, plural(sel.Listed, "user"), where)
+	}
 	fmt.Fprintf(w, "  to change: %s (%d generated, %d from the input)\n", plural(p.valid, "user"), p.valid-fromInput, fromInput)
 	fmt.Fprintf(w, "  invalid:   %d\n", invalid)
 	shown := 0
@@ -707,7 +722,8 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		return &ExitError{Code: ExitFatal, Err: err}
 	} else if !ok || (r.resets && !m.ResetSessions) {
 		if !ok {
-			m = Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard}
+			m = Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard,
+				Selection: r.Selection()}
 		}
 		m.ResetSessions = r.resets
 		if err := out.WriteManifest(m); err != nil {

@@ -38,6 +38,9 @@ type Manifest struct {
 	// ResetSessions records that the run resets the sessions of every user
 	// it changes: a resume owes those resets even without the flag.
 	ResetSessions bool `json:"resetSessions,omitempty"`
+	// Selection is set for a run --select: the filter, how many users
+	// were listed, and the snapshot's path and sha256.
+	Selection *Selection `json:"selection,omitempty"`
 }
 
 // OutDir is an output folder held by this process (flock on .lock, released
@@ -53,7 +56,7 @@ type OutDir struct {
 // ours reports whether name is a file a run leaves in its output folder.
 func ours(name string) bool {
 	switch name {
-	case LockName, ManifestName, ResultsName, SummaryName, DemoIdentityName:
+	case LockName, ManifestName, ResultsName, SummaryName, DemoIdentityName, SnapshotName:
 		return true
 	}
 	if _, ok := ourTemp(name); ok {
@@ -73,7 +76,7 @@ func ourTemp(name string) (string, bool) {
 		return "", false
 	}
 	switch final {
-	case ManifestName, ResultsName, SummaryName:
+	case ManifestName, ResultsName, SummaryName, SnapshotName:
 		return final, true
 	}
 	return final, strings.HasPrefix(final, "passwords-g")

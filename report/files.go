@@ -82,6 +82,13 @@ func (f Files) WriteFileAtomic(path string, data []byte, perm os.FileMode) error
 	})
 }
 
+// WriteFileAtomicFunc is WriteFileAtomic with the content streamed by fill
+// through a buffered writer: path holds its old content or all that fill
+// wrote, fsynced; an error from fill leaves path as it was.
+func WriteFileAtomicFunc(path string, perm os.FileMode, fill func(w io.Writer) error) error {
+	return Files{}.writeAtomic(path, perm, fill)
+}
+
 // writeAtomic is WriteFileAtomic with the content streamed by fill through a
 // buffered writer.
 func (f Files) writeAtomic(path string, perm os.FileMode, fill func(w io.Writer) error) (err error) {

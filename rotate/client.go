@@ -332,6 +332,12 @@ type call struct {
 	userID   int    // for logs; 0 for Me
 	secret   string // a password in body, scrubbed from messages
 	onOK     func(answer)
+	// check, when set, reads a confirmed answer's data; an error makes the
+	// attempt a final failure (the answer is well formed but unusable).
+	check func(answer) error
+	// maxBody bounds the answer body (0: maxBody); with check set, a longer
+	// answer is a final failure instead of being cut.
+	maxBody int64
 }
 
 // attemptResult is the result of one attempt.
@@ -497,20 +503,34 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return attemptResult{v: c.transportVerdict(err, actx, wrote.Load(), cl.endpoint != endpointMe, "", scrub)}
+		return attemptResult{v: c.transportVerdict(err, actx, wrote.Load(), isMutating(cl.endpoint), "", scrub)}
 	}
-	data, readErr := readBounded(resp.Body)
+	limit := int64(maxBody)
+	if cl.maxBody > 0 {
+		limit = cl.maxBody
+	}
+	data, cut, readErr := readBounded(resp.Body, limit)
 	status := resp.StatusCode
 	ra, hasRA := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 	res := attemptResult{status: status, retryAfter: ra, hasRA: hasRA}
 	if readErr != nil && status >= 200 && status < 300 {
 		// An unreadable success: the change may have been applied.
-		v := c.transportVerdict(readErr, actx, true, cl.endpoint != endpointMe, "HTTP "+strconv.Itoa(status)+": reading the answer: ", scrub)
+		v := c.transportVerdict(readErr, actx, true, isMutating(cl.endpoint), "HTTP "+strconv.Itoa(status)+": reading the answer: ", scrub)
 		res.v = v
+		return res
+	}
+	if cut && cl.check != nil && status >= 200 && status < 300 {
+		res.v = verdict{msg: httpMessage(status, "", "answer larger than "+byteSize(limit)+": not read")}
 		return res
 	}
 	a := decodeAnswer(status, resp.Header, data)
 	res.v = judge(a, cl.endpoint, scrub)
+	if res.v.ok && cl.check != nil {
+		if err := cl.check(a); err != nil {
+			res.v = verdict{msg: clean(scrub(err.Error()), maxMessage)}
+			return res
+		}
+	}
 	if res.v.ok && cl.onOK != nil {
 		cl.onOK(a)
 	}
@@ -548,17 +568,32 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// readBounded reads at most maxBody bytes of body, discards at most
-// maxDrain more so the connection can be reused, and closes it. A body
-// longer than that is cut (the connection is then closed, not reused).
-func readBounded(body io.ReadCloser) ([]byte, error) {
+// readBounded reads at most limit bytes of body, discards at most maxDrain
+// more so the connection can be reused, and closes it. A body longer than
+// limit is cut (cut is then true; past maxDrain the connection is closed,
+// not reused).
+func readBounded(body io.ReadCloser, limit int64) (data []byte, cut bool, err error) {
 	defer body.Close()
-	data, err := io.ReadAll(io.LimitReader(body, maxBody))
+	data, err = io.ReadAll(io.LimitReader(body, limit+1))
+	if int64(len(data)) > limit {
+		data, cut = data[:limit], true
+	}
 	if err != nil {
-		return data, err
+		return data, cut, err
 	}
 	_, _ = io.CopyN(io.Discard, body, maxDrain)
-	return data, nil
+	return data, cut, nil
+}
+
+// byteSize prints a size in bytes as "64 KiB" or "8 MiB".
+func byteSize(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return strconv.FormatInt(n>>20, 10) + " MiB"
+	}
+	if n >= 1<<10 && n%(1<<10) == 0 {
+		return strconv.FormatInt(n>>10, 10) + " KiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }
 
 // MinAPIKeyLength is the shortest API key New accepts.

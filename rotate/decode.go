@@ -283,7 +283,14 @@ const (
 	endpointMe       = "me"
 	endpointPassword = "password"
 	endpointReset    = "reset"
+	endpointList     = "list"
 )
+
+// isMutating reports whether a call to endpoint changes something on the
+// server, so that a lost answer leaves its outcome unknown.
+func isMutating(endpoint string) bool {
+	return endpoint == endpointPassword || endpoint == endpointReset
+}
 
 // judge decides what answer a means for a call to endpoint. scrub removes
 // secrets from the server's text; it may be nil.
@@ -291,7 +298,7 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 	if scrub == nil {
 		scrub = func(s string) string { return s }
 	}
-	mutating := endpoint != endpointMe
+	mutating := isMutating(endpoint)
 	v := verdict{code: clean(scrub(a.code), maxCode)}
 	fail := func(detail string) verdict {
 		v.msg = httpMessage(a.status, v.code, detail)
@@ -346,6 +353,11 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 			v.retry = true
 			return fail("invalid caller data: " + err.Error())
 		}
+		v.ok, v.code = true, ""
+		return v
+	}
+	if endpoint == endpointList {
+		// The call's check reads the page.
 		v.ok, v.code = true, ""
 		return v
 	}
