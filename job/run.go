@@ -503,7 +503,7 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	}
 	invalid := len(p.records) - p.valid
 	fmt.Fprintf(w, "pwrotate plan — %s\n", mode)
-	fmt.Fprintf(w, "  input:     %s (sha256 %s), %d records\n", p.in.Name, p.in.SHA256, len(p.records))
+	fmt.Fprintf(w, "  input:     %s, %d records (sha256 %.16s…)\n", p.in.Name, len(p.records), p.in.SHA256)
 	fmt.Fprintf(w, "  to change: %s (%d generated, %d from the input)\n", plural(p.valid, "user"), p.valid-fromInput, fromInput)
 	fmt.Fprintf(w, "  invalid:   %d\n", invalid)
 	shown := 0
