@@ -106,10 +106,12 @@ Without --apply nothing is changed: the input is checked, the key is checked
   pwrotate run --input users.csv
 
   # Apply: change the passwords, sealed to your age key first
-  pwrotate run --input users.csv --apply --out rot-2026-12 --recipient age1...
+  pwrotate run --input users.csv --apply --out rot-2026-12 \
+      --recipient age1...
 
   # Resume after Ctrl-C, a kill or a crash: the same command plus --resume
-  pwrotate run --input users.csv --apply --out rot-2026-12 --recipient age1... --resume
+  pwrotate run --input users.csv --apply --out rot-2026-12 \
+      --recipient age1... --resume
 
   # Incident: every active user of network 42 except protected accounts,
   # sessions ended too, the ticket recorded
@@ -148,9 +150,9 @@ password (status updated) or, where the outcome is unknown, each candidate
 
 var helpUsers = helpPage{
 	usage: "pwrotate users [flags]",
-	intro: `Lists ECGrid users (POST /v2/users/list) into a CSV that 'pwrotate run --input'
-reads: userId,login,email,firstName,lastName,networkId,mailboxId,authLevel,status,
-sorted by userId, each user once, file mode 0600.`,
+	intro: `Lists ECGrid users (POST /v2/users/list) into a CSV that
+'pwrotate run --input' reads, sorted by userId, each user once, file mode 0600:
+userId,login,email,firstName,lastName,networkId,mailboxId,authLevel,status`,
 	env: true,
 	groups: []helpGroup{
 		{"Choosing the users", []helpFlag{
@@ -182,7 +184,7 @@ sending them, and changes them through the ECGrid API at a steady pace.
 Usage:
   pwrotate run   [flags]          plan a rotation; with --apply, carry it out
   pwrotate users [flags]          list ECGrid users into an input CSV
-  pwrotate open  [flags] PATH...  print sealed passwords as CSV (needs an identity)
+  pwrotate open  [flags] PATH...  print sealed passwords as CSV (needs a key)
   pwrotate version                print the version
   pwrotate help [COMMAND]         the flags and examples of a command
 

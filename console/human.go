@@ -128,10 +128,11 @@ func (m attrMap) rest(used ...string) string {
 func humanLine(level slog.Level, msg string, as []slog.Attr) (string, bool) {
 	m := newAttrMap(as)
 	switch msg {
-	case "plan", "start", "summary", "demo: sealing to a fresh identity":
-		// The plan is printed on stdout; the start header (which names
-		// the demo's identity) and the closing summary are written by
-		// WriteHeader and WriteSummary.
+	case "plan", "start", "summary", "demo: sealing to a fresh identity", "invalid record":
+		// The plan is printed on stdout (with the first invalid
+		// records); the start header (which names the demo's identity)
+		// and the closing summary (with the records that need
+		// attention) are written by WriteHeader and WriteSummary.
 		return "", false
 	case "preflight":
 		return fmt.Sprintf("  caller:    user %s, AuthLevel %s", m.get("caller"), m.get("authLevel")), true
@@ -141,9 +142,11 @@ func humanLine(level slog.Level, msg string, as []slog.Attr) (string, bool) {
 		return fmt.Sprintf("  progress:  %s of %s done, %s records/s, ETA %s, %s failed",
 			m.get("done"), m.get("total"), m.get("rate"), m.get("eta"), m.get("failed")), true
 	case "record failed":
-		return fmt.Sprintf("  failed:    line %s, user %s: %s (%s attempts)", m.get("line"), m.get("user"), m.get("reason"), m.get("attempts")), true
-	case "invalid record":
-		return fmt.Sprintf("  invalid:   line %s: %s", m.get("line"), m.get("reason")), true
+		attempts := m.get("attempts") + " attempts"
+		if attempts == "1 attempts" {
+			attempts = "1 attempt"
+		}
+		return fmt.Sprintf("  failed:    line %s, user %s: %s (%s)", m.get("line"), m.get("user"), m.get("reason"), attempts), true
 	case "session reset failed":
 		return fmt.Sprintf("  reset failed: line %s, user %s: %s", m.get("line"), m.get("user"), m.get("reason")), true
 	}

@@ -53,7 +53,7 @@ func WriteHeader(w io.Writer, h Header) {
 		ep += " (built-in simulator)"
 	}
 	fmt.Fprintf(&b, "  endpoint:  %s\n", ep)
-	rate := "unlimited calls/s"
+	rate := "no rate limit"
 	if h.Rate > 0 {
 		rate = formatNumber(h.Rate) + " calls/s"
 	}
@@ -236,11 +236,7 @@ func WriteSummary(w io.Writer, f Final) {
 		if len(f.Problems) > 0 {
 			b.WriteString("\nRecords that need attention (line, user, reason):\n")
 			for _, p := range f.Problems {
-				user := p.User
-				if user == "" {
-					user = "-"
-				}
-				fmt.Fprintf(&b, "  line %-6s user %-10s %s: %s\n", p.Line, user, p.Status, oneLine(p.Reason))
+				fmt.Fprintf(&b, "  line %-5s user %-11s %s: %s\n", p.Line, displayCell(p.User), p.Status, displayCell(oneLine(p.Reason)))
 			}
 		}
 		more := f.ProblemsTotal - len(f.Problems)
@@ -254,7 +250,9 @@ func WriteSummary(w io.Writer, f Final) {
 	if len(f.Next) > 0 {
 		b.WriteString("\nNext:\n")
 		for _, n := range f.Next {
-			fmt.Fprintf(&b, "  %s\n", n.What)
+			for _, l := range wrap(n.What, 76) {
+				fmt.Fprintf(&b, "  %s\n", l)
+			}
 			if n.Command != "" {
 				fmt.Fprintf(&b, "    %s\n", n.Command)
 			}
@@ -296,4 +294,34 @@ func formatElapsed(d time.Duration) string {
 		d = d.Round(time.Minute)
 		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 	}
+}
+
+// displayCell shows a results.csv cell to a person: without the ' that
+// keeps a spreadsheet from reading it as a formula, "-" when empty.
+func displayCell(s string) string {
+	if len(s) > 1 && s[0] == '\'' && strings.IndexByte("=+-@", s[1]) >= 0 {
+		s = s[1:]
+	}
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// wrap breaks s into lines of at most width characters at spaces.
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = w
+		case len([]rune(line))+1+len([]rune(w)) <= width:
+			line += " " + w
+		default:
+			lines = append(lines, line)
+			line = w
+		}
+	}
+	return append(lines, line)
 }
