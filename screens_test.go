@@ -7,12 +7,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -29,6 +32,41 @@ var update = flag.Bool("update", false, "rewrite the golden screens in testdata/
 // and returns what the terminal shows at the end and the exit code.
 func screen(t *testing.T, dir string, env []string, args ...string) (string, int) {
 	t.Helper()
+	return screenWith(t, dir, env, nil, args...)
+}
+
+// terminalOut is what a terminal received so far.
+type terminalOut struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	more chan struct{} // closed and replaced on every write
+}
+
+func (o *terminalOut) Write(b []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf.Write(b)
+	close(o.more)
+	o.more = make(chan struct{})
+	return len(b), nil
+}
+
+// waitFor blocks until the terminal received s.
+func (o *terminalOut) waitFor(s string) {
+	for {
+		o.mu.Lock()
+		has, more := strings.Contains(o.buf.String(), s), o.more
+		o.mu.Unlock()
+		if has {
+			return
+		}
+		<-more
+	}
+}
+
+// screenWith is screen, with during run beside the command once it started.
+func screenWith(t *testing.T, dir string, env []string, during func(p *os.Process, out *terminalOut), args ...string) (string, int) {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PWROTATE_TEST_AS_MAIN=1")
@@ -37,8 +75,11 @@ func screen(t *testing.T, dir string, env []string, args ...string) (string, int
 	if err != nil {
 		t.Fatal(err)
 	}
-	var raw bytes.Buffer
-	_, err = io.Copy(&raw, tty)
+	out := &terminalOut{more: make(chan struct{})}
+	if during != nil {
+		go during(cmd.Process, out)
+	}
+	_, err = io.Copy(out, tty)
 	// Linux answers EIO once the child has closed its side.
 	if err != nil && !errors.Is(err, syscall.EIO) {
 		t.Fatalf("reading the terminal: %v", err)
@@ -52,7 +93,9 @@ func screen(t *testing.T, dir string, env []string, args ...string) (string, int
 		}
 		code = ee.ExitCode()
 	}
-	return render(raw.Bytes()), code
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	return render(out.buf.Bytes()), code
 }
 
 // render plays the bytes a terminal received and returns the lines it
@@ -239,6 +282,40 @@ func TestScreens(t *testing.T) {
 		}
 		noGoSyntax(t, got)
 		golden(t, "failures", normal(got))
+	})
+	t.Run("interrupted", func(t *testing.T) {
+		// The third password call waits until the run has seen Ctrl-C:
+		// the call in flight finishes, the rest stays for --resume.
+		dir := t.TempDir()
+		writeFile(t, dir, "users.csv", "userId\n1000\n1001\n1002\n1003\n1004\n1005\n")
+		sim := ecgridsim.New()
+		sim.AddKey(scriptKey, scriptOwner, "NetworkAdmin")
+		for id := 1000; id < 1010; id++ {
+			sim.AddUser(id, scriptPw)
+		}
+		var calls atomic.Int32
+		reached, release := make(chan struct{}), make(chan struct{})
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v2/users/password" && calls.Add(1) == 3 {
+				close(reached)
+				<-release
+			}
+			sim.ServeHTTP(w, r)
+		}))
+		defer srv.Close()
+		got, code := screenWith(t, dir, []string{"ECGRID_API_KEY=" + scriptKey}, func(p *os.Process, out *terminalOut) {
+			<-reached
+			_ = p.Signal(syscall.SIGINT)
+			out.waitFor("signal")
+			close(release)
+		}, "run", "--input", "users.csv", "--apply", "--out", "out", "--base-url", srv.URL,
+			"--recipient", "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p",
+			"--workers", "1", "--rate", "0")
+		if code != 3 {
+			t.Errorf("exit %d, want 3:\n%s", code, got)
+		}
+		noGoSyntax(t, got)
+		golden(t, "interrupted", normal(got))
 	})
 	t.Run("help-run", func(t *testing.T) {
 		got, code := screen(t, t.TempDir(), nil, "help", "run")

@@ -141,6 +141,12 @@ func humanLine(level slog.Level, msg string, as []slog.Attr) (string, bool) {
 	case "progress":
 		return fmt.Sprintf("  progress:  %s of %s done, %s records/s, ETA %s, %s failed",
 			m.get("done"), m.get("total"), m.get("rate"), m.get("eta"), m.get("failed")), true
+	case "signal: no new requests; finishing those in flight (a second signal exits at once)":
+		return fmt.Sprintf("pwrotate: %s received: no new requests; finishing those in flight (a second signal exits at once)", m.get("signal")), true
+	case "run already complete: nothing to do":
+		return fmt.Sprintf("  nothing to do: the run in %s is already complete; its summary follows", m.get("out")), true
+	case "resuming":
+		return fmt.Sprintf("  resuming:  the run in %s, %s outcomes already recorded", m.get("out"), m.get("recorded")), true
 	case "record failed":
 		attempts := m.get("attempts") + " attempts"
 		if attempts == "1 attempts" {
