@@ -117,7 +117,10 @@ func runFinal(f *runFlags, cfg job.Config, sum report.Summary, args []string) co
 		Elapsed: sum.FinishedAt.Sub(sum.StartedAt), APICalls: sum.APICalls, Retries: sum.Retries,
 		Rate: sum.AchievedRate, Interrupted: sum.Interrupted, Outputs: sum.Outputs,
 	}
-	if run, ok := cfg.Counter.(*metrics.Run); ok {
+	fin.RateLimited = -1
+	if run, ok := cfg.Counter.(*metrics.Run); ok && (run.Calls() > 0 || sum.APICalls == 0) {
+		// Counted by this process; a re-run of a complete folder shows the
+		// earlier run's summary, whose 429s were not recorded.
 		fin.RateLimited = int(run.Answers(429))
 	}
 	failed, invalid := sum.Counts[string(report.Failed)], sum.Counts[string(report.Invalid)]

@@ -27,6 +27,7 @@ var hints = []struct{ match, hint string }{
 	{"InvalidAPIKey", "check the key in ECGRID_API_KEY or --api-key-file: the server does not know it"},
 	{"NetworkAdmin or higher", "use the API key of an account with AuthLevel NetworkAdmin or higher"},
 	{"--max-users", "check the input; if its size is right, raise --max-users"},
+	{"reading input", "check the file given to --input (- reads stdin)"},
 	{"no userId column", "the input needs a header row with a userId column: check the file given to --input"},
 	{"input has no records", "the input has no users: check the file, or the job that writes it"},
 	{"interrupted", "nothing is lost; to finish: {resume}"},

@@ -117,7 +117,7 @@ type Final struct {
 	Elapsed     time.Duration
 	APICalls    int
 	Retries     int
-	RateLimited int     // answers with HTTP 429
+	RateLimited int     // answers with HTTP 429; -1 when not known
 	Rate        float64 // achieved API calls per second
 	Interrupted bool
 	Outputs     []string
@@ -221,7 +221,9 @@ func WriteSummary(w io.Writer, f Final) {
 		calls += " at " + formatNumber(f.Rate) + "/s"
 	}
 	calls += ", " + plural(f.Retries, "retry")
-	calls += ", " + strconv.Itoa(f.RateLimited) + " rate-limited (HTTP 429)"
+	if f.RateLimited >= 0 {
+		calls += ", " + strconv.Itoa(f.RateLimited) + " rate-limited (HTTP 429)"
+	}
 	fmt.Fprintf(&b, "  calls:     %s\n", calls)
 	for i, o := range f.Outputs {
 		label := "outputs:"
