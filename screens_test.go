@@ -221,6 +221,7 @@ func TestScreens(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binary under a pseudo-terminal")
 	}
+	needPTY(t)
 	t.Run("demo", func(t *testing.T) {
 		dir := t.TempDir()
 		got, code := screen(t, dir, nil, "run", "--demo", "--apply", "--out", "demo-out", "--rate", "0")
@@ -336,6 +337,7 @@ func TestScreensJSONStays(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the binary under a pseudo-terminal")
 	}
+	needPTY(t)
 	dir := t.TempDir()
 	writeFile(t, dir, "users.csv", "userId\n1000\n")
 	url := screenSim(t)
@@ -356,6 +358,17 @@ func TestScreensJSONStays(t *testing.T) {
 	if last["msg"] != "cannot start" || last["exitCode"] != float64(1) {
 		t.Errorf("last line %v, want the cannot start line with exitCode 1", last)
 	}
+}
+
+// needPTY skips a test on a system that cannot open a pseudo-terminal.
+func needPTY(t *testing.T) {
+	t.Helper()
+	p, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pseudo-terminal here: %v", err)
+	}
+	_ = tty.Close()
+	_ = p.Close()
 }
 
 func writeFile(t *testing.T, dir, name, body string) {
