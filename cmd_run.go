@@ -147,7 +147,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	defer cleanup()
 	if err != nil {
 		if human {
-			console.WriteError(screen, err.Error(), console.Hint(err.Error(), console.HintContext{Command: "run", Resume: resumeCommand(f, args)}))
+			runError(screen, f, args, err)
 		} else {
 			logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
 		}
@@ -174,7 +174,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	prog.Stop()
 	if human {
 		if runErr != nil && (sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy) {
-			console.WriteError(screen, runErr.Error(), console.Hint(runErr.Error(), console.HintContext{Command: "run", Resume: resumeCommand(f, args)}))
+			runError(screen, f, args, runErr)
 		}
 		pushMetrics(f, cfg, sum, logger)
 		if started(sum) {
@@ -199,21 +199,6 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 			filepath.Join(cfg.Out, job.DemoIdentityName), filepath.Join(cfg.Out, report.SealedName(1)))
 	}
 	return sum.ExitCode
-}
-
-// started reports whether a run got far enough for its summary to say
-// something: a fatal error or a busy folder before any outcome is an error
-// line alone.
-func started(sum report.Summary) bool {
-	if sum.ExitCode != job.ExitFatal && sum.ExitCode != job.ExitBusy {
-		return true
-	}
-	for k, n := range sum.Counts {
-		if k != "pending" && n > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // startingProgress starts the display when the job knows its total.

@@ -78,6 +78,27 @@ func runCommand(args []string, extra ...string) string {
 	return s
 }
 
+// runError shows a person the error that stopped a run, with its hint.
+func runError(w io.Writer, f *runFlags, args []string, err error) {
+	msg := err.Error()
+	console.WriteError(w, msg, console.Hint(msg, console.HintContext{Command: "run", Resume: resumeCommand(f, args)}))
+}
+
+// started reports whether a run got far enough for its summary to say
+// something: a fatal error or a busy folder before any outcome is an error
+// line alone.
+func started(sum report.Summary) bool {
+	if sum.ExitCode != job.ExitFatal && sum.ExitCode != job.ExitBusy {
+		return true
+	}
+	for k, n := range sum.Counts {
+		if k != "pending" && n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // resumeCommand is the command that resumes this run, or "" when there is
 // nothing to resume (a dry run).
 func resumeCommand(f *runFlags, args []string) string {
