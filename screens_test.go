@@ -286,7 +286,10 @@ func TestScreens(t *testing.T) {
 	})
 	t.Run("interrupted", func(t *testing.T) {
 		// The third password call waits until the run has seen Ctrl-C:
-		// the call in flight finishes, the rest stays for --resume.
+		// the call in flight finishes, the rest stays for --resume. (The
+		// run logs the signal line just before it stops dispatching; the
+		// call is released after that line, and its answer has a loopback
+		// round trip to make before the worker could take another user.)
 		dir := t.TempDir()
 		writeFile(t, dir, "users.csv", "userId\n1000\n1001\n1002\n1003\n1004\n1005\n")
 		sim := ecgridsim.New()
