@@ -72,36 +72,53 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 		defer signal.Stop(sigs)
 	}
-	if refuseKeyFlag("run", args, stderr) {
+	stderrFile, _ := stderr.(*os.File)
+	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
+	if terminal {
+		if refuseKeyFlag("run", args, io.Discard) {
+			console.WriteError(stderr, "there is no --api-key flag: a key on the command line leaks into process lists and shell history",
+				"set ECGRID_API_KEY, or pass --api-key-file FILE")
+			return job.ExitFatal
+		}
+	} else if refuseKeyFlag("run", args, stderr) {
 		return job.ExitFatal
 	}
 	fs, f := newRunFlags(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	rest, err := parseArgs(fs, args, true)
 	if errors.Is(err, flag.ErrHelp) {
+		writeHelp(stdout, "run")
 		return job.ExitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: %v\n", err)
+		startError(stderr, terminal, "run", err, "")
 		return job.ExitFatal
 	}
+	// A person reads the screens: a terminal, and no --log-format asked for.
+	human := terminal && f.logFormat == "auto"
 	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "pwrotate run: unexpected argument %q (flags only; the input is --input FILE)\n", rest[0])
+		startError(stderr, human, "run", fmt.Errorf("unexpected argument %q (flags only; the input is --input FILE)", rest[0]), "")
 		return job.ExitFatal
 	}
-	stderrFile, _ := stderr.(*os.File)
-	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
 
 	prog, err := console.NewProgress(console.ProgressConfig{Out: stderr, Mode: f.progress, Terminal: terminal})
 	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: %v\n", err)
+		startError(stderr, human, "run", err, "")
 		return job.ExitFatal
 	}
-	logger, err := f.logger(prog.LogWriter(), terminal)
+	var logger *slog.Logger
+	if human {
+		logger, err = f.humanLogger(prog.LogWriter())
+	} else {
+		logger, err = f.logger(prog.LogWriter(), terminal)
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: %v\n", err)
+		startError(stderr, human, "run", err, "")
 		return job.ExitFatal
 	}
 	prog.SetLogger(logger)
+	screen := prog.LogWriter()
 
 	// Signals are watched before the wiring: one that arrives during
 	// start-up (or was caught before cmdRun) interrupts, exit 3.
@@ -130,12 +147,23 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	cfg, cleanup, err := wire(f, stdin, stdout, logger)
 	defer cleanup()
 	if err != nil {
-		logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
+		if human {
+			runError(screen, f, args, err)
+		} else {
+			logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
+		}
 		return job.ExitFatal
 	}
 	if ctx.Err() != nil {
-		logger.Warn("interrupted during start-up: nothing was sent; run the same command again", "exitCode", job.ExitInterrupted)
+		if human {
+			console.WriteError(screen, "interrupted during start-up: nothing was sent", "run the same command again")
+		} else {
+			logger.Warn("interrupted during start-up: nothing was sent; run the same command again", "exitCode", job.ExitInterrupted)
+		}
 		return job.ExitInterrupted
+	}
+	if human {
+		console.WriteHeader(screen, runHeader(f, cfg))
 	}
 	runner = job.New(cfg)
 	close(runnerSet)
@@ -145,6 +173,16 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	runner.SetProgress(startingProgress{prog, context.WithoutCancel(ctx)})
 	sum, runErr := runner.Run(ctx)
 	prog.Stop()
+	if human {
+		if runErr != nil && (sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy) {
+			runError(screen, f, args, runErr)
+		}
+		pushMetrics(f, cfg, sum, logger)
+		if started(sum) {
+			console.WriteSummary(screen, runFinal(f, cfg, sum, args))
+		}
+		return sum.ExitCode
+	}
 	switch {
 	case runErr == nil:
 	case sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy:

@@ -39,10 +39,7 @@ func newUsersFlags(stderr io.Writer) (*flag.FlagSet, *usersFlags) {
 	fs.StringVar(&f.output, "output", "-", "write the CSV to this file (atomically, mode 0600); - for stdout")
 	fs.StringVar(&f.progress, "progress", "auto", "auto, always, never")
 	f.connFlags.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pwrotate users [flags]\n  lists ECGrid users (POST /v2/users/list) into a CSV that 'pwrotate run --input' takes:\n  %s\n", csvHeader())
-		fs.PrintDefaults()
-	}
+	fs.Usage = func() {} // the help is hand-written (help.go)
 	return fs, f
 }
 
@@ -89,8 +86,10 @@ func cmdUsers(args []string, stdout, stderr io.Writer, sigs chan os.Signal) int 
 		return job.ExitFatal
 	}
 	fs, f := newUsersFlags(stderr)
+	fs.SetOutput(io.Discard)
 	rest, err := parseArgs(fs, args, true)
 	if errors.Is(err, flag.ErrHelp) {
+		writeHelp(stdout, "users")
 		return job.ExitOK
 	}
 	if err != nil {

@@ -25,15 +25,6 @@ var (
 	commit  = "unknown"
 )
 
-const usage = `usage:
-  pwrotate run   [flags]          plan a rotation; with --apply, carry it out
-  pwrotate users [flags]          list ECGrid users into an input CSV (POST /v2/users/list)
-  pwrotate open  [flags] PATH...  print sealed passwords as CSV (needs an identity)
-  pwrotate version
-
-'pwrotate COMMAND --help' lists the flags of COMMAND.
-`
-
 func main() { os.Exit(realMain()) }
 
 // realMain is the process: the signal handler first of all, so that a
@@ -63,7 +54,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // channel, installed before anything else.
 func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan os.Signal) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, helpTop)
 		return job.ExitFatal
 	}
 	switch args[0] {
@@ -77,10 +68,9 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs cha
 		fmt.Fprintf(stdout, "pwrotate %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return job.ExitOK
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return job.ExitOK
+		return cmdHelp(args[1:], stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "pwrotate: unknown command %q\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "pwrotate: error: unknown command %q\npwrotate: hint: the commands are run, users, open and version; 'pwrotate help' says more\n", args[0])
 		return job.ExitFatal
 	}
 }

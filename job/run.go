@@ -559,7 +559,7 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	}
 	invalid := len(p.records) - p.valid
 	fmt.Fprintf(w, "pwrotate plan — %s\n", mode)
-	fmt.Fprintf(w, "  input:     %s (sha256 %s), %d records\n", p.in.Name, p.in.SHA256, len(p.records))
+	fmt.Fprintf(w, "  input:     %s, %d records (sha256 %.16s…)\n", p.in.Name, len(p.records), p.in.SHA256)
 	if sel := r.Selection(); sel != nil {
 		where := "not kept (pass --out to keep it for review)"
 		if sel.Snapshot != "" {

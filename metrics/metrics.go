@@ -113,6 +113,25 @@ func (r *Run) Calls() int64 { return r.totalCalls.Load() }
 // Retries returns the number of retries counted so far, all endpoints.
 func (r *Run) Retries() int64 { return r.totalRetries.Load() }
 
+// Answers returns the number of HTTP attempts answered with httpStatus so
+// far, all endpoints (Answers(429): the calls the server rate-limited).
+func (r *Run) Answers(httpStatus int) int64 {
+	var n int64
+	if httpStatus >= 0 && httpStatus < maxCode {
+		for i := range r.calls {
+			n += r.calls[i][httpStatus].Load()
+		}
+	}
+	r.mu.Lock()
+	for k, v := range r.otherCalls {
+		if k.code == httpStatus {
+			n += v
+		}
+	}
+	r.mu.Unlock()
+	return n
+}
+
 // Final is the outcome of a run, pushed along with the counters.
 type Final struct {
 	// Counts holds the records by status: updated, failed, invalid, pending.
