@@ -257,8 +257,12 @@ func TestChangePasswordAnswers(t *testing.T) {
 		want  want
 	}{
 		{"success", reply(200, okBody), want{attempts: 1, status: 200, ok: true}},
-		{"data false is final", reply(200, `{"success":true,"data":false}`),
-			want{attempts: 1, status: 200, msg: "HTTP 200: not applied (data: false)"}},
+		{"data false without errorCode retried", reply(200, `{"success":true,"data":false}`),
+			want{attempts: 3, status: 200, unknown: true, msg: "HTTP 200: not applied (data: false, no errorCode)"}},
+		{"success false without errorCode retried", reply(200, `{"success":false,"data":false}`),
+			want{attempts: 3, status: 200, unknown: true, msg: "HTTP 200: success: false (no errorCode)"}},
+		{"data false with errorCode final", reply(200, `{"success":true,"errorCode":"InvalidParameter","data":false}`),
+			want{attempts: 1, status: 200, code: "InvalidParameter", msg: "HTTP 200 InvalidParameter: not applied (data: false)"}},
 		{"200 success false is final", reply(200, `{"success":false,"errorCode":"InvalidParameter","message":"nope"}`),
 			want{attempts: 1, status: 200, code: "InvalidParameter", msg: "HTTP 200 InvalidParameter: nope"}},
 		{"200 InternalError retried", reply(200, `{"success":false,"errorCode":"InternalError"}`),
@@ -426,22 +430,36 @@ func TestMe(t *testing.T) {
 }
 
 func TestRetryThenSuccessSendsSamePassword(t *testing.T) {
-	api := newFakeAPI(t, reply(503, "<html><title>busy</title></html>"), reply(200, okBody))
-	e := newTestClient(t, api.srv.URL, nil)
-	out := e.c.ChangePassword(t.Context(), 1042, testPW)
-	checkOutcome(t, e, out)
-	if !out.OK || out.Attempts != 2 || out.HTTPStatus != 200 || out.Unknown || out.ErrorCode != "" {
-		t.Fatalf("outcome %+v, want OK after 2 attempts", out)
+	tests := []struct {
+		name   string
+		first  http.HandlerFunc
+		status string // in the debug log
+		reason string // in the debug log
+	}{
+		{"503 html", reply(503, "<html><title>busy</title></html>"), "status=503", "busy (html)"},
+		{"unexplained success false", reply(200, `{"success":false,"data":false}`), "status=200", "success: false (no errorCode)"},
+		{"unexplained data false", reply(200, `{"success":true,"data":false}`), "status=200", "data: false, no errorCode"},
 	}
-	reqs := api.requests()
-	if len(reqs) != 2 || !bytes.Equal(reqs[0].body, reqs[1].body) || !bytes.Contains(reqs[0].body, []byte(testPW.Reveal())) {
-		t.Fatal("the retry did not resend the same password")
-	}
-	logs := e.logs.String()
-	for _, s := range []string{"retrying ECGrid call", "user=1042", "attempt=1", "status=503", "reason=", "busy (html)"} {
-		if !strings.Contains(logs, s) {
-			t.Errorf("debug log lacks %q", s)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := newFakeAPI(t, tt.first, reply(200, okBody))
+			e := newTestClient(t, api.srv.URL, nil)
+			out := e.c.ChangePassword(t.Context(), 1042, testPW)
+			checkOutcome(t, e, out)
+			if !out.OK || out.Attempts != 2 || out.HTTPStatus != 200 || out.Unknown || out.ErrorCode != "" {
+				t.Fatalf("outcome %+v, want OK after 2 attempts", out)
+			}
+			reqs := api.requests()
+			if len(reqs) != 2 || !bytes.Equal(reqs[0].body, reqs[1].body) || !bytes.Contains(reqs[0].body, []byte(testPW.Reveal())) {
+				t.Fatal("the retry did not resend the same password")
+			}
+			logs := e.logs.String()
+			for _, s := range []string{"retrying ECGrid call", "user=1042", "attempt=1", tt.status, "reason=", tt.reason} {
+				if !strings.Contains(logs, s) {
+					t.Errorf("debug log lacks %q", s)
+				}
+			}
+		})
 	}
 }
 
