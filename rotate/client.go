@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -517,6 +518,12 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 // transportVerdict judges an attempt that got no (complete) answer. sent
 // says whether the request may have reached the server.
 func (c *Client) transportVerdict(err error, actx context.Context, sent, mutating bool, prefix string, scrub func(string) string) verdict {
+	if msg, ok := certificateProblem(err); ok {
+		// The server's certificate is not trusted (unknown authority, wrong
+		// host name, expired): no request left, and another attempt would
+		// meet the same certificate. Not retried.
+		return verdict{msg: clean(prefix+"TLS certificate verification failed: "+scrub(msg)+" (request not sent; not retried)", maxMessage)}
+	}
 	v := verdict{retry: true, unknown: sent && mutating}
 	var what string
 	var ne net.Error
@@ -533,6 +540,30 @@ func (c *Client) transportVerdict(err error, actx context.Context, sent, mutatin
 	}
 	v.msg = clean(msg, maxMessage)
 	return v
+}
+
+// certificateProblem reports whether err is a failure to verify the
+// server's TLS certificate, and returns the verifier's own words (e.g.
+// "x509: certificate signed by unknown authority").
+func certificateProblem(err error) (string, bool) {
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) && cve.Err != nil {
+		return cve.Err.Error(), true
+	}
+	var (
+		unknownCA x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		hostname  x509.HostnameError
+	)
+	switch {
+	case errors.As(err, &unknownCA):
+		return unknownCA.Error(), true
+	case errors.As(err, &invalid):
+		return invalid.Error(), true
+	case errors.As(err, &hostname):
+		return hostname.Error(), true
+	}
+	return "", false
 }
 
 // unwrapURLError drops the *url.Error wrapper, whose message repeats the

@@ -3,15 +3,18 @@ package rotate
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -643,6 +646,67 @@ func TestRefusedConnectionIsNotUnknown(t *testing.T) {
 	}
 	if !strings.HasSuffix(out.Err.Error(), "(request not sent)") {
 		t.Fatalf("Err %q", out.Err)
+	}
+}
+
+// TestCertificateErrorsAreNotRetried: a server certificate that fails
+// verification ends the call after one attempt (one TLS handshake), known
+// not sent, with a message naming the certificate problem.
+func TestCertificateErrorsAreNotRetried(t *testing.T) {
+	var handshakes atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("a request went through a certificate that fails verification")
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		handshakes.Add(1)
+		return nil, nil
+	}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	trusting := srv.Client() // trusts the test CA, whose certificate is not valid for "localhost"
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	tests := []struct {
+		name string
+		base string
+		hc   *http.Client
+		want string
+	}{
+		{"unknown authority", srv.URL, nil, "x509: certificate signed by unknown authority"},
+		{"wrong host name", "https://localhost:" + port, trusting, "x509: certificate is valid for"},
+	}
+	for _, tt := range tests {
+		for _, endpoint := range []string{endpointMe, endpointPassword, endpointReset} {
+			t.Run(tt.name+"/"+endpoint, func(t *testing.T) {
+				handshakes.Store(0)
+				e := newTestClient(t, tt.base, func(c *Config) { c.MaxAttempts = 5; c.HTTPClient = tt.hc })
+				var out Outcome
+				switch endpoint {
+				case endpointMe:
+					_, out = e.c.Me(t.Context())
+				case endpointPassword:
+					out = e.c.ChangePassword(t.Context(), 1042, testPW)
+				default:
+					out = e.c.ResetSessions(t.Context(), 1042)
+				}
+				checkOutcome(t, e, out)
+				if out.OK || out.Unknown || out.Fatal || out.Interrupted || out.Attempts != 1 || out.HTTPStatus != 0 {
+					t.Errorf("outcome %+v, want a known failure after 1 attempt", out)
+				}
+				if n := handshakes.Load(); n != 1 {
+					t.Errorf("the server saw %d TLS handshakes, want 1 (certificate errors are not retried)", n)
+				}
+				if msg := out.Err.Error(); !strings.Contains(msg, "TLS certificate verification failed") || !strings.Contains(msg, tt.want) || !strings.Contains(msg, "not retried") {
+					t.Errorf("Err %q, want it to name the certificate problem (%q)", msg, tt.want)
+				}
+				e.pacer.mu.Lock()
+				waits := e.pacer.waits
+				e.pacer.mu.Unlock()
+				if waits != 1 {
+					t.Errorf("pacer waited %d times, want 1", waits)
+				}
+			})
+		}
 	}
 }
 
