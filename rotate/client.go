@@ -296,6 +296,9 @@ func (c *Client) ChangePassword(ctx context.Context, userID int, pw secret.Passw
 		return Outcome{Err: errors.New("password is not valid UTF-8: not sent")}
 	}
 	body := passwordBody(userID, pw.Reveal())
+	// Zero this copy of the body when the call ends. The copies net/http
+	// and crypto/tls make while sending it stay in their pooled buffers
+	// until reused: that is out of our reach.
 	defer clear(body)
 	return c.call(ctx, call{
 		endpoint: endpointPassword,
