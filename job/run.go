@@ -552,7 +552,9 @@ func (c *runCounts) add(row report.Row) {
 	}
 }
 
-var errFatalAPI = errors.New("the API refused the key")
+// errFatalAPI stops a run: the API refused the key (401/403), or its
+// certificate failed verification.
+var errFatalAPI = errors.New("stopping the run")
 
 // syncEvery is the batch of recorded outcomes after which results are
 // fsynced, besides the syncer's once a second.

@@ -107,7 +107,7 @@ type Outcome struct {
 	HTTPStatus  int    // status of the last answer received (0: none)
 	ErrorCode   string // ECGrid errorCode or RFC 7807 title of the last answer, sanitized; "" if none
 	Unknown     bool   // not OK, and some attempt may have been applied without us seeing the answer
-	Fatal       bool   // 401/403 or InvalidAPIKey/AccessDenied: the whole run must stop
+	Fatal       bool   // 401/403, InvalidAPIKey/AccessDenied, or a server certificate that fails verification: the whole run must stop
 	Interrupted bool   // ctx was cancelled before a final answer: record no final outcome
 	Err         error  // nil when OK; one line of at most 200 bytes, never a secret or raw HTML
 }
@@ -523,9 +523,11 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 func (c *Client) transportVerdict(err error, actx context.Context, sent, mutating bool, prefix string, scrub func(string) string) verdict {
 	if msg, ok := certificateProblem(err); ok {
 		// The server's certificate is not trusted (unknown authority, wrong
-		// host name, expired): no request left, and another attempt would
-		// meet the same certificate. Not retried.
-		return verdict{msg: clean(prefix+"TLS certificate verification failed: "+scrub(msg)+" (request not sent; not retried)", maxMessage)}
+		// host name, expired): no request left, and every further call,
+		// this one retried or another user's, would meet the same
+		// certificate (or the same interception). Not retried, and the
+		// whole run stops, as for a refused key.
+		return verdict{fatal: true, msg: clean(prefix+"TLS certificate verification failed: "+scrub(msg)+" (request not sent; not retried)", maxMessage)}
 	}
 	v := verdict{retry: true, unknown: sent && mutating}
 	var what string

@@ -651,7 +651,8 @@ func TestRefusedConnectionIsNotUnknown(t *testing.T) {
 
 // TestCertificateErrorsAreNotRetried: a server certificate that fails
 // verification ends the call after one attempt (one TLS handshake), known
-// not sent, with a message naming the certificate problem.
+// not sent, fatal for the run, with a message naming the certificate
+// problem.
 func TestCertificateErrorsAreNotRetried(t *testing.T) {
 	var handshakes atomic.Int32
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -690,8 +691,8 @@ func TestCertificateErrorsAreNotRetried(t *testing.T) {
 					out = e.c.ResetSessions(t.Context(), 1042)
 				}
 				checkOutcome(t, e, out)
-				if out.OK || out.Unknown || out.Fatal || out.Interrupted || out.Attempts != 1 || out.HTTPStatus != 0 {
-					t.Errorf("outcome %+v, want a known failure after 1 attempt", out)
+				if out.OK || out.Unknown || !out.Fatal || out.Interrupted || out.Attempts != 1 || out.HTTPStatus != 0 {
+					t.Errorf("outcome %+v, want a fatal failure, known not sent, after 1 attempt", out)
 				}
 				if n := handshakes.Load(); n != 1 {
 					t.Errorf("the server saw %d TLS handshakes, want 1 (certificate errors are not retried)", n)
