@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"pwrotate/job"
+	"pwrotate/secret"
 )
 
 // Set with -ldflags "-X main.version=… -X main.commit=…".
@@ -29,11 +30,16 @@ func main() { os.Exit(realMain()) }
 
 // realMain is the process: the signal handler first of all, so that a
 // SIGTERM during start-up is an interruption (exit 3) and never Go's default
-// death, then the process settings, then the command line.
+// death, then the process settings (no core dumps: a crash must not write
+// the passwords in memory to disk), then the command line.
 func realMain() int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	if err := secret.DisableCoreDumps(); err != nil {
+		// Not fatal: the run is still safe unless it crashes.
+		fmt.Fprintf(os.Stderr, "pwrotate: warning: %v\n", err)
+	}
 	testPauseAtStart(sigs)
 	if os.Getenv("GOGC") == "" {
 		// A run holds its whole plan in memory and makes much short-lived

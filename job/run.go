@@ -439,8 +439,14 @@ func (r *Runner) passwords(p *plan, use func(i int, pw secret.Password, fromInpu
 }
 
 // pwArena holds a plan's passwords in one buffer, in pending order: one
-// allocation instead of one per user (a plan can be millions long), and
-// wiped when the run ends.
+// allocation instead of one per user (a plan can be millions long). wipe
+// zeroes that buffer when the run ends. That is hygiene, not a guarantee:
+// it does not reach the copies made on the way, which stay in freed memory
+// until it is reused: the generator's and the input's strings, the
+// secret.Password that at returns (a conversion copies), the request body's
+// copies in net/http's and crypto/tls's buffers, age's plaintext chunks,
+// goroutine stacks copied as they grow, and pages the kernel swapped out.
+// What keeps them off disk on a crash is secret.DisableCoreDumps.
 type pwArena struct {
 	buf []byte
 	end []uint32 // end[i] is where password i ends in buf
@@ -463,7 +469,8 @@ func (a *pwArena) at(i int) secret.Password {
 	return secret.Password(a.buf[start:a.end[i]])
 }
 
-// wipe overwrites the passwords in memory.
+// wipe zeroes the arena's buffer; see pwArena for the copies it does not
+// reach.
 func (a *pwArena) wipe() { clear(a.buf) }
 
 func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
@@ -622,7 +629,9 @@ func (c *runCounts) add(row report.Row) {
 	}
 }
 
-var errFatalAPI = errors.New("the API refused the key")
+// errFatalAPI stops a run: the API refused the key (401/403), or its
+// certificate failed verification.
+var errFatalAPI = errors.New("stopping the run")
 
 // syncEvery is the batch of recorded outcomes after which results are
 // fsynced, besides the syncer's once a second.

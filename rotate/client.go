@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -106,7 +107,7 @@ type Outcome struct {
 	HTTPStatus  int    // status of the last answer received (0: none)
 	ErrorCode   string // ECGrid errorCode or RFC 7807 title of the last answer, sanitized; "" if none
 	Unknown     bool   // not OK, and some attempt may have been applied without us seeing the answer
-	Fatal       bool   // 401/403 or InvalidAPIKey/AccessDenied: the whole run must stop
+	Fatal       bool   // 401/403, InvalidAPIKey/AccessDenied, or a server certificate that fails verification: the whole run must stop
 	Interrupted bool   // ctx was cancelled before a final answer: record no final outcome
 	Err         error  // nil when OK; one line of at most 200 bytes, never a secret or raw HTML
 }
@@ -298,6 +299,9 @@ func (c *Client) ChangePassword(ctx context.Context, userID int, pw secret.Passw
 		return Outcome{Err: errors.New("password is not valid UTF-8: not sent")}
 	}
 	body := passwordBody(userID, pw.Reveal())
+	// Zero this copy of the body when the call ends. The copies net/http
+	// and crypto/tls make while sending it stay in their pooled buffers
+	// until reused: that is out of our reach.
 	defer clear(body)
 	return c.call(ctx, call{
 		endpoint: endpointPassword,
@@ -540,6 +544,14 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 // transportVerdict judges an attempt that got no (complete) answer. sent
 // says whether the request may have reached the server.
 func (c *Client) transportVerdict(err error, actx context.Context, sent, mutating bool, prefix string, scrub func(string) string) verdict {
+	if msg, ok := certificateProblem(err); ok {
+		// The server's certificate is not trusted (unknown authority, wrong
+		// host name, expired): no request left, and every further call,
+		// this one retried or another user's, would meet the same
+		// certificate (or the same interception). Not retried, and the
+		// whole run stops, as for a refused key.
+		return verdict{fatal: true, msg: clean(prefix+"TLS certificate verification failed: "+scrub(msg)+" (request not sent; not retried)", maxMessage)}
+	}
 	v := verdict{retry: true, unknown: sent && mutating}
 	var what string
 	var ne net.Error
@@ -556,6 +568,30 @@ func (c *Client) transportVerdict(err error, actx context.Context, sent, mutatin
 	}
 	v.msg = clean(msg, maxMessage)
 	return v
+}
+
+// certificateProblem reports whether err is a failure to verify the
+// server's TLS certificate, and returns the verifier's own words (e.g.
+// "x509: certificate signed by unknown authority").
+func certificateProblem(err error) (string, bool) {
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) && cve.Err != nil {
+		return cve.Err.Error(), true
+	}
+	var (
+		unknownCA x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		hostname  x509.HostnameError
+	)
+	switch {
+	case errors.As(err, &unknownCA):
+		return unknownCA.Error(), true
+	case errors.As(err, &invalid):
+		return invalid.Error(), true
+	case errors.As(err, &hostname):
+		return hostname.Error(), true
+	}
+	return "", false
 }
 
 // unwrapURLError drops the *url.Error wrapper, whose message repeats the

@@ -346,6 +346,13 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 		if detail == "" {
 			detail = "success: false"
 		}
+		if v.code == "" {
+			// An unexplained refusal: retried like a 5xx, with the same
+			// password (the change is idempotent). With an errorCode the
+			// server said why: final, as its status says.
+			v.retry, v.unknown = true, mutating
+			return fail(detail + " (no errorCode)")
+		}
 		return fail(detail)
 	}
 	if endpoint == endpointMe {
@@ -366,6 +373,10 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 		v.ok, v.code = true, ""
 		return v
 	case "false":
+		if v.code == "" {
+			v.retry, v.unknown = true, true // unexplained, as success: false
+			return fail("not applied (data: false, no errorCode)")
+		}
 		return fail("not applied (data: false)")
 	default:
 		v.retry, v.unknown = true, true
