@@ -17,18 +17,80 @@ const releaseWindow = time.Second + 10*time.Millisecond
 // maxWindow is the most calls the release window tracks.
 const maxWindow = 1 << 16
 
-// Limiter paces every API call of a run: one token bucket shared by all
-// workers. A 429 (Throttle) pauses every caller for the Retry-After time and
-// halves the rate; the rate then recovers by a quarter each second until it
-// is back at the configured one. It implements rotate.Pacer.
+// Adaptation to a server's unpublished limit (see docs/DESIGN.md, "Rate
+// limit and 429s").
+const (
+	// minPause is how long a 429 without a Retry-After pauses every caller.
+	minPause = time.Second
+	// slotLen and numSlots make the ring of confirmed answers: the accepted
+	// rate is measured over at most the last estimateWindow.
+	slotLen        = 250 * time.Millisecond
+	numSlots       = 81
+	estimateWindow = (numSlots - 1) * slotLen
+	// firstCredit is the server burst assumed before the first call: a
+	// throttling server is taken to have refilled one second of its rate
+	// before we began, as it does during a pause.
+	firstCredit = time.Second
+	// resumeFactor: after a pause the rate resumes at this share of the
+	// estimated server rate ...
+	resumeFactor = 0.95
+	// ... and probes back up along a cubic that is flat (back at the
+	// estimate) probePlateau after the pause, then grows ever faster.
+	probePlateau = 3 * time.Second
+	// decreaseFactor is the plain multiplicative decrease used when the
+	// measurement is too short to trust (few answers in under a second).
+	decreaseFactor = 0.7
+	// trustAnswers and trustSpan: an estimate over at least this many
+	// answers, or this long, is trusted.
+	trustAnswers = 50
+	trustSpan    = time.Second
+	// minRate is the lowest rate adaptation goes to, in calls a second.
+	minRate = 1
+)
+
+// probeCoef is the cubic's coefficient: rate(t) = est·(1 + probeCoef·(t−K)³)
+// with K = probePlateau, so that rate(0) = resumeFactor·est.
+var probeCoef = (1 - resumeFactor) / math.Pow(probePlateau.Seconds(), 3)
+
+// Limiter paces every API call of a run: one token bucket
+// (golang.org/x/time/rate) shared by all workers, never above the configured
+// rate, and never more than rate+burst calls in any one second.
+//
+// A 429 (Throttle) pauses every caller, those already waiting included, for
+// the Retry-After (at least a second). The Limiter then adapts to the
+// server's limit, which ECGrid does not publish: it estimates the rate the
+// server accepted before the throttle from the answers it confirmed
+// (Confirm), resumes slightly below that estimate, and probes back up along
+// a cubic curve (as TCP CUBIC and the AWS SDKs' adaptive retry mode do). It
+// implements rotate.Pacer and rotate.Confirmer.
 type Limiter struct {
 	bucket *rate.Limiter
 	target rate.Limit // configured rate; rate.Inf when unlimited
 
 	mu          sync.Mutex
-	pausedUntil time.Time
-	lastChange  time.Time
 	now         func() time.Time
+	pausedUntil time.Time
+
+	// Adaptation. Before the first 429, adapted is false and the bucket
+	// runs at target. A 429 opens an episode (tripAt, rateAtTrip); every
+	// 429 until the pause ends joins it. When the pause ends, the episode
+	// is closed: est is measured, the bucket resumes at resumeFactor·est
+	// and a new measurement cycle begins at cycleStart, credited with the
+	// pause (the server refilled its bucket meanwhile).
+	adapted     bool
+	inEpisode   bool
+	tripAt      time.Time
+	rateAtTrip  float64
+	est         float64       // estimated server rate, calls a second
+	resumedAt   time.Time     // end of the last pause: the probe's t = 0
+	cycleStart  time.Time     // first call, or end of the last pause
+	cycleCredit time.Duration // firstCredit, or the last pause's length
+	started     bool          // cycleStart is set (the first call went)
+
+	// slots ring the confirmed answers per slotLen: slotID[i] is the slot
+	// number (time since epoch / slotLen) whose count is in slotN[i].
+	slotID [numSlots]int64
+	slotN  [numSlots]int
 
 	// released rings the times of the last len(released) calls let go: no
 	// call goes while that many went within the last window (a second
@@ -61,104 +123,200 @@ func NewLimiter(perSecond float64, burst int) *Limiter {
 	return l
 }
 
-// Wait blocks until the next call may start, or ctx is done.
+// Wait blocks until the next call may start, or ctx is done. The pause of
+// a 429 is checked again after every wait: a caller that was waiting for
+// its turn when the 429 came back waits for the pause too.
 func (l *Limiter) Wait(ctx context.Context) error {
+	var res *rate.Reservation
 	for {
 		l.mu.Lock()
 		now := l.now()
-		l.recoverLocked(now)
-		pause := l.pausedUntil.Sub(now)
+		l.adaptLocked(now)
+		var wait time.Duration
+		switch pause := l.pausedUntil.Sub(now); {
+		case pause > 0:
+			// A turn reserved before the 429 is given back: after the
+			// pause the caller queues again at the rate then in force.
+			if res != nil {
+				res.CancelAt(now)
+				res = nil
+			}
+			wait = pause
+		default:
+			if res == nil {
+				res = l.bucket.ReserveN(now, 1) // burst >= 1: always OK
+			}
+			if wait = res.DelayFrom(now); wait <= 0 {
+				wait = l.releaseLocked(now)
+			}
+		}
 		l.mu.Unlock()
-		if pause <= 0 {
-			break
+		if wait <= 0 {
+			return nil
 		}
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		if err := sleep(ctx, wait); err != nil {
+			if res != nil {
+				l.mu.Lock()
+				res.CancelAt(l.now())
+				l.mu.Unlock()
+			}
+			return err
 		}
 	}
-	if err := l.bucket.Wait(ctx); err != nil {
-		return err
-	}
-	return l.release(ctx)
 }
 
-// release lets one call go once fewer than len(l.released) calls went in
-// the last second.
-func (l *Limiter) release(ctx context.Context) error {
-	if l.released == nil {
-		return nil
-	}
-	for {
-		l.mu.Lock()
-		now := l.now()
+// releaseLocked lets one call go at now, unless len(l.released) calls went
+// in the last window: then it returns how long to wait.
+func (l *Limiter) releaseLocked(now time.Time) time.Duration {
+	if l.released != nil {
 		oldest := l.released[l.next]
 		if wait := oldest.Add(releaseWindow).Sub(now); !oldest.IsZero() && wait > 0 {
-			l.mu.Unlock()
-			t := time.NewTimer(wait)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return ctx.Err()
-			case <-t.C:
-			}
-			continue
+			return wait
 		}
 		l.released[l.next] = now
 		l.next = (l.next + 1) % len(l.released)
-		if l.onRelease != nil {
-			l.onRelease(now)
-		}
-		l.mu.Unlock()
+	}
+	if !l.started {
+		l.started = true
+		l.cycleStart, l.cycleCredit = now, firstCredit
+	}
+	if l.onRelease != nil {
+		l.onRelease(now)
+	}
+	return 0
+}
+
+// sleep waits for d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
 		return nil
 	}
 }
 
-// Throttle records a 429: every caller waits at least retryAfter, and a
-// finite rate is halved (down to a tenth of the configured rate at most).
+// Throttle records a 429 (or a retryable answer with a Retry-After): every
+// caller waits retryAfter, at least a second. The first 429 after a pause
+// opens an episode that the pause's end closes with a new estimate of the
+// server's rate.
 func (l *Limiter) Throttle(retryAfter time.Duration) {
+	retryAfter = max(retryAfter, minPause)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
+	l.adaptLocked(now) // closes an episode whose pause is over
 	if until := now.Add(retryAfter); until.After(l.pausedUntil) {
 		l.pausedUntil = until
 	}
-	if l.target == rate.Inf {
-		return
+	if !l.inEpisode {
+		l.inEpisode = true
+		l.tripAt = now
+		l.rateAtTrip = float64(l.bucket.Limit())
+		if l.bucket.Limit() == rate.Inf {
+			l.rateAtTrip = math.Inf(1)
+		}
 	}
-	floor := l.target / 10
-	cur := l.bucket.Limit() / 2
-	if cur < floor {
-		cur = floor
+}
+
+// Confirm records an answer the server did not throttle: the measure of
+// the rate it accepts.
+func (l *Limiter) Confirm() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	id := l.now().UnixNano() / int64(slotLen)
+	i := int(id % numSlots)
+	if l.slotID[i] != id {
+		l.slotID[i], l.slotN[i] = id, 0
 	}
-	l.bucket.SetLimitAt(now, cur)
-	l.lastChange = l.pausedUntil // recovery starts a second after the pause
+	l.slotN[i]++
+}
+
+// confirmedLocked counts the confirmed answers in slots [from, to).
+func (l *Limiter) confirmedLocked(from, to time.Time) int {
+	a, b := from.UnixNano()/int64(slotLen), to.UnixNano()/int64(slotLen)
+	n := 0
+	for i := range numSlots {
+		if id := l.slotID[i]; id >= a && id < b {
+			n += l.slotN[i]
+		}
+	}
+	return n
 }
 
 // Rate returns the rate in force now, in calls a second (+Inf: unlimited).
 func (l *Limiter) Rate() float64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.recoverLocked(l.now())
+	l.adaptLocked(l.now())
 	if l.bucket.Limit() == rate.Inf {
 		return math.Inf(1)
 	}
 	return float64(l.bucket.Limit())
 }
 
-// recoverLocked raises a throttled rate by a quarter (at least one call a
-// second) for every second since the last change, up to the target.
-func (l *Limiter) recoverLocked(now time.Time) {
-	cur := l.bucket.Limit()
-	if cur >= l.target || now.Before(l.pausedUntil) {
+// Estimate returns the estimated server rate (0 before the first 429).
+func (l *Limiter) Estimate() float64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.adaptLocked(l.now())
+	return l.est
+}
+
+// adaptLocked closes an episode whose pause is over and sets the bucket to
+// the rate the probe has reached at now.
+func (l *Limiter) adaptLocked(now time.Time) {
+	if l.inEpisode && !now.Before(l.pausedUntil) {
+		l.closeEpisodeLocked()
+	}
+	if !l.adapted || now.Before(l.pausedUntil) {
 		return
 	}
-	for now.Sub(l.lastChange) >= time.Second && cur < l.target {
-		cur = min(l.target, max(cur*1.25, cur+1))
-		l.lastChange = l.lastChange.Add(time.Second)
+	t := now.Sub(l.resumedAt).Seconds() - probePlateau.Seconds()
+	r := l.est * (1 + probeCoef*t*t*t)
+	r = max(r, minRate)
+	if r >= float64(l.target) {
+		l.adapted = false // back at the configured rate: nothing to adapt
+		l.bucket.SetLimitAt(now, l.target)
+		return
 	}
-	l.bucket.SetLimitAt(now, cur)
+	if cur := float64(l.bucket.Limit()); math.Abs(cur-r) > 1e-3*r {
+		l.bucket.SetLimitAt(now, rate.Limit(r))
+	}
+}
+
+// closeEpisodeLocked measures the server's rate over the cycle that the
+// episode ended and starts the next cycle at the end of the pause.
+//
+// The estimate is the answers confirmed (those that came back during the
+// pause included: they were sent before it) over the cycle's time, credited
+// with the pause before it, during which the server refilled the burst the
+// cycle then used: est = confirmed / (tripAt − start + credit). A cycle longer
+// than estimateWindow is measured over its last estimateWindow, uncredited.
+func (l *Limiter) closeEpisodeLocked() {
+	l.inEpisode = false
+	start, credit := l.cycleStart, l.cycleCredit
+	if !l.started || l.tripAt.Sub(start) > estimateWindow {
+		start, credit = l.tripAt.Add(-estimateWindow), 0
+	}
+	span := l.tripAt.Sub(start)
+	n := l.confirmedLocked(start, l.pausedUntil)
+	est := float64(n) / (span + credit).Seconds()
+	// A measure over a handful of answers in a fraction of a second (429s
+	// from requests sent before the last pause, say) is not trusted: the
+	// rate then falls by decreaseFactor, like any multiplicative decrease.
+	if n < trustAnswers && span < trustSpan && !math.IsInf(l.rateAtTrip, 1) {
+		est = max(est, decreaseFactor*l.rateAtTrip)
+	}
+	// The server cannot have accepted more than was sent.
+	est = max(min(est, l.rateAtTrip, float64(l.target)), minRate)
+	l.est = est
+	l.adapted = true
+	l.resumedAt = l.pausedUntil
+	l.cycleCredit = l.pausedUntil.Sub(l.tripAt)
+	l.cycleStart = l.pausedUntil
+	l.started = true
+	l.bucket.SetLimitAt(l.pausedUntil, rate.Limit(resumeFactor*est))
 }
