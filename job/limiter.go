@@ -27,10 +27,10 @@ const (
 	slotLen        = 250 * time.Millisecond
 	numSlots       = 81
 	estimateWindow = (numSlots - 1) * slotLen
-	// firstCredit is the server burst assumed before the first call: a
-	// throttling server is taken to have refilled one second of its rate
-	// before we began, as it does during a pause.
-	firstCredit = time.Second
+	// burstCredit is the server burst assumed: a throttling server is
+	// taken to hold at most one second of its rate in reserve (and to
+	// refill it during a pause of a second).
+	burstCredit = time.Second
 	// resumeFactor: after a pause the rate resumes at this share of the
 	// estimated server rate ...
 	resumeFactor = 0.95
@@ -75,17 +75,14 @@ type Limiter struct {
 	// runs at target. A 429 opens an episode (tripAt, rateAtTrip); every
 	// 429 until the pause ends joins it. When the pause ends, the episode
 	// is closed: est is measured, the bucket resumes at resumeFactor·est
-	// and a new measurement cycle begins at cycleStart, credited with the
-	// pause (the server refilled its bucket meanwhile).
-	adapted     bool
-	inEpisode   bool
-	tripAt      time.Time
-	rateAtTrip  float64
-	est         float64       // estimated server rate, calls a second
-	resumedAt   time.Time     // end of the last pause: the probe's t = 0
-	cycleStart  time.Time     // first call, or end of the last pause
-	cycleCredit time.Duration // firstCredit, or the last pause's length
-	started     bool          // cycleStart is set (the first call went)
+	// and a new measurement cycle begins at cycleStart.
+	adapted    bool
+	inEpisode  bool
+	tripAt     time.Time
+	rateAtTrip float64
+	est        float64   // estimated server rate, calls a second
+	resumedAt  time.Time // end of the last pause: the probe's t = 0
+	cycleStart time.Time // end of the last pause (zero before)
 
 	// slots ring the confirmed answers per slotLen: slotID[i] is the slot
 	// number (time since epoch / slotLen) whose count is in slotN[i].
@@ -175,10 +172,6 @@ func (l *Limiter) releaseLocked(now time.Time) time.Duration {
 		}
 		l.released[l.next] = now
 		l.next = (l.next + 1) % len(l.released)
-	}
-	if !l.started {
-		l.started = true
-		l.cycleStart, l.cycleCredit = now, firstCredit
 	}
 	if l.onRelease != nil {
 		l.onRelease(now)
@@ -290,24 +283,38 @@ func (l *Limiter) adaptLocked(now time.Time) {
 // closeEpisodeLocked measures the server's rate over the cycle that the
 // episode ended and starts the next cycle at the end of the pause.
 //
-// The estimate is the answers confirmed (those that came back during the
-// pause included: they were sent before it) over the cycle's time, credited
-// with the pause before it, during which the server refilled the burst the
-// cycle then used: est = confirmed / (tripAt − start + credit). A cycle longer
-// than estimateWindow is measured over its last estimateWindow, uncredited.
+// A token bucket of rate r and burst b accepts at most r·d + b calls in any
+// span d, and exactly that when it was full at the span's start and kept
+// empty since. With b assumed at most one second of r (burstCredit), the
+// estimate is the most, over the spans that end at the 429 and begin at a
+// slot boundary of the cycle (at most estimateWindow back), of
+// confirmed / (d + burstCredit). Answers that came back during the pause
+// count: they were sent before it.
 func (l *Limiter) closeEpisodeLocked() {
 	l.inEpisode = false
-	start, credit := l.cycleStart, l.cycleCredit
-	if !l.started || l.tripAt.Sub(start) > estimateWindow {
-		start, credit = l.tripAt.Add(-estimateWindow), 0
+	last := l.pausedUntil.UnixNano() / int64(slotLen)
+	first := max(last-numSlots+1, l.tripAt.Add(-estimateWindow).UnixNano()/int64(slotLen))
+	if !l.cycleStart.IsZero() {
+		first = max(first, l.cycleStart.UnixNano()/int64(slotLen))
 	}
-	span := l.tripAt.Sub(start)
-	n := l.confirmedLocked(start, l.pausedUntil)
-	est := float64(n) / (span + credit).Seconds()
+	est, bestN, bestSpan := 0.0, 0, time.Duration(0)
+	n := 0
+	for id := last; id >= first; id-- {
+		if i := int(id % numSlots); l.slotID[i] == id {
+			n += l.slotN[i]
+		}
+		span := l.tripAt.Sub(time.Unix(0, id*int64(slotLen)))
+		if span < 0 {
+			span = 0
+		}
+		if e := float64(n) / (span + burstCredit).Seconds(); e > est {
+			est, bestN, bestSpan = e, n, span
+		}
+	}
 	// A measure over a handful of answers in a fraction of a second (429s
 	// from requests sent before the last pause, say) is not trusted: the
 	// rate then falls by decreaseFactor, like any multiplicative decrease.
-	if n < trustAnswers && span < trustSpan && !math.IsInf(l.rateAtTrip, 1) {
+	if bestN < trustAnswers && bestSpan < trustSpan && !math.IsInf(l.rateAtTrip, 1) {
 		est = max(est, decreaseFactor*l.rateAtTrip)
 	}
 	// The server cannot have accepted more than was sent.
@@ -315,8 +322,6 @@ func (l *Limiter) closeEpisodeLocked() {
 	l.est = est
 	l.adapted = true
 	l.resumedAt = l.pausedUntil
-	l.cycleCredit = l.pausedUntil.Sub(l.tripAt)
 	l.cycleStart = l.pausedUntil
-	l.started = true
 	l.bucket.SetLimitAt(l.pausedUntil, rate.Limit(resumeFactor*est))
 }

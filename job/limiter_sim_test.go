@@ -108,6 +108,12 @@ func runSim(t *testing.T, sc simScenario) simResult {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The preflight, then a gap (reading and sealing) before the pool
+	// starts, as in a run.
+	if _, out := c.Me(context.Background()); !out.OK {
+		t.Fatalf("preflight: %v", out.Err)
+	}
+	time.Sleep(1500 * time.Millisecond)
 	var next, failed atomic.Int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -210,7 +216,7 @@ func TestLimiterAdaptsToServerLimit(t *testing.T) {
 		t.Run("rate "+strconv.FormatFloat(rate, 'f', -1, 64), func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				r := runSim(t, simScenario{users: users, workers: 32, rate: rate, burst: 1, serverRate: limit,
-					latMin: 20 * time.Millisecond, latMax: 40 * time.Millisecond})
+					latMin: 20 * time.Millisecond, latMax: 50 * time.Millisecond})
 				calls := len(r.trace.sends)
 				share := float64(len(r.trace.throttled)) / float64(calls)
 				ratio := r.elapsed.Seconds() / ideal.Seconds()
@@ -222,8 +228,10 @@ func TestLimiterAdaptsToServerLimit(t *testing.T) {
 				if ratio > 1.15 {
 					t.Errorf("run took %.3fx the ideal, want <= 1.15", ratio)
 				}
-				if est := r.lim.Estimate(); est < 0.9*limit || est > limit {
-					t.Errorf("estimated server rate %.1f/s, want just under %d", est, limit)
+				// The estimate is within a few percent; the rate resumes
+				// below the limit after every 429.
+				if est := r.lim.Estimate(); est < 0.9*limit || est > 1.03*limit || resumeFactor*est >= limit {
+					t.Errorf("estimated server rate %.1f/s, want within [0.9, 1.03] x %d", est, limit)
 				}
 				if share > 0.01 {
 					t.Errorf("429s are %.2f%% of calls, want <= 1%%", share*100)
