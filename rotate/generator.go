@@ -4,10 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
-
-	"github.com/sethvargo/go-password/password"
 
 	"pwrotate/secret"
 )
@@ -53,7 +50,6 @@ func DefaultShape() Shape {
 // use.
 type Generator struct {
 	shape Shape
-	gen   *password.Generator
 }
 
 // NewGenerator validates s and returns a Generator for it. A shape is
@@ -82,11 +78,7 @@ func NewGenerator(s Shape) (*Generator, error) {
 		return nil, err
 	}
 	s.SymbolSet = set
-	gen, err := password.NewGenerator(&password.GeneratorInput{Symbols: set})
-	if err != nil {
-		return nil, fmt.Errorf("creating the password generator: %w", err)
-	}
-	return &Generator{shape: s, gen: gen}, nil
+	return &Generator{shape: s}, nil
 }
 
 // normalizeSymbolSet checks a --symbol-set and removes duplicates, keeping
@@ -146,51 +138,133 @@ func (g *Generator) Shape() Shape { return g.shape }
 // concurrent use.
 func (g *Generator) Generate() (secret.Password, error) {
 	s := g.shape
+	buf := make([]byte, s.Length)
+	var r randBytes
+	defer r.wipe()
+	defer clear(buf)
 	for range maxDraws {
-		pw, err := g.gen.Generate(s.Length, s.Digits, s.Symbols, false, true)
-		if err != nil {
-			// go-password errors describe the shape or the random
-			// source, never the characters drawn.
+		if err := g.draw(buf, &r); err != nil {
 			return "", fmt.Errorf("generating a password: %w", err)
 		}
-		if CheckPolicy(pw) != nil {
+		if !hasLowerUpper(buf) {
 			continue
 		}
-		if strings.IndexByte(formulaStarts, pw[0]) >= 0 {
+		if strings.IndexByte(formulaStarts, buf[0]) >= 0 {
 			// Redrawing would take thousands of draws for shapes that are
 			// nearly all symbols; swap the first character with a random
 			// letter instead, which keeps every count and the rule.
-			if pw, err = swapFirstWithLetter(pw); err != nil {
+			if err := swapFirstWithLetter(buf, &r); err != nil {
 				return "", fmt.Errorf("generating a password: %w", err)
 			}
 		}
-		return secret.Password(pw), nil
+		return secret.Password(buf), nil
 	}
 	return "", fmt.Errorf("generating a password: no compliant password in %d draws", maxDraws)
 }
 
-// swapFirstWithLetter swaps pw[0] with a letter of pw chosen uniformly at
-// random. pw has at least one letter.
-func swapFirstWithLetter(pw string) (string, error) {
-	b := []byte(pw)
-	var letters []int
-	for i, c := range b {
-		if isLower(c) || isUpper(c) {
-			letters = append(letters, i)
+// letters are the characters drawn for the positions that are neither
+// digits nor symbols.
+const (
+	letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	digits  = "0123456789"
+)
+
+// draw fills buf with Digits digits, Symbols symbols and letters elsewhere,
+// each character uniform in its class and the classes' positions a uniform
+// random arrangement (a Fisher-Yates shuffle).
+func (g *Generator) draw(buf []byte, r *randBytes) error {
+	s := g.shape
+	for i := range buf {
+		set := letters
+		switch {
+		case i < s.Digits:
+			set = digits
+		case i < s.Digits+s.Symbols:
+			set = s.SymbolSet
+		}
+		k, err := r.uniform(len(set))
+		if err != nil {
+			return err
+		}
+		buf[i] = set[k]
+	}
+	for i := len(buf) - 1; i > 0; i-- {
+		j, err := r.uniform(i + 1)
+		if err != nil {
+			return err
+		}
+		buf[i], buf[j] = buf[j], buf[i]
+	}
+	return nil
+}
+
+// hasLowerUpper reports whether b has a lowercase and an uppercase letter
+// (digits and symbols are there by construction).
+func hasLowerUpper(b []byte) bool {
+	var lower, upper bool
+	for _, c := range b {
+		lower = lower || isLower(c)
+		upper = upper || isUpper(c)
+	}
+	return lower && upper
+}
+
+// randBytes hands out bytes of crypto/rand, read 256 at a time (the
+// per-call cost of crypto/rand and math/big dominated generation before).
+type randBytes struct {
+	buf [256]byte
+	pos int
+	ok  bool
+}
+
+// uniform returns an integer uniform in [0, n), 1 <= n <= 65536, by
+// rejection sampling of 16-bit values.
+func (r *randBytes) uniform(n int) (int, error) {
+	limit := 65536 - 65536%n
+	for {
+		if !r.ok || r.pos+2 > len(r.buf) {
+			if _, err := rand.Read(r.buf[:]); err != nil {
+				return 0, fmt.Errorf("reading randomness: %w", err)
+			}
+			r.pos, r.ok = 0, true
+		}
+		v := int(r.buf[r.pos])<<8 | int(r.buf[r.pos+1])
+		r.pos += 2
+		if v < limit {
+			return v % n, nil
 		}
 	}
-	if len(letters) == 0 {
-		return "", errors.New("no letter to move to the front")
+}
+
+// wipe clears the unused random bytes.
+func (r *randBytes) wipe() { clear(r.buf[:]) }
+
+// swapFirstWithLetter swaps b[0] with a letter of b chosen uniformly at
+// random. b has at least one letter.
+func swapFirstWithLetter(b []byte, r *randBytes) error {
+	n := 0
+	for _, c := range b {
+		if isLower(c) || isUpper(c) {
+			n++
+		}
 	}
-	n, err := rand.Int(rand.Reader, big.NewInt(int64(len(letters))))
+	if n == 0 {
+		return errors.New("no letter to move to the front")
+	}
+	k, err := r.uniform(n)
 	if err != nil {
-		return "", fmt.Errorf("reading randomness: %w", err)
+		return err
 	}
-	j := letters[n.Int64()]
-	b[0], b[j] = b[j], b[0]
-	s := string(b)
-	clear(b)
-	return s, nil
+	for j, c := range b {
+		if isLower(c) || isUpper(c) {
+			if k == 0 {
+				b[0], b[j] = b[j], b[0]
+				return nil
+			}
+			k--
+		}
+	}
+	return nil
 }
 
 // CheckPolicy reports whether pw follows the ECGrid password rule: at least
