@@ -66,7 +66,10 @@ const (
 	rateBurst          = 1
 	rateLatencyMin     = 20 * time.Millisecond
 	rateLatencyMax     = 50 * time.Millisecond
-	throttleLimit      = 300 // the throttled server's calls a second (one second of burst, then 429 Retry-After: 1)
+	throttleLimit      = 300  // the throttled server's calls a second (one second of burst, then 429 Retry-After: 1)
+	minFloorRatio20k   = 0.75 // whole process users/s over the floor's requests/s, 20k users (issue 11)
+	minFloorRatio200k  = 0.85 // the same at 200k users
+	maxFloorCPU        = 1.5  // CPU per 10k users over the floor's per 10k requests
 	throttleLatencyMin = 20 * time.Millisecond
 	throttleLatencyMax = 40 * time.Millisecond
 	maxThrottleTime    = 1.15
@@ -594,6 +597,7 @@ func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64, fl *floor
 		for _, line := range overFloor(cpuPer10k, r.summary.AchievedRate, *fl) {
 			fmt.Fprintf(b.out, "  %s\n", line)
 		}
+		b.floorTargets(n, usersPerSec, cpuPer10k, *fl)
 	}
 	return r.maxRSS, nil
 }
@@ -818,6 +822,26 @@ func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, err
 		r.cpu.Seconds(), r.cpuPer10k(), maxCPUPer10k)
 	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB\n", r.maxRSS)
 	return r, nil
+}
+
+// floorTargets prints issue 11's targets against the floor: the whole
+// process's users per second at least minFloorRatio(n) of the floor's
+// requests per second, and CPU per 10k users at most maxFloorCPU times the
+// floor's.
+func (b *bench) floorTargets(n int, usersPerSec, cpuPer10k float64, f floorRun) {
+	fr, fc := f.rps(), f.cpuPer10k()
+	if fr <= 0 || fc <= 0 {
+		return
+	}
+	want := minFloorRatio20k
+	if n >= 200_000 {
+		want = minFloorRatio200k
+	}
+	ratio, cpu := usersPerSec/fr, cpuPer10k/fc
+	fmt.Fprintf(b.out, "  whole vs floor:    %.2fx the floor's rate (%.0f users/s vs %.0f/s)  target >= %.2f: %s\n",
+		ratio, usersPerSec, fr, want, b.verdict(ratio >= want, fmt.Sprintf("%d users: %.2fx the floor", n, ratio)))
+	fmt.Fprintf(b.out, "  CPU vs floor:      %.2fx the floor's CPU per 10k  target <= %.2f: %s\n",
+		cpu, maxFloorCPU, b.verdict(cpu <= maxFloorCPU, fmt.Sprintf("%d users: CPU %.2fx the floor's", n, cpu)))
 }
 
 // overFloor compares a pwrotate run (its CPU seconds per 10k users and its
