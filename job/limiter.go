@@ -227,18 +227,6 @@ func (l *Limiter) Confirm() {
 	l.slotN[i]++
 }
 
-// confirmedLocked counts the confirmed answers in slots [from, to).
-func (l *Limiter) confirmedLocked(from, to time.Time) int {
-	a, b := from.UnixNano()/int64(slotLen), to.UnixNano()/int64(slotLen)
-	n := 0
-	for i := range numSlots {
-		if id := l.slotID[i]; id >= a && id < b {
-			n += l.slotN[i]
-		}
-	}
-	return n
-}
-
 // Rate returns the rate in force now, in calls a second (+Inf: unlimited).
 func (l *Limiter) Rate() float64 {
 	l.mu.Lock()
@@ -318,7 +306,7 @@ func (l *Limiter) closeEpisodeLocked() {
 		est = max(est, decreaseFactor*l.rateAtTrip)
 	}
 	// The server cannot have accepted more than was sent.
-	est = max(min(est, l.rateAtTrip, float64(l.target)), minRate)
+	est = min(max(est, minRate), l.rateAtTrip, float64(l.target))
 	l.est = est
 	l.adapted = true
 	l.resumedAt = l.pausedUntil

@@ -136,6 +136,16 @@ func TestLimiterEstimateEdges(t *testing.T) {
 			t.Errorf("estimate %v, want the --rate 100", est)
 		}
 	})
+	t.Run("never above a rate under one a second", func(t *testing.T) {
+		l := NewLimiter(0.5, 1)
+		now := time.Unix(1_000_000, 0)
+		l.now = func() time.Time { return now }
+		fakeCycle(t, l, &now, 0, 10*time.Second, time.Second)
+		now = now.Add(time.Second)
+		if got := l.Rate(); got > 0.5 {
+			t.Errorf("rate %v after a 429, over --rate 0.5", got)
+		}
+	})
 	t.Run("untrusted short measure", func(t *testing.T) {
 		l := NewLimiter(1000, 1)
 		now := time.Unix(1_000_000, 0)
