@@ -2,7 +2,9 @@ package job
 
 import (
 	"context"
+	"log/slog"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -99,6 +101,36 @@ type Limiter struct {
 	released  []time.Time
 	next      int
 	onRelease func(time.Time) // tests only
+
+	log  *slog.Logger // nil: no log
+	note *adaptNote   // an episode closed, to be logged once the lock is released
+}
+
+// adaptNote is what the log says when an episode closes.
+type adaptNote struct {
+	estimate, resume float64
+	pause            time.Duration
+}
+
+// SetLogger makes l log, at Info, every adaptation to a 429: the estimated
+// server rate and the rate resumed at.
+func (l *Limiter) SetLogger(log *slog.Logger) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.log = log
+}
+
+// unlock releases l.mu and logs a pending note, outside the lock.
+func (l *Limiter) unlock() {
+	note, log := l.note, l.log
+	l.note = nil
+	l.mu.Unlock()
+	if note != nil && log != nil {
+		log.Info("rate adapted to the server's limit after a 429",
+			slog.String("estimate", strconv.FormatFloat(note.estimate, 'f', 1, 64)+"/s"),
+			slog.String("resumedAt", strconv.FormatFloat(note.resume, 'f', 1, 64)+"/s"),
+			slog.Duration("pause", note.pause))
+	}
 }
 
 // NewLimiter returns a Limiter for perSecond calls a second (0: unlimited)
@@ -147,7 +179,7 @@ func (l *Limiter) Wait(ctx context.Context) error {
 				wait = l.releaseLocked(now)
 			}
 		}
-		l.mu.Unlock()
+		l.unlock()
 		if wait <= 0 {
 			return nil
 		}
@@ -155,7 +187,7 @@ func (l *Limiter) Wait(ctx context.Context) error {
 			if res != nil {
 				l.mu.Lock()
 				res.CancelAt(l.now())
-				l.mu.Unlock()
+				l.unlock()
 			}
 			return err
 		}
@@ -198,7 +230,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 func (l *Limiter) Throttle(retryAfter time.Duration) {
 	retryAfter = max(retryAfter, minPause)
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer l.unlock()
 	now := l.now()
 	l.adaptLocked(now) // closes an episode whose pause is over
 	if until := now.Add(retryAfter); until.After(l.pausedUntil) {
@@ -230,7 +262,7 @@ func (l *Limiter) Confirm() {
 // Rate returns the rate in force now, in calls a second (+Inf: unlimited).
 func (l *Limiter) Rate() float64 {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer l.unlock()
 	l.adaptLocked(l.now())
 	if l.bucket.Limit() == rate.Inf {
 		return math.Inf(1)
@@ -241,7 +273,7 @@ func (l *Limiter) Rate() float64 {
 // Estimate returns the estimated server rate (0 before the first 429).
 func (l *Limiter) Estimate() float64 {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	defer l.unlock()
 	l.adaptLocked(l.now())
 	return l.est
 }
@@ -312,4 +344,5 @@ func (l *Limiter) closeEpisodeLocked() {
 	l.resumedAt = l.pausedUntil
 	l.cycleStart = l.pausedUntil
 	l.bucket.SetLimitAt(l.pausedUntil, rate.Limit(resumeFactor*est))
+	l.note = &adaptNote{estimate: est, resume: resumeFactor * est, pause: l.pausedUntil.Sub(l.tripAt)}
 }

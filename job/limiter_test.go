@@ -2,7 +2,9 @@ package job
 
 import (
 	"context"
+	"log/slog"
 	"math"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -95,6 +97,8 @@ func TestLimiterSettlesBelowAndProbesBack(t *testing.T) {
 	t0 := time.Unix(1_000_000, 0)
 	now := t0
 	l.now = func() time.Time { return now }
+	var logs strings.Builder
+	l.SetLogger(slog.New(slog.NewTextHandler(&logs, nil)))
 	// 3 s at 400/s: the server (300/s and one second of burst) accepted
 	// 1200 calls, then throttled for a second.
 	fakeCycle(t, l, &now, 1200, 3*time.Second, time.Second)
@@ -118,6 +122,9 @@ func TestLimiterSettlesBelowAndProbesBack(t *testing.T) {
 	}
 	if est := l.Estimate(); est != 300 {
 		t.Errorf("estimate %v, want 300", est)
+	}
+	if got := logs.String(); strings.Count(got, "rate adapted") != 1 || !strings.Contains(got, "estimate=300.0/s resumedAt=285.0/s pause=1s") {
+		t.Errorf("log %q, want one line with the estimate, the resumed rate and the pause", got)
 	}
 }
 
