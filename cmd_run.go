@@ -319,9 +319,11 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 	run := metrics.NewRun()
 	cfg.Counter = run
 	if apiKey != "" {
+		lim := job.NewLimiter(rateLimit, f.burst)
+		lim.SetLogger(logger)
 		client, err := rotate.New(rotate.Config{
 			BaseURL: f.baseURL, APIKey: apiKey, Workers: f.workers, Timeout: f.timeout,
-			MaxAttempts: f.maxAttempts, Pacer: job.NewLimiter(rateLimit, f.burst), Observer: run, Logger: logger,
+			MaxAttempts: f.maxAttempts, Pacer: lim, Observer: run, Logger: logger,
 		})
 		if err != nil {
 			return cfg, cleanup, err

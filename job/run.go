@@ -1041,18 +1041,6 @@ func (r *Runner) waitOutLateChanges(ctx context.Context, lastActivity time.Time,
 	}
 }
 
-// sleep waits for d or until ctx is done.
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
 // resetOwedText is the error of a row whose change is recorded and whose
 // session reset has not been done yet.
 const resetOwedText = "password changed; session reset not done yet"

@@ -54,6 +54,16 @@ type Pacer interface {
 	Throttle(retryAfter time.Duration)
 }
 
+// Confirmer is a Pacer that also learns of every answer the server did not
+// throttle (any status but a 429 or RateLimitExceeded, or a retryable
+// answer with a Retry-After): the rate the server accepts, which an
+// adaptive Pacer measures.
+type Confirmer interface {
+	Pacer
+	// Confirm reports one such answer. It must not block.
+	Confirm()
+}
+
 // Observer receives the client's metrics. Its methods must be safe for
 // concurrent use and must not block.
 type Observer interface {
@@ -90,6 +100,7 @@ type Client struct {
 	backoffBase time.Duration
 	backoffMax  time.Duration
 	pacer       Pacer
+	confirmer   Confirmer // pacer, when it is one
 	obs         Observer
 	log         *slog.Logger
 	now         func() time.Time
@@ -144,6 +155,7 @@ func New(cfg Config) (*Client, error) {
 		log:         cfg.Logger,
 		now:         time.Now,
 	}
+	c.confirmer, _ = cfg.Pacer.(Confirmer)
 	switch {
 	case c.timeout < 0:
 		return nil, fmt.Errorf("--timeout %s: must be positive", c.timeout)
@@ -382,6 +394,8 @@ func (c *Client) call(ctx context.Context, cl call) Outcome {
 		// retryable answer that names a Retry-After.
 		if c.pacer != nil && (res.v.throttle || res.hasRA && res.v.retry) {
 			c.pacer.Throttle(res.retryAfter)
+		} else if c.confirmer != nil && res.status != 0 {
+			c.confirmer.Confirm()
 		}
 		if res.v.ok {
 			out.OK, out.Unknown, out.Err = true, false, nil

@@ -1049,3 +1049,31 @@ func TestAuthLevel(t *testing.T) {
 		t.Error("order broken")
 	}
 }
+
+// confirmingPacer is a fakePacer that also counts Confirm calls.
+type confirmingPacer struct {
+	fakePacer
+	confirms int
+}
+
+func (p *confirmingPacer) Confirm() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.confirms++
+}
+
+// TestConfirmCountsAcceptedAnswers: an adaptive pacer learns of every
+// answer the server gave that was not a throttle (here a 500, then a 200),
+// and not of the 429.
+func TestConfirmCountsAcceptedAnswers(t *testing.T) {
+	api := newFakeAPI(t, reply(429, ""), reply(500, ""), reply(200, okBody))
+	p := &confirmingPacer{}
+	e := newTestClient(t, api.srv.URL, func(c *Config) { c.Pacer = p; c.MaxAttempts = 5 })
+	out := e.c.ChangePassword(t.Context(), 1042, testPW)
+	if !out.OK || out.Attempts != 3 {
+		t.Fatalf("outcome %+v", out)
+	}
+	if p.confirms != 2 || len(p.throttles) != 1 {
+		t.Fatalf("%d confirms and %d throttles, want 2 (the 500 and the 200) and 1 (the 429)", p.confirms, len(p.throttles))
+	}
+}
