@@ -38,11 +38,13 @@ const (
 
 // Record is one data record of the input.
 type Record struct {
-	Line      int             // input line where the record starts (1 = header line, if no blank line precedes it)
-	UserID    int             // the parsed userId; 0 if unparsable
-	RawUserID string          // display-safe userId cell: trimmed, non-printables replaced, truncated; "[not shown]" when it may hold a password
-	Password  secret.Password // the given password of a valid record; empty if none given ("generate one") or the record is invalid
-	Invalid   string          // "" if valid; else one short reason, never containing a password
+	Line      int              // input line where the record starts (1 = header line, if no blank line precedes it)
+	UserID    int              // the parsed userId; 0 if unparsable
+	RawUserID string           // display-safe userId cell: trimmed, non-printables replaced, truncated; "[not shown]" when it may hold a password
+	Password  secret.Password  // the given password of a valid record; empty if none given ("generate one") or the record is invalid
+	Invalid   string           // "" if valid; else one short reason, never containing a password
+	Login     string           // the login cell, trimmed, of a valid record when the input has a login column; else ""
+	Level     rotate.AuthLevel // the authLevel cell, parsed (LevelUnknown if absent or unknown)
 }
 
 // Input is a whole users CSV, read and validated.
@@ -52,6 +54,8 @@ type Input struct {
 	SHA256       string   // hex sha256 of the exact bytes read
 	Columns      []string // header cells as seen (display-safe: non-printables replaced, truncated)
 	HasPasswords bool     // a newPassword or password column exists
+	HasLogin     bool     // a login column exists
+	HasAuthLevel bool     // an authLevel column exists
 }
 
 // InputError is a fatal problem with the input: nothing may be changed.
@@ -216,7 +220,8 @@ type inputParser struct {
 	cr   *csv.Reader
 	in   *Input
 
-	idCol, pwCol int
+	idCol, pwCol       int
+	loginCol, levelCol int // -1 when absent
 
 	// Records are collected in chunks and copied once at the end: cheaper
 	// than growing one slice.
@@ -310,7 +315,7 @@ func (p *inputParser) readHeader() error {
 		}
 	}
 	p.in.Columns = make([]string, len(rec))
-	p.idCol, p.pwCol = -1, -1
+	p.idCol, p.pwCol, p.loginCol, p.levelCol = -1, -1, -1, -1
 	newPw, oldPw := -1, -1
 	for i, f := range rec {
 		if !utf8.ValidString(f) {
@@ -325,6 +330,10 @@ func (p *inputParser) readHeader() error {
 			col = &newPw
 		case "password":
 			col = &oldPw
+		case "login":
+			col = &p.loginCol
+		case "authlevel":
+			col = &p.levelCol
 		default:
 			continue
 		}
@@ -341,6 +350,8 @@ func (p *inputParser) readHeader() error {
 		p.pwCol = oldPw
 	}
 	p.in.HasPasswords = p.pwCol >= 0
+	p.in.HasLogin = p.loginCol >= 0
+	p.in.HasAuthLevel = p.levelCol >= 0
 	return nil
 }
 
@@ -395,6 +406,12 @@ func (p *inputParser) addRecord(rec []string, line int, pe *csv.ParseError) erro
 		p.echoes = append(p.echoes, inputEcho{index: p.count, hash: p.hash(rawID)})
 	}
 	if r.Invalid == "" {
+		if p.loginCol >= 0 && p.loginCol < len(rec) {
+			r.Login = p.arena.clone(strings.TrimSpace(rec[p.loginCol]))
+		}
+		if p.levelCol >= 0 && p.levelCol < len(rec) {
+			r.Level = rotate.ParseAuthLevel(rec[p.levelCol])
+		}
 		r.Password = secret.Password(p.arena.clone(pw))
 		p.valid = append(p.valid, uint64(r.UserID)<<32|uint64(p.count))
 	} else if pw != "" {

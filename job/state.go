@@ -35,6 +35,12 @@ type Manifest struct {
 	InputSHA256 string    `json:"inputSha256"`
 	StartedAt   time.Time `json:"startedAt"`
 	Shard       string    `json:"shard,omitempty"`
+	// Reason is the --reason of the run that started the folder.
+	Reason string `json:"reason,omitempty"`
+	// ProtectEntries and ProtectSHA256 name the --protect entries the run
+	// started with (Protect.Fingerprint): a resume must bring the same.
+	ProtectEntries int    `json:"protectEntries,omitempty"`
+	ProtectSHA256  string `json:"protectSha256,omitempty"`
 }
 
 // OutDir is an output folder held by this process (flock on .lock, released
