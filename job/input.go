@@ -38,13 +38,11 @@ const (
 
 // Record is one data record of the input.
 type Record struct {
-	Line      int              // input line where the record starts (1 = header line, if no blank line precedes it)
-	UserID    int              // the parsed userId; 0 if unparsable
-	RawUserID string           // display-safe userId cell: trimmed, non-printables replaced, truncated; "[not shown]" when it may hold a password
-	Password  secret.Password  // the given password of a valid record; empty if none given ("generate one") or the record is invalid
-	Invalid   string           // "" if valid; else one short reason, never containing a password
-	Login     string           // the login cell, trimmed, of a valid record when the input has a login column; else ""
-	Level     rotate.AuthLevel // the authLevel cell, parsed (LevelUnknown if absent or unknown)
+	Line      int             // input line where the record starts (1 = header line, if no blank line precedes it)
+	UserID    int             // the parsed userId; 0 if unparsable
+	RawUserID string          // display-safe userId cell: trimmed, non-printables replaced, truncated; "[not shown]" when it may hold a password
+	Password  secret.Password // the given password of a valid record; empty if none given ("generate one") or the record is invalid
+	Invalid   string          // "" if valid; else one short reason, never containing a password
 }
 
 // Input is a whole users CSV, read and validated.
@@ -56,6 +54,31 @@ type Input struct {
 	HasPasswords bool     // a newPassword or password column exists
 	HasLogin     bool     // a login column exists
 	HasAuthLevel bool     // an authLevel column exists
+
+	// Kept beside Records, only when the column exists, so that an input
+	// without them costs nothing more per record (a plan can be millions
+	// long): parallel to Records.
+	logins []string
+	levels []uint8
+}
+
+// Login returns the login cell (spaces trimmed) of record i, or "" when the
+// record is invalid or the input has no login column.
+func (in *Input) Login(i int) string {
+	if i < len(in.logins) {
+		return in.logins[i]
+	}
+	return ""
+}
+
+// Level returns the parsed authLevel cell of record i: LevelUnknown when
+// the name is not known, the record is invalid or the input has no
+// authLevel column.
+func (in *Input) Level(i int) rotate.AuthLevel {
+	if i < len(in.levels) {
+		return rotate.AuthLevel(in.levels[i])
+	}
+	return rotate.LevelUnknown
 }
 
 // InputError is a fatal problem with the input: nothing may be changed.
@@ -405,13 +428,21 @@ func (p *inputParser) addRecord(rec []string, line int, pe *csv.ParseError) erro
 	if r.UserID == 0 && rawID != "" && r.RawUserID != inputHiddenCell {
 		p.echoes = append(p.echoes, inputEcho{index: p.count, hash: p.hash(rawID)})
 	}
+	if p.loginCol >= 0 {
+		login := ""
+		if r.Invalid == "" && p.loginCol < len(rec) {
+			login = p.arena.clone(strings.TrimSpace(rec[p.loginCol]))
+		}
+		p.in.logins = append(p.in.logins, login)
+	}
+	if p.levelCol >= 0 {
+		level := rotate.LevelUnknown
+		if r.Invalid == "" && p.levelCol < len(rec) {
+			level = rotate.ParseAuthLevel(rec[p.levelCol])
+		}
+		p.in.levels = append(p.in.levels, uint8(level))
+	}
 	if r.Invalid == "" {
-		if p.loginCol >= 0 && p.loginCol < len(rec) {
-			r.Login = p.arena.clone(strings.TrimSpace(rec[p.loginCol]))
-		}
-		if p.levelCol >= 0 && p.levelCol < len(rec) {
-			r.Level = rotate.ParseAuthLevel(rec[p.levelCol])
-		}
 		r.Password = secret.Password(p.arena.clone(pw))
 		p.valid = append(p.valid, uint64(r.UserID)<<32|uint64(p.count))
 	} else if pw != "" {

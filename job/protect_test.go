@@ -349,3 +349,47 @@ func TestDryRunSkipped(t *testing.T) {
 		t.Error("a dry run changed passwords")
 	}
 }
+
+// TestProtectSharded: each shard finds the logins and levels of its own
+// records.
+func TestProtectSharded(t *testing.T) {
+	w := newWorld(t, 10)
+	dir := t.TempDir()
+	prot, _ := job.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n")})
+	skipped := map[int]bool{}
+	for k := range 2 {
+		out := filepath.Join(dir, "out", "shard-"+string(rune('0'+k)))
+		cfg := w.config(exportCSV, out)
+		cfg.Protect, cfg.Shard, cfg.Shards, cfg.Workers = prot, k, 2, 1
+		if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+			t.Fatalf("shard %d: exit %d (%v)", k, sum.ExitCode, err)
+		}
+		for id, r := range w.checkInvariant(out) {
+			if r.Status == report.Skipped {
+				skipped[id] = true
+			}
+		}
+	}
+	if len(skipped) != 3 || !skipped[1001] || !skipped[1003] || !skipped[7] {
+		t.Errorf("skipped %v, want 1001, 1003 and the caller 7", skipped)
+	}
+	// Within each shard, most privileged first (the shards ran one after
+	// the other, one worker each).
+	rank := map[int]int{1002: 9, 1004: 9, 1006: 8, 1001: 6, 1007: 6, 1003: 3, 1000: 1, 1005: 0, 1008: 0}
+	last := map[int]int{0: 10, 1: 10}
+	n := 0
+	for _, c := range w.sim.Calls() {
+		if c.Endpoint != "password" {
+			continue
+		}
+		n++
+		k := job.ShardOf(c.UserID, 2)
+		if rank[c.UserID] > last[k] {
+			t.Errorf("shard %d: user %d (rank %d) sent after a less privileged user (rank %d)", k, c.UserID, rank[c.UserID], last[k])
+		}
+		last[k] = rank[c.UserID]
+	}
+	if n != 7 {
+		t.Errorf("%d password calls, want 7", n)
+	}
+}

@@ -140,6 +140,7 @@ func (r *Runner) Abort() {
 type plan struct {
 	in       *Input
 	records  []Record // this shard's records, in input order
+	orig     []int32  // when sharded: the index in in.Records of each of records
 	caller   *rotate.Caller
 	valid    int              // records not invalid (skipped ones included)
 	skip     map[int32]string // by index into records: why a valid record is skipped
@@ -239,7 +240,8 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		}
 	}
 
-	p := &plan{in: in, records: r.shardRecords(in.Records)}
+	p := &plan{in: in}
+	p.records, p.orig = r.shardRecords(in.Records)
 	sum.Records = len(p.records)
 	if err := r.preflight(ctx, p); err != nil {
 		return err
@@ -249,7 +251,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 			continue
 		}
 		p.valid++
-		if why := r.skipReason(&p.records[i], p.caller); why != "" {
+		if why := r.skipReason(&p.records[i], in.Login(p.src(i)), p.caller); why != "" {
 			if p.skip == nil {
 				p.skip = map[int32]string{}
 			}
@@ -260,7 +262,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		// The cap is on the whole plan, every shard's users together.
 		total := 0
 		for i := range in.Records {
-			if in.Records[i].Invalid == "" && r.skipReason(&in.Records[i], p.caller) == "" {
+			if in.Records[i].Invalid == "" && r.skipReason(&in.Records[i], in.Login(i), p.caller) == "" {
 				total++
 			}
 		}
@@ -323,23 +325,32 @@ func ShardOf(userID, shards int) int {
 	return int(h.Sum32() % uint32(shards))
 }
 
-// shardRecords keeps the records of this shard. Records without a usable
-// userId belong to shard 0, so that each is reported exactly once.
-func (r *Runner) shardRecords(all []Record) []Record {
+// shardRecords keeps the records of this shard, and when sharded the
+// index of each in all. Records without a usable userId belong to shard 0,
+// so that each is reported exactly once.
+func (r *Runner) shardRecords(all []Record) (kept []Record, orig []int32) {
 	if r.cfg.Shards <= 1 {
-		return all
+		return all, nil
 	}
-	var kept []Record
-	for _, rec := range all {
+	for i, rec := range all {
 		s := 0
 		if rec.UserID != 0 {
 			s = ShardOf(rec.UserID, r.cfg.Shards)
 		}
 		if s == r.cfg.Shard {
 			kept = append(kept, rec)
+			orig = append(orig, int32(i))
 		}
 	}
-	return kept
+	return kept, orig
+}
+
+// src returns the index in p.in.Records of record i of the plan.
+func (p *plan) src(i int) int {
+	if p.orig == nil {
+		return i
+	}
+	return int(p.orig[i])
 }
 
 // preflight asks who the key belongs to and checks its AuthLevel.
@@ -373,8 +384,8 @@ const selfReason = "the caller's own account (pass --include-self to rotate it)"
 // skipReason returns why a valid record is deliberately left alone, or "":
 // it is protected by --protect, or it is the caller's own account (unless
 // --include-self).
-func (r *Runner) skipReason(rec *Record, caller *rotate.Caller) string {
-	if why := r.cfg.Protect.Match(rec.UserID, rec.Login); why != "" {
+func (r *Runner) skipReason(rec *Record, login string, caller *rotate.Caller) string {
+	if why := r.cfg.Protect.Match(rec.UserID, login); why != "" {
 		return why
 	}
 	if caller != nil && !r.cfg.IncludeSelf && rec.UserID == caller.UserID {
@@ -391,7 +402,7 @@ func byPrivilege(p *plan) {
 		return
 	}
 	slices.SortStableFunc(p.pending, func(a, b int32) int {
-		return cmp.Compare(p.records[b].Level, p.records[a].Level)
+		return cmp.Compare(p.in.Level(p.src(int(b))), p.in.Level(p.src(int(a))))
 	})
 }
 
@@ -613,7 +624,7 @@ func levelCounts(p *plan) string {
 	var n [rotate.LevelRoot + 1]int
 	for i := range p.records {
 		if _, skip := p.skip[int32(i)]; p.records[i].Invalid == "" && !skip {
-			n[p.records[i].Level]++
+			n[p.in.Level(p.src(i))]++
 		}
 	}
 	var parts []string
@@ -783,7 +794,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	}
 
 	// From here on the pool needs p.todo, p.pw and p.source only.
-	p.in, p.records, p.recorded, p.skip = nil, nil, nil, nil
+	p.in, p.records, p.recorded, p.skip, p.orig = nil, nil, nil, nil, nil
 
 	if cfg.Progress != nil {
 		cfg.Progress.SetTotal(len(p.pending))
