@@ -11,6 +11,7 @@ import (
 	"hash/maphash"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -58,17 +59,23 @@ type Input struct {
 	// Kept beside Records, only when the column exists, so that an input
 	// without them costs nothing more per record (a plan can be millions
 	// long): parallel to Records.
-	logins []string
-	levels []uint8
+	loginBuf []byte   // the login cells, one after the other
+	loginEnd []uint32 // loginEnd[i] is where record i's login ends in loginBuf
+	levels   []uint8
 }
 
 // Login returns the login cell (spaces trimmed) of record i, or "" when the
-// record is invalid or the input has no login column.
+// record is invalid, the input has no login column, or logins were not
+// kept (the run has no login glob to match).
 func (in *Input) Login(i int) string {
-	if i < len(in.logins) {
-		return in.logins[i]
+	if i >= len(in.loginEnd) {
+		return ""
 	}
-	return ""
+	start := uint32(0)
+	if i > 0 {
+		start = in.loginEnd[i-1]
+	}
+	return string(in.loginBuf[start:in.loginEnd[i]])
 }
 
 // Level returns the parsed authLevel cell of record i: LevelUnknown when
@@ -148,8 +155,14 @@ var defaultInputLimits = inputLimits{field: maxInputFieldBytes, record: maxInput
 // ReadInputFile reads and validates the users CSV at path; "-" is standard
 // input (named "stdin"). Errors are *InputError naming the path.
 func ReadInputFile(path string) (*Input, error) {
+	return readInputFile(path, os.Stdin, true)
+}
+
+// readInputFile is ReadInputFile reading "-" from stdin; logins are kept
+// only if keepLogins.
+func readInputFile(path string, stdin io.Reader, keepLogins bool) (*Input, error) {
 	if path == "-" {
-		return ReadInput(os.Stdin, "stdin")
+		return readInputWith(stdin, "stdin", defaultInputLimits, keepLogins)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -167,7 +180,7 @@ func ReadInputFile(path string) (*Input, error) {
 	if fi.IsDir() {
 		return nil, &InputError{Name: path, Err: errInputIsDirectory}
 	}
-	return ReadInput(f, path)
+	return readInputWith(f, path, defaultInputLimits, keepLogins)
 }
 
 // ReadInput reads and validates a whole users CSV from r (SPEC "Input CSV").
@@ -183,6 +196,12 @@ func ReadInput(r io.Reader, name string) (*Input, error) {
 }
 
 func readInput(r io.Reader, name string, lim inputLimits) (*Input, error) {
+	return readInputWith(r, name, lim, true)
+}
+
+// readInputWith reads an input; the login cells are kept (Input.Login) only
+// if keepLogins: they cost memory per record, and only login globs need them.
+func readInputWith(r io.Reader, name string, lim inputLimits, keepLogins bool) (*Input, error) {
 	h := sha256.New()
 	src := &inputReader{src: io.TeeReader(r, h), limit: int64(lim.record), leading: true}
 	br := bufio.NewReaderSize(src, inputBufSize)
@@ -202,7 +221,7 @@ func readInput(r io.Reader, name string, lim inputLimits) (*Input, error) {
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
 	p := &inputParser{
-		name: name, lim: lim, src: src, br: br, cr: cr,
+		name: name, lim: lim, src: src, br: br, cr: cr, keepLogins: keepLogins,
 		in:   &Input{Name: name},
 		seed: maphash.MakeSeed(),
 	}
@@ -245,6 +264,7 @@ type inputParser struct {
 
 	idCol, pwCol       int
 	loginCol, levelCol int // -1 when absent
+	keepLogins         bool
 
 	// Records are collected in chunks and copied once at the end: cheaper
 	// than growing one slice.
@@ -428,12 +448,14 @@ func (p *inputParser) addRecord(rec []string, line int, pe *csv.ParseError) erro
 	if r.UserID == 0 && rawID != "" && r.RawUserID != inputHiddenCell {
 		p.echoes = append(p.echoes, inputEcho{index: p.count, hash: p.hash(rawID)})
 	}
-	if p.loginCol >= 0 {
-		login := ""
+	if p.loginCol >= 0 && p.keepLogins {
 		if r.Invalid == "" && p.loginCol < len(rec) {
-			login = p.arena.clone(strings.TrimSpace(rec[p.loginCol]))
+			if len(p.in.loginBuf)+len(rec[p.loginCol]) > math.MaxUint32 {
+				return p.fatal(line, errors.New("the login cells exceed 4 GiB"))
+			}
+			p.in.loginBuf = append(p.in.loginBuf, strings.TrimSpace(rec[p.loginCol])...)
 		}
-		p.in.logins = append(p.in.logins, login)
+		p.in.loginEnd = append(p.in.loginEnd, uint32(len(p.in.loginBuf)))
 	}
 	if p.levelCol >= 0 {
 		level := rotate.LevelUnknown

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -301,20 +302,22 @@ func (r *Runner) readInputCtx(ctx context.Context) (*Input, error) {
 }
 
 func (r *Runner) readInput() (*Input, error) {
+	_, _, keep := r.cfg.Protect.FirstGlob() // only login globs need the logins
 	if r.cfg.InputData != nil {
 		name := r.cfg.InputName
 		if name == "" {
 			name = "input"
 		}
-		return ReadInput(bytes.NewReader(r.cfg.InputData), name)
+		return readInputWith(bytes.NewReader(r.cfg.InputData), name, defaultInputLimits, keep)
 	}
 	if r.cfg.InputPath == "" {
 		return nil, errors.New("--input: a users CSV is required")
 	}
-	if r.cfg.InputPath == "-" && r.cfg.Stdin != nil {
-		return ReadInput(r.cfg.Stdin, "stdin")
+	stdin := r.cfg.Stdin
+	if stdin == nil {
+		stdin = os.Stdin
 	}
-	return ReadInputFile(r.cfg.InputPath)
+	return readInputFile(r.cfg.InputPath, stdin, keep)
 }
 
 // ShardOf returns the shard (0..shards-1) that userID belongs to.
