@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
@@ -265,7 +267,8 @@ func TestSIGTERMFinishesInFlight(t *testing.T) {
 }
 
 // TestSecondRunOnSameOutRefused starts a slow run, then a second on the
-// same folder: the second exits 1 naming the holder; the first completes.
+// same folder: the second exits 4 ("busy", retried by Kubernetes within its
+// backoff limit, not FailJob) naming the holder; the first completes.
 func TestSecondRunOnSameOutRefused(t *testing.T) {
 	w := newCrashWorld(t, 30)
 	w.sim.SetLatency(50*time.Millisecond, 60*time.Millisecond)
@@ -280,8 +283,8 @@ func TestSecondRunOnSameOutRefused(t *testing.T) {
 	second, stderr := w.command(ctx, out, "")
 	err := second.Run()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Fatalf("second run: %v, want exit 1", err)
+	if !errors.As(err, &ee) || ee.ExitCode() != 4 {
+		t.Fatalf("second run: %v, want exit 4 (output folder busy)\n%s", err, stderr)
 	}
 	if !strings.Contains(stderr.String(), "in use") || !strings.Contains(stderr.String(), "pid") {
 		t.Errorf("second run's error does not name the holder:\n%s", stderr)
@@ -326,6 +329,53 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	w.sim.SetLatency(0, 0)
 	if code := w.run(out, ""); code != 0 {
 		t.Fatalf("resume: exit %d", code)
+	}
+	w.check(out)
+}
+
+// TestSignalDuringStartUpExitsInterrupted sends SIGTERM while the child is
+// held right after its signal handler is installed (before any wiring):
+// the exit is 3 (interrupted, resume), never Go's default death nor 2.
+func TestSignalDuringStartUpExitsInterrupted(t *testing.T) {
+	w := newCrashWorld(t, 5)
+	out := filepath.Join(w.dir, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, stderr := w.command(ctx, out, "")
+	cmd.Env = append(cmd.Env, "PWROTATE_TEST_PAUSE_AT=start")
+	pr, pw := io.Pipe()
+	cmd.Stderr = io.MultiWriter(stderr, pw)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	paused := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "paused at start") {
+				close(paused)
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case <-paused:
+	case <-ctx.Done():
+		t.Fatal("the child never reached its start-up pause")
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	_ = pw.Close()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("SIGTERM during start-up: %v, want exit 3\n%s", err, stderr)
+	}
+	if n := w.sim.Count("password"); n != 0 {
+		t.Errorf("%d password calls after a signal during start-up, want 0", n)
+	}
+	if code := w.run(out, ""); code != 0 {
+		t.Fatalf("run after the interrupted start: exit %d", code)
 	}
 	w.check(out)
 }

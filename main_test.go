@@ -29,10 +29,10 @@ import (
 // crash tests that kill a real child process.
 func TestMain(m *testing.M) {
 	if os.Getenv("PWROTATE_TEST_AS_MAIN") == "1" {
-		os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+		os.Exit(realMain())
 	}
 	testscript.Main(m, map[string]func(){
-		"pwrotate": func() { os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+		"pwrotate": func() { os.Exit(realMain()) },
 	})
 }
 
@@ -87,6 +87,7 @@ func TestScripts(t *testing.T) {
 			"simcalls": cmdSimCalls,
 			"simfault": cmdSimFault,
 			"noleak":   cmdNoLeak,
+			"pushedat": cmdPushedAt,
 		},
 	})
 }
@@ -234,6 +235,35 @@ func cmdNoLeak(ts *testscript.TestScript, neg bool, args []string) {
 				}
 			}
 		}
+	}
+}
+
+// pushedat PUSHED SUMMARY N: the fake Pushgateway's file PUSHED holds N
+// values of pwrotate_last_success_timestamp_seconds, each the finishedAt
+// recorded in SUMMARY (summary.json), to the millisecond.
+func cmdPushedAt(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: pushedat PUSHED SUMMARY N")
+	}
+	sum, err := report.ReadSummary(ts.MkAbs(args[1]))
+	ts.Check(err)
+	want, _ := strconv.Atoi(args[2])
+	got := 0
+	for _, line := range strings.Split(ts.ReadFile(args[0]), "\n") {
+		v, ok := strings.CutPrefix(line, "pwrotate_last_success_timestamp_seconds ")
+		if !ok {
+			continue
+		}
+		got++
+		f, err := strconv.ParseFloat(v, 64)
+		ts.Check(err)
+		at := time.Unix(0, int64(f*1e9))
+		if d := at.Sub(sum.FinishedAt); d > time.Millisecond || d < -time.Millisecond {
+			ts.Fatalf("push %d: last success at %v, but summary.json says the run finished at %v", got, at.UTC(), sum.FinishedAt)
+		}
+	}
+	if got != want {
+		ts.Fatalf("%d pushes of pwrotate_last_success_timestamp_seconds, want %d", got, want)
 	}
 }
 

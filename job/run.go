@@ -37,6 +37,7 @@ const (
 	ExitFatal       = 1 // could not start, or a fatal error
 	ExitIncomplete  = 2 // finished, but some records failed or were invalid, or a reset failed
 	ExitInterrupted = 3 // interrupted by a signal: run again with --resume
+	ExitBusy        = 4 // the output folder is held by another run: try again later
 )
 
 // Progress is told about every finished record (console.Progress).
@@ -174,7 +175,11 @@ func (r *Runner) Run(ctx context.Context) (report.Summary, error) {
 		sum.Shard = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
 	}
 	err := r.run(ctx, &sum)
-	sum.FinishedAt = cfg.Now().UTC()
+	if sum.FinishedAt.IsZero() {
+		// Not recorded in summary.json by the run (which sets it when it
+		// writes one, and keeps the folder's when it was already complete).
+		sum.FinishedAt = cfg.Now().UTC()
+	}
 	if err != nil {
 		var ee *ExitError
 		if errors.As(err, &ee) {
@@ -195,6 +200,9 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		}
 		var err error
 		if out, err = OpenOut(cfg.Out, cfg.Resume); err != nil {
+			if errors.Is(err, ErrBusy) {
+				return &ExitError{Code: ExitBusy, Err: err}
+			}
 			return &ExitError{Code: ExitFatal, Err: err}
 		}
 		defer out.Close()
@@ -228,6 +236,8 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 			if perr == nil && prev.Complete {
 				r.log.Info("run already complete: nothing to do", "out", out.Path, "exitCode", prev.ExitCode)
 				*sum = prev
+				// The rotation happened when the folder says, not now: a
+				// re-run must not look like a fresh success to the alerts.
 				if prev.ExitCode != ExitOK {
 					return &ExitError{Code: prev.ExitCode, Err: fmt.Errorf("run in %s already complete with exit code %d", out.Path, prev.ExitCode)}
 				}
@@ -527,6 +537,7 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 			return fatal("results: %w", err)
 		}
 		sum.Outputs = []string{out.File(ResultsName), out.File(SummaryName)}
+		sum.FinishedAt = r.cfg.Now().UTC()
 		if err := report.WriteSummary(out.File(SummaryName), *sum); err != nil {
 			return fatal("summary: %w", err)
 		}

@@ -129,6 +129,10 @@ type Final struct {
 	// Success reports exit code 0; only then is
 	// pwrotate_last_success_timestamp_seconds pushed.
 	Success bool
+	// CompletedAt, when set, is when the rotation really ended (a re-run of
+	// a complete folder pushes the folder's time, not now), for
+	// pwrotate_last_success_timestamp_seconds.
+	CompletedAt time.Time
 }
 
 // Push sends the run's metrics to the Pushgateway at rawURL (http or https,
@@ -257,8 +261,12 @@ func (r *Run) registerFinal(reg *prometheus.Registry, f Final) error {
 		gauge("pwrotate_last_run_timestamp_seconds", "Unix time at which the run ended.", stamp),
 	}
 	if f.Success {
+		success := stamp
+		if !f.CompletedAt.IsZero() {
+			success = float64(f.CompletedAt.UnixNano()) / 1e9
+		}
 		cs = append(cs, gauge("pwrotate_last_success_timestamp_seconds",
-			"Unix time at which the last successful run (exit code 0) ended.", stamp))
+			"Unix time at which the last successful run (exit code 0) ended.", success))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
