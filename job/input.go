@@ -59,8 +59,8 @@ type Input struct {
 	// Kept beside Records, only when the column exists, so that an input
 	// without them costs nothing more per record (a plan can be millions
 	// long): parallel to Records.
-	loginBuf []byte   // the login cells, one after the other
-	loginEnd []uint32 // loginEnd[i] is where record i's login ends in loginBuf
+	logins   string   // the login cells, one after the other
+	loginEnd []uint32 // loginEnd[i] is where record i's login ends in logins
 	levels   []uint8
 }
 
@@ -75,7 +75,7 @@ func (in *Input) Login(i int) string {
 	if i > 0 {
 		start = in.loginEnd[i-1]
 	}
-	return string(in.loginBuf[start:in.loginEnd[i]])
+	return in.logins[start:in.loginEnd[i]]
 }
 
 // Level returns the parsed authLevel cell of record i: LevelUnknown when
@@ -248,6 +248,7 @@ func readInputWith(r io.Reader, name string, lim inputLimits, keepLogins bool) (
 		p.in.Records = append(p.in.Records, c...)
 	}
 	p.chunks, p.cur = nil, nil
+	p.in.logins = p.loginBuf.String()
 	p.markDuplicates()
 	p.hideEchoedPasswords()
 	p.in.SHA256 = hex.EncodeToString(h.Sum(nil))
@@ -265,6 +266,7 @@ type inputParser struct {
 	idCol, pwCol       int
 	loginCol, levelCol int // -1 when absent
 	keepLogins         bool
+	loginBuf           strings.Builder // Input.logins while reading (String does not copy)
 
 	// Records are collected in chunks and copied once at the end: cheaper
 	// than growing one slice.
@@ -450,12 +452,12 @@ func (p *inputParser) addRecord(rec []string, line int, pe *csv.ParseError) erro
 	}
 	if p.loginCol >= 0 && p.keepLogins {
 		if r.Invalid == "" && p.loginCol < len(rec) {
-			if len(p.in.loginBuf)+len(rec[p.loginCol]) > math.MaxUint32 {
+			if p.loginBuf.Len()+len(rec[p.loginCol]) > math.MaxUint32 {
 				return p.fatal(line, errors.New("the login cells exceed 4 GiB"))
 			}
-			p.in.loginBuf = append(p.in.loginBuf, strings.TrimSpace(rec[p.loginCol])...)
+			p.loginBuf.WriteString(strings.TrimSpace(rec[p.loginCol]))
 		}
-		p.in.loginEnd = append(p.in.loginEnd, uint32(len(p.in.loginBuf)))
+		p.in.loginEnd = append(p.in.loginEnd, uint32(p.loginBuf.Len()))
 	}
 	if p.levelCol >= 0 {
 		level := rotate.LevelUnknown
