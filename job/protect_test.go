@@ -393,3 +393,23 @@ func TestProtectSharded(t *testing.T) {
 		t.Errorf("%d password calls, want 7", n)
 	}
 }
+
+// TestMaxUsersCountsNoSkips: --max-users caps the users to change; skipped
+// ones are not changed, so they do not count.
+func TestMaxUsersCountsNoSkips(t *testing.T) {
+	w := newWorld(t, 10)
+	dir := t.TempDir()
+	prot, _ := job.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n1000\n")})
+	for _, tt := range []struct {
+		max  int
+		code int
+	}{{6, job.ExitOK}, {5, job.ExitFatal}} {
+		cfg := w.config(exportCSV, "")
+		cfg.Apply, cfg.Recipients, cfg.Protect, cfg.MaxUsers = false, nil, prot, tt.max
+		// 10 records; 1000, 1001, 1003 protected and 7 the caller: 6 to change.
+		sum, err := job.New(cfg).Run(context.Background())
+		if sum.ExitCode != tt.code {
+			t.Errorf("--max-users %d: exit %d (%v), want %d", tt.max, sum.ExitCode, err, tt.code)
+		}
+	}
+}
