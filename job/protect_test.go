@@ -201,7 +201,7 @@ func TestResumeRefusesOtherProtection(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := w.config(exportCSV, out)
-	cfg.Protect = prot
+	cfg.Protect, cfg.Reason = prot, "INC-9 first run"
 	ctx, stop := context.WithCancel(context.Background())
 	cfg.Hook = func(point string, n int) {
 		if point == "manifest" {
@@ -212,8 +212,7 @@ func TestResumeRefusesOtherProtection(t *testing.T) {
 		t.Fatalf("first run: exit %d (%v), want 3", sum.ExitCode, err)
 	}
 	cfg.Hook = nil
-	cfg.Resume = true
-	cfg.Protect = nil
+	cfg.Resume, cfg.Protect, cfg.Reason = true, nil, ""
 	calls := len(w.sim.Calls())
 	sum, err := job.New(cfg).Run(context.Background())
 	if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), "same --protect") {
@@ -223,8 +222,12 @@ func TestResumeRefusesOtherProtection(t *testing.T) {
 		t.Error("the refused resume made calls")
 	}
 	cfg.Protect = prot
-	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+	sum, err = job.New(cfg).Run(context.Background())
+	if sum.ExitCode != job.ExitOK {
 		t.Fatalf("resume with the same protection: exit %d (%v)", sum.ExitCode, err)
+	}
+	if sum.Reason != "INC-9 first run" {
+		t.Errorf("a resume without --reason reports reason %q, want the first run's", sum.Reason)
 	}
 	w.checkInvariant(out)
 }

@@ -228,6 +228,9 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 			return fatal("--resume: %s holds a run of %s (sha256 %.12s…), not of this input %s (sha256 %.12s…): refusing to mix them",
 				out.Path, m.Input, m.InputSHA256, in.Name, in.SHA256)
 		}
+		if ok && sum.Reason == "" {
+			sum.Reason = m.Reason // a resume without --reason continues the same change
+		}
 		prev, perr := report.ReadSummary(out.File(SummaryName))
 		if perr == nil && prev.DryRun {
 			return fatal("output folder %s holds a dry run's plan, not a run: choose another --out", out.Path)
