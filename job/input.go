@@ -68,7 +68,7 @@ type Input struct {
 // record is invalid, the input has no login column, or logins were not
 // kept (the run has no login glob to match).
 func (in *Input) Login(i int) string {
-	if i >= len(in.loginEnd) {
+	if i >= len(in.loginEnd) || in.Records[i].Invalid != "" {
 		return ""
 	}
 	start := uint32(0)
@@ -82,7 +82,7 @@ func (in *Input) Login(i int) string {
 // the name is not known, the record is invalid or the input has no
 // authLevel column.
 func (in *Input) Level(i int) rotate.AuthLevel {
-	if i < len(in.levels) {
+	if i < len(in.levels) && in.Records[i].Invalid == "" {
 		return rotate.AuthLevel(in.levels[i])
 	}
 	return rotate.LevelUnknown
