@@ -10,8 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"pwrotate/ecgridsim"
 	"pwrotate/job"
 	"pwrotate/report"
+	"pwrotate/rotate"
 )
 
 // writeProtect writes a --protect file into dir and returns its path.
@@ -323,7 +325,6 @@ func TestDryRunSkipped(t *testing.T) {
 	out := filepath.Join(dir, "plan")
 	cfg := w.config(exportCSV, out)
 	cfg.Apply, cfg.Recipients, cfg.Protect = false, nil, prot
-	cfg.Selection = &report.Selection{Filter: "network=1", Listed: 10}
 	sum, err := job.New(cfg).Run(context.Background())
 	if sum.ExitCode != job.ExitOK || err != nil {
 		t.Fatalf("exit %d (%v)", sum.ExitCode, err)
@@ -344,9 +345,8 @@ func TestDryRunSkipped(t *testing.T) {
 	if skipped != 3 {
 		t.Errorf("%d skipped rows in the plan's results, want 3", skipped)
 	}
-	got, _ := report.ReadSummary(filepath.Join(out, job.SummaryName))
-	if got.Selection == nil || *got.Selection != *cfg.Selection {
-		t.Errorf("summary.json selection %+v, want %+v", got.Selection, cfg.Selection)
+	if got, _ := report.ReadSummary(filepath.Join(out, job.SummaryName)); got.Selection != nil {
+		t.Errorf("summary.json of an input file has a selection: %+v", got.Selection)
 	}
 	if w.sim.Count("password") != 0 {
 		t.Error("a dry run changed passwords")
@@ -414,5 +414,59 @@ func TestMaxUsersCountsNoSkips(t *testing.T) {
 		if sum.ExitCode != tt.code {
 			t.Errorf("--max-users %d: exit %d (%v), want %d", tt.max, sum.ExitCode, err, tt.code)
 		}
+	}
+}
+
+// TestSelectProtectedPrivilegedFirst: --select lists the users; the
+// protected service accounts and nobody else are skipped, the listed rest
+// are changed most privileged first, and summary.json says what was listed.
+func TestSelectProtectedPrivilegedFirst(t *testing.T) {
+	w := newSelectWorld(t, 300)
+	dir := t.TempDir()
+	prot, _ := job.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "# integrations\nsvc-*\n")})
+	filter := rotate.UserFilter{NetworkID: 1, Status: "Active"}
+	listed := w.sim.Directory(ecgridsim.ListFilter{NetworkID: 1, Status: "Active"})
+	level := map[int]rotate.AuthLevel{}
+	var want []int // listed minus protected
+	wantSkip := 0
+	for _, u := range listed {
+		level[u.UserID] = rotate.ParseAuthLevel(u.AuthLevel)
+		if strings.HasPrefix(strings.ToLower(u.Login), "svc-") {
+			wantSkip++
+			continue
+		}
+		want = append(want, u.UserID)
+	}
+	if wantSkip == 0 || len(want) == 0 {
+		t.Fatalf("the directory has %d service accounts and %d others in network 1: no test", wantSkip, len(want))
+	}
+	slices.Sort(want)
+	out := filepath.Join(dir, "out")
+	cfg := w.selectConfig(filter, out)
+	cfg.Protect, cfg.Workers, cfg.Reason = prot, 1, "INC-77"
+	sum, err := job.New(cfg).Run(context.Background())
+	if err != nil || sum.ExitCode != job.ExitOK {
+		t.Fatalf("exit %d: %v", sum.ExitCode, err)
+	}
+	w.checkOnlyListedChanged(out, want)
+	if sum.Counts["skipped"] != wantSkip {
+		t.Errorf("%d skipped, want the %d service accounts", sum.Counts["skipped"], wantSkip)
+	}
+	got, err := report.ReadSummary(filepath.Join(out, job.SummaryName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Selection == nil || got.Selection.Filter != "network=1,status=Active" || got.Selection.Listed != len(listed) || got.Reason != "INC-77" {
+		t.Errorf("summary.json selection %+v reason %q, want network=1,status=Active with %d listed", got.Selection, got.Reason, len(listed))
+	}
+	prev := rotate.LevelRoot
+	for _, c := range w.sim.Calls() {
+		if c.Endpoint != "password" {
+			continue
+		}
+		if level[c.UserID] > prev {
+			t.Fatalf("user %d (%v) was sent after a %v user", c.UserID, level[c.UserID], prev)
+		}
+		prev = level[c.UserID]
 	}
 }
