@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"pwrotate/console"
 	"pwrotate/demo"
@@ -27,10 +29,10 @@ import (
 type runFlags struct {
 	connFlags
 	input, selectSpec, out, symbolSet         string
-	pushgateway, shard, progress              string
+	pushgateway, shard, progress, reason      string
 	apply, resume, resetSessions, includeSelf bool
 	demo                                      bool
-	recipients, recipientFiles                listFlag
+	recipients, recipientFiles, protect       listFlag
 	workers, maxUsers                         int
 	length, digits, symbols, shards           int
 }
@@ -56,6 +58,8 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs.BoolVar(&f.resetSessions, "reset-sessions", false, "after a change, also reset the user's sessions")
 	fs.BoolVar(&f.includeSelf, "include-self", false, "allow rotating the caller's own account")
 	fs.IntVar(&f.maxUsers, "max-users", 0, "refuse a plan larger than N users (0 = no cap)")
+	fs.Var(&f.protect, "protect", "file of accounts never to rotate: user IDs and login globs (svc-*), one a line, # comments; repeatable")
+	fs.StringVar(&f.reason, "reason", "", "the incident or change ticket, recorded in run.json and summary.json (at most 200 printable characters)")
 	fs.BoolVar(&f.demo, "demo", false, "use the built-in ECGrid simulator on loopback and the bundled example input")
 	fs.StringVar(&f.pushgateway, "pushgateway", "", "push the run's metrics to this Prometheus Pushgateway at the end")
 	fs.StringVar(&f.shard, "shard", "", "process only shard K/N (K defaults to JOB_COMPLETION_INDEX with --shards)")
@@ -255,6 +259,17 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 		cfg.Select = &sel
 		cfg.ListProgress = listLogger(logger, console.DefaultInterval)
 	}
+	if err := checkReason(f.reason); err != nil {
+		return cfg, cleanup, err
+	}
+	cfg.Reason = f.reason
+	if len(f.protect) > 0 {
+		prot, err := job.LoadProtect(f.protect)
+		if err != nil {
+			return cfg, cleanup, err
+		}
+		cfg.Protect = prot
+	}
 	gen, err := rotate.NewGenerator(rotate.Shape{Length: f.length, Digits: f.digits, Symbols: f.symbols, SymbolSet: f.symbolSet})
 	if err != nil {
 		return cfg, cleanup, err
@@ -344,8 +359,29 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 		"baseURL", f.baseURL, "recipients", len(cfg.Recipients), "rate", rateLimit, "burst", f.burst, "workers", f.workers,
 		"timeout", f.timeout.String(), "maxAttempts", f.maxAttempts, "resetSessions", f.resetSessions,
 		"includeSelf", f.includeSelf, "maxUsers", f.maxUsers, "shard", cfg.Shard, "shards", cfg.Shards, "demo", f.demo,
+		"protectFiles", len(f.protect), "protectEntries", cfg.Protect.Len(), "reason", cfg.Reason,
 		"apiKey", keyState(apiKey))
 	return cfg, cleanup, nil
+}
+
+// maxReasonRunes bounds --reason.
+const maxReasonRunes = 200
+
+// checkReason accepts a --reason of at most 200 printable characters
+// (spaces included; no tab, line break or other control).
+func checkReason(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("--reason: not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(s); n > maxReasonRunes {
+		return fmt.Errorf("--reason: %d characters, at most %d", n, maxReasonRunes)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return fmt.Errorf("--reason: character %U is not printable (one line of text, at most %d characters)", r, maxReasonRunes)
+		}
+	}
+	return nil
 }
 
 func inputName(cfg job.Config) string {

@@ -96,6 +96,7 @@ type options struct {
 	floorReqs     int
 	throttleUsers int
 	throttleRates []int
+	export        bool // inputs with the columns of 'pwrotate users', and a login glob to protect
 }
 
 func main() {
@@ -144,6 +145,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	floorReqs := fs.Int("floor-requests", floorDefault, "requests the net/http floor sends")
 	throttleUsers := fs.Int("throttle-users", 9000, "users in each throttled-server run (0 skips them)")
 	throttleRates := fs.String("throttle-rates", "400,1000", "comma-separated --rate settings for the throttled-server runs")
+	export := fs.Bool("export-input", false, "inputs with the columns of 'pwrotate users' (login, authLevel, ...) and --protect with a login glob that matches nobody: the cost of keeping logins and levels")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -151,7 +153,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	opt := options{rateUsers: *rateUsers, skipWrk: *skipWrk, binary: *binary, wrkDur: *wrkDur, keep: *keep,
-		skipFloor: *skipFloor, floorReqs: *floorReqs, throttleUsers: *throttleUsers}
+		skipFloor: *skipFloor, floorReqs: *floorReqs, throttleUsers: *throttleUsers, export: *export}
 	var err error
 	if opt.throttleRates, err = parseCounts("--throttle-rates", *throttleRates); err != nil {
 		return options{}, err
@@ -467,8 +469,15 @@ type childRun struct {
 // runChild runs pwrotate run --apply on n users against url.
 func (b *bench) runChild(ctx context.Context, name string, n int, url string, flags ...string) (childRun, error) {
 	input := filepath.Join(b.dir, name+".csv")
-	if err := writeInput(input, n); err != nil {
+	if err := writeInput(input, n, b.opt.export); err != nil {
 		return childRun{}, err
+	}
+	if b.opt.export {
+		protect := filepath.Join(b.dir, name+"-protect.txt")
+		if err := os.WriteFile(protect, []byte("svc-*\n"), 0o600); err != nil {
+			return childRun{}, fmt.Errorf("writing %s: %w", protect, err)
+		}
+		flags = append(flags, "--protect", protect)
 	}
 	out := filepath.Join(b.dir, name+"-out")
 	logPath := filepath.Join(b.dir, name+".log")
@@ -522,17 +531,26 @@ func childEnv() []string {
 	return env
 }
 
-// writeInput writes a users CSV of n consecutive IDs.
-func writeInput(path string, n int) error {
+// writeInput writes a users CSV of n consecutive IDs; with export, in the
+// columns of 'pwrotate users', AuthLevels in turn.
+func writeInput(path string, n int, export bool) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("writing input: %w", err)
 	}
 	w := bufio.NewWriter(f)
-	w.WriteString("userId\n")
+	levels := []string{"Root", "TechOps", "NetOps", "NetworkAdmin", "NetworkUser", "MailboxAdmin", "MailboxUser", "TPUser", "General", "Other"}
+	if export {
+		w.WriteString("userId,login,email,firstName,lastName,networkId,mailboxId,authLevel,status\n")
+	} else {
+		w.WriteString("userId\n")
+	}
 	var buf []byte
 	for i := range n {
 		buf = strconv.AppendInt(buf[:0], int64(firstUserID+i), 10)
+		if export {
+			buf = fmt.Appendf(buf, ",user-%d,user%d@example.com,First%d,Last%d,1,%d,%s,Active", i, i, i, i, i%50, levels[i%len(levels)])
+		}
 		buf = append(buf, '\n')
 		w.Write(buf)
 	}

@@ -942,7 +942,7 @@ var (
 		"input", "out", "recipient", "recipients-file", "base-url", "api-key-file",
 		"rate", "burst", "workers", "timeout", "max-attempts", "length", "digits",
 		"symbols", "symbol-set", "max-users", "pushgateway", "shard", "shards",
-		"log-format", "log-level", "progress",
+		"log-format", "log-level", "progress", "protect", "reason",
 	}
 )
 

@@ -11,6 +11,7 @@ import (
 	"hash/maphash"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -52,6 +53,39 @@ type Input struct {
 	SHA256       string   // hex sha256 of the exact bytes read
 	Columns      []string // header cells as seen (display-safe: non-printables replaced, truncated)
 	HasPasswords bool     // a newPassword or password column exists
+	HasLogin     bool     // a login column exists
+	HasAuthLevel bool     // an authLevel column exists
+
+	// Kept beside Records, only when the column exists, so that an input
+	// without them costs nothing more per record (a plan can be millions
+	// long): parallel to Records.
+	logins   string   // the login cells, one after the other
+	loginEnd []uint32 // loginEnd[i] is where record i's login ends in logins
+	levels   []uint8
+}
+
+// Login returns the login cell (spaces trimmed) of record i, or "" when the
+// record is invalid, the input has no login column, or logins were not
+// kept (the run has no login glob to match).
+func (in *Input) Login(i int) string {
+	if i >= len(in.loginEnd) || in.Records[i].Invalid != "" {
+		return ""
+	}
+	start := uint32(0)
+	if i > 0 {
+		start = in.loginEnd[i-1]
+	}
+	return in.logins[start:in.loginEnd[i]]
+}
+
+// Level returns the parsed authLevel cell of record i: LevelUnknown when
+// the name is not known, the record is invalid or the input has no
+// authLevel column.
+func (in *Input) Level(i int) rotate.AuthLevel {
+	if i < len(in.levels) && in.Records[i].Invalid == "" {
+		return rotate.AuthLevel(in.levels[i])
+	}
+	return rotate.LevelUnknown
 }
 
 // InputError is a fatal problem with the input: nothing may be changed.
@@ -121,8 +155,14 @@ var defaultInputLimits = inputLimits{field: maxInputFieldBytes, record: maxInput
 // ReadInputFile reads and validates the users CSV at path; "-" is standard
 // input (named "stdin"). Errors are *InputError naming the path.
 func ReadInputFile(path string) (*Input, error) {
+	return readInputFile(path, os.Stdin, true)
+}
+
+// readInputFile is ReadInputFile reading "-" from stdin; logins are kept
+// only if keepLogins.
+func readInputFile(path string, stdin io.Reader, keepLogins bool) (*Input, error) {
 	if path == "-" {
-		return ReadInput(os.Stdin, "stdin")
+		return readInputWith(stdin, "stdin", defaultInputLimits, keepLogins)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -140,7 +180,7 @@ func ReadInputFile(path string) (*Input, error) {
 	if fi.IsDir() {
 		return nil, &InputError{Name: path, Err: errInputIsDirectory}
 	}
-	return ReadInput(f, path)
+	return readInputWith(f, path, defaultInputLimits, keepLogins)
 }
 
 // ReadInput reads and validates a whole users CSV from r (SPEC "Input CSV").
@@ -156,6 +196,12 @@ func ReadInput(r io.Reader, name string) (*Input, error) {
 }
 
 func readInput(r io.Reader, name string, lim inputLimits) (*Input, error) {
+	return readInputWith(r, name, lim, true)
+}
+
+// readInputWith reads an input; the login cells are kept (Input.Login) only
+// if keepLogins: they cost memory per record, and only login globs need them.
+func readInputWith(r io.Reader, name string, lim inputLimits, keepLogins bool) (*Input, error) {
 	h := sha256.New()
 	src := &inputReader{src: io.TeeReader(r, h), limit: int64(lim.record), leading: true}
 	br := bufio.NewReaderSize(src, inputBufSize)
@@ -175,7 +221,7 @@ func readInput(r io.Reader, name string, lim inputLimits) (*Input, error) {
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
 	p := &inputParser{
-		name: name, lim: lim, src: src, br: br, cr: cr,
+		name: name, lim: lim, src: src, br: br, cr: cr, keepLogins: keepLogins,
 		in:   &Input{Name: name},
 		seed: maphash.MakeSeed(),
 	}
@@ -202,6 +248,7 @@ func readInput(r io.Reader, name string, lim inputLimits) (*Input, error) {
 		p.in.Records = append(p.in.Records, c...)
 	}
 	p.chunks, p.cur = nil, nil
+	p.in.logins = p.loginBuf.String()
 	p.markDuplicates()
 	p.hideEchoedPasswords()
 	p.in.SHA256 = hex.EncodeToString(h.Sum(nil))
@@ -216,7 +263,10 @@ type inputParser struct {
 	cr   *csv.Reader
 	in   *Input
 
-	idCol, pwCol int
+	idCol, pwCol       int
+	loginCol, levelCol int // -1 when absent
+	keepLogins         bool
+	loginBuf           strings.Builder // Input.logins while reading (String does not copy)
 
 	// Records are collected in chunks and copied once at the end: cheaper
 	// than growing one slice.
@@ -310,7 +360,7 @@ func (p *inputParser) readHeader() error {
 		}
 	}
 	p.in.Columns = make([]string, len(rec))
-	p.idCol, p.pwCol = -1, -1
+	p.idCol, p.pwCol, p.loginCol, p.levelCol = -1, -1, -1, -1
 	newPw, oldPw := -1, -1
 	for i, f := range rec {
 		if !utf8.ValidString(f) {
@@ -325,6 +375,10 @@ func (p *inputParser) readHeader() error {
 			col = &newPw
 		case "password":
 			col = &oldPw
+		case "login":
+			col = &p.loginCol
+		case "authlevel":
+			col = &p.levelCol
 		default:
 			continue
 		}
@@ -341,6 +395,8 @@ func (p *inputParser) readHeader() error {
 		p.pwCol = oldPw
 	}
 	p.in.HasPasswords = p.pwCol >= 0
+	p.in.HasLogin = p.loginCol >= 0
+	p.in.HasAuthLevel = p.levelCol >= 0
 	return nil
 }
 
@@ -393,6 +449,22 @@ func (p *inputParser) addRecord(rec []string, line int, pe *csv.ParseError) erro
 	}
 	if r.UserID == 0 && rawID != "" && r.RawUserID != inputHiddenCell {
 		p.echoes = append(p.echoes, inputEcho{index: p.count, hash: p.hash(rawID)})
+	}
+	if p.loginCol >= 0 && p.keepLogins {
+		if r.Invalid == "" && p.loginCol < len(rec) {
+			if p.loginBuf.Len()+len(rec[p.loginCol]) > math.MaxUint32 {
+				return p.fatal(line, errors.New("the login cells exceed 4 GiB"))
+			}
+			p.loginBuf.WriteString(strings.TrimSpace(rec[p.loginCol]))
+		}
+		p.in.loginEnd = append(p.in.loginEnd, uint32(p.loginBuf.Len()))
+	}
+	if p.levelCol >= 0 {
+		level := rotate.LevelUnknown
+		if r.Invalid == "" && p.levelCol < len(rec) {
+			level = rotate.ParseAuthLevel(rec[p.levelCol])
+		}
+		p.in.levels = append(p.in.levels, uint8(level))
 	}
 	if r.UserID != 0 {
 		p.ids = append(p.ids, uint64(r.UserID)<<32|uint64(p.count))

@@ -37,6 +37,7 @@ var fuzzReasons = regexp.MustCompile(`^(userId "(.*)" is not an integer in 1\.\.
 // Limits are lowered so that small inputs reach them.
 func FuzzReadInput(f *testing.F) {
 	f.Add([]byte("userId,newPassword\n1,Aa1!aaaa\n2,\n"))
+	f.Add([]byte("userId,login,authLevel\n1,svc-a,Root\n2\nx,b,General\n1,dup,TechOps\n"))
 	lim := inputLimits{field: 64, record: 256, records: 64}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		in, err := readInput(bytes.NewReader(data), "fuzz.csv", lim)
@@ -66,6 +67,15 @@ func FuzzReadInput(f *testing.F) {
 		}
 		if len(in.Records) == 0 || len(in.Records) > lim.records {
 			t.Fatalf("%d records", len(in.Records))
+		}
+		if (in.HasLogin && len(in.loginEnd) != len(in.Records)) || (!in.HasLogin && in.loginEnd != nil) ||
+			(in.HasAuthLevel && len(in.levels) != len(in.Records)) || (!in.HasAuthLevel && in.levels != nil) {
+			t.Fatalf("%d records, %d logins, %d levels: not parallel", len(in.Records), len(in.loginEnd), len(in.levels))
+		}
+		for i := range in.Records {
+			if in.Records[i].Invalid != "" && (in.Login(i) != "" || in.Level(i) != rotate.LevelUnknown) {
+				t.Fatalf("record %d is invalid but has a login or level", i)
+			}
 		}
 		lines := bytes.Count(data, []byte("\n")) + 1
 		prev := 1

@@ -727,3 +727,58 @@ func BenchmarkReadInput(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
+
+// TestReadInputLoginAndAuthLevel: the login and authLevel columns are kept
+// per valid record, matched like the other columns.
+func TestReadInputLoginAndAuthLevel(t *testing.T) {
+	tests := []struct {
+		name, csv          string
+		hasLogin, hasLevel bool
+		logins             []string
+		levels             []rotate.AuthLevel
+		wantErr            string
+	}{
+		{
+			name:     "export columns",
+			csv:      "userId,login,email,authLevel,status\n1, svc-edi ,a@b,Root,Active\n2,bob,b@b, networkadmin ,Active\n3,,c@b,Wizard,Active\nx,eve,e@b,Root,Active\n",
+			hasLogin: true, hasLevel: true,
+			logins: []string{"svc-edi", "bob", "", ""},
+			levels: []rotate.AuthLevel{rotate.LevelRoot, rotate.LevelNetworkAdmin, rotate.LevelUnknown, rotate.LevelUnknown},
+		},
+		{
+			name:     "aliases",
+			csv:      "User ID,LOGIN,Auth_Level\n1,Alice,TechOps\n2,bob\n",
+			hasLogin: true, hasLevel: true,
+			logins: []string{"Alice", "bob"},
+			levels: []rotate.AuthLevel{rotate.LevelTechOps, rotate.LevelUnknown},
+		},
+		{
+			name:   "neither",
+			csv:    "userId,name\n1,Alice\n",
+			logins: []string{""}, levels: []rotate.AuthLevel{rotate.LevelUnknown},
+		},
+		{name: "two login columns", csv: "userId,login,Login\n1,a,b\n", wantErr: "columns 2 and 3 are both"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			in, err := readString(t, tt.csv)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if in.HasLogin != tt.hasLogin || in.HasAuthLevel != tt.hasLevel {
+				t.Errorf("HasLogin %v HasAuthLevel %v, want %v %v", in.HasLogin, in.HasAuthLevel, tt.hasLogin, tt.hasLevel)
+			}
+			for i := range in.Records {
+				if in.Login(i) != tt.logins[i] || in.Level(i) != tt.levels[i] {
+					t.Errorf("record %d: login %q level %v, want %q %v", i, in.Login(i), in.Level(i), tt.logins[i], tt.levels[i])
+				}
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ package job
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -75,6 +76,8 @@ type Config struct {
 	Workers       int
 	ResetSessions bool
 	IncludeSelf   bool
+	Protect       *Protect // accounts never to rotate (--protect); nil: none
+	Reason        string   // --reason: recorded in run.json and summary.json
 	MaxUsers      int
 	Shard, Shards int // process shard Shard of Shards (Shards <= 1: everything)
 	Version       string
@@ -172,9 +175,11 @@ func (r *Runner) Abort() {
 type plan struct {
 	in       *Input
 	records  []Record // this shard's records, in input order
+	orig     []int32  // when sharded: the index in in.Records of each of records
 	caller   *rotate.Caller
-	valid    int
-	recorded []bool // by index into records
+	valid    int              // records not invalid (skipped ones included)
+	skip     map[int32]string // by index into records: why a valid record is skipped
+	recorded []bool           // by index into records
 	pending  []int32
 	pw       pwArena // parallel to pending
 	source   []bool  // parallel to pending: true if from input
@@ -196,6 +201,7 @@ func (r *Runner) Run(ctx context.Context) (report.Summary, error) {
 		StartedAt: cfg.Now().UTC(),
 		DryRun:    !cfg.Apply,
 		Counts:    map[string]int{},
+		Reason:    cfg.Reason,
 	}
 	if cfg.Shards > 1 {
 		sum.Shard = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
@@ -244,6 +250,13 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		return err
 	}
 	sum.Input, sum.InputSHA256 = in.Name, in.SHA256
+	if sel := r.Selection(); sel != nil {
+		sum.Selection = &report.Selection{Filter: sel.Spec, Listed: sel.Listed}
+	}
+	if where, pattern, ok := cfg.Protect.FirstGlob(); ok && !in.HasLogin {
+		return fatal("--protect %s: login pattern %q needs a login column in the input, and %s has none (%s)",
+			where, pattern, in.Name, describeColumns(in.Columns))
+	}
 
 	r.resets = cfg.ResetSessions
 	if out != nil {
@@ -262,6 +275,9 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		if ok && m.InputSHA256 != in.SHA256 {
 			return fatal("--resume: %s holds a run of %s (sha256 %.12s…), not of this input %s (sha256 %.12s…): refusing to mix them",
 				out.Path, m.Input, m.InputSHA256, in.Name, in.SHA256)
+		}
+		if ok && sum.Reason == "" {
+			sum.Reason = m.Reason // a resume without --reason continues the same change
 		}
 		prev, perr := report.ReadSummary(out.File(SummaryName))
 		if perr == nil && prev.DryRun {
@@ -284,24 +300,37 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 				}
 				return nil
 			}
+			if m.ProtectSHA256 != cfg.Protect.Fingerprint() {
+				return fatal("--resume: the run in %s was started with %s, this one has %s: refusing to change the protected accounts mid-run "+
+					"(a user protected now may already have been sent a password); resume with the same --protect files",
+					out.Path, describeProtect(m.ProtectEntries, m.ProtectSHA256), describeProtect(cfg.Protect.Len(), cfg.Protect.Fingerprint()))
+			}
 		}
 	}
 
-	p := &plan{in: in, records: r.shardRecords(in.Records)}
+	p := &plan{in: in}
+	p.records, p.orig = r.shardRecords(in.Records)
 	sum.Records = len(p.records)
 	if err := r.preflight(ctx, p); err != nil {
 		return err
 	}
 	for i := range p.records {
-		if p.records[i].Invalid == "" {
-			p.valid++
+		if p.records[i].Invalid != "" {
+			continue
+		}
+		p.valid++
+		if why := r.skipReason(&p.records[i], in.Login(p.src(i)), p.caller); why != "" {
+			if p.skip == nil {
+				p.skip = map[int32]string{}
+			}
+			p.skip[int32(i)] = why
 		}
 	}
 	if cfg.MaxUsers > 0 {
 		// The cap is on the whole plan, every shard's users together.
 		total := 0
-		for _, rec := range in.Records {
-			if rec.Invalid == "" && (p.caller == nil || cfg.IncludeSelf || rec.UserID != p.caller.UserID) {
+		for i := range in.Records {
+			if in.Records[i].Invalid == "" && r.skipReason(&in.Records[i], in.Login(i), p.caller) == "" {
 				total++
 			}
 		}
@@ -339,21 +368,30 @@ func (r *Runner) readInputCtx(ctx context.Context) (*Input, error) {
 	}
 }
 
+// keepLogins reports whether the input's logins must be kept: only login
+// globs need them.
+func (r *Runner) keepLogins() bool {
+	_, _, ok := r.cfg.Protect.FirstGlob()
+	return ok
+}
+
 func (r *Runner) readInput() (*Input, error) {
+	keep := r.keepLogins()
 	if r.cfg.InputData != nil {
 		name := r.cfg.InputName
 		if name == "" {
 			name = "input"
 		}
-		return ReadInput(bytes.NewReader(r.cfg.InputData), name)
+		return readInputWith(bytes.NewReader(r.cfg.InputData), name, defaultInputLimits, keep)
 	}
 	if r.cfg.InputPath == "" {
 		return nil, errors.New("--input: a users CSV is required")
 	}
-	if r.cfg.InputPath == "-" && r.cfg.Stdin != nil {
-		return ReadInput(r.cfg.Stdin, "stdin")
+	stdin := r.cfg.Stdin
+	if stdin == nil {
+		stdin = os.Stdin
 	}
-	return ReadInputFile(r.cfg.InputPath)
+	return readInputFile(r.cfg.InputPath, stdin, keep)
 }
 
 // ShardOf returns the shard (0..shards-1) that userID belongs to.
@@ -364,27 +402,35 @@ func ShardOf(userID, shards int) int {
 	return int(h.Sum32() % uint32(shards))
 }
 
-// shardRecords keeps the records of this shard. Records without a usable
-// userId belong to shard 0, so that each is reported exactly once.
-func (r *Runner) shardRecords(all []Record) []Record {
+// shardRecords keeps the records of this shard, and when sharded the
+// index of each in all. Records without a usable userId belong to shard 0,
+// so that each is reported exactly once.
+func (r *Runner) shardRecords(all []Record) (kept []Record, orig []int32) {
 	if r.cfg.Shards <= 1 {
-		return all
+		return all, nil
 	}
-	var kept []Record
-	for _, rec := range all {
+	for i, rec := range all {
 		s := 0
 		if rec.UserID != 0 {
 			s = ShardOf(rec.UserID, r.cfg.Shards)
 		}
 		if s == r.cfg.Shard {
 			kept = append(kept, rec)
+			orig = append(orig, int32(i))
 		}
 	}
-	return kept
+	return kept, orig
 }
 
-// preflight asks who the key belongs to, checks its AuthLevel, and marks the
-// caller's own record invalid unless --include-self.
+// src returns the index in p.in.Records of record i of the plan.
+func (p *plan) src(i int) int {
+	if p.orig == nil {
+		return i
+	}
+	return int(p.orig[i])
+}
+
+// preflight asks who the key belongs to and checks its AuthLevel.
 func (r *Runner) preflight(ctx context.Context, p *plan) error {
 	cfg := r.cfg
 	if cfg.Client == nil {
@@ -406,14 +452,51 @@ func (r *Runner) preflight(ctx context.Context, p *plan) error {
 			caller.UserID, caller.LevelName)
 	}
 	p.caller = &caller
-	if !cfg.IncludeSelf {
-		for i := range p.records {
-			if p.records[i].Invalid == "" && p.records[i].UserID == caller.UserID {
-				p.records[i].Invalid = "the caller's own account (pass --include-self to rotate it)"
-			}
-		}
-	}
 	return nil
+}
+
+// selfReason is why the caller's own record is skipped.
+const selfReason = "the caller's own account (pass --include-self to rotate it)"
+
+// skipReason returns why a valid record is deliberately left alone, or "":
+// it is protected by --protect, or it is the caller's own account (unless
+// --include-self).
+func (r *Runner) skipReason(rec *Record, login string, caller *rotate.Caller) string {
+	if why := r.cfg.Protect.Match(rec.UserID, login); why != "" {
+		return why
+	}
+	if caller != nil && !r.cfg.IncludeSelf && rec.UserID == caller.UserID {
+		return selfReason
+	}
+	return ""
+}
+
+// byPrivilege orders the pending users most privileged first (Root first,
+// unknown levels last), input order within a level. Only an input with an
+// authLevel column is reordered.
+func byPrivilege(p *plan) {
+	if !p.in.HasAuthLevel {
+		return
+	}
+	slices.SortStableFunc(p.pending, func(a, b int32) int {
+		return cmp.Compare(p.in.Level(p.src(int(b))), p.in.Level(p.src(int(a))))
+	})
+}
+
+// describeColumns lists header cells (already display-safe) for a message.
+func describeColumns(cols []string) string {
+	if len(cols) > inputMaxColumnsSeen {
+		return fmt.Sprintf("columns seen: %s and %d more", strings.Join(cols[:inputMaxColumnsSeen], ", "), len(cols)-inputMaxColumnsSeen)
+	}
+	return "columns seen: " + strings.Join(cols, ", ")
+}
+
+// describeProtect names a protect list by its size and fingerprint.
+func describeProtect(n int, sha string) string {
+	if sha == "" {
+		return "no --protect entry"
+	}
+	return fmt.Sprintf("%s (sha256 %.12s…)", plural(n, "--protect entry"), sha)
 }
 
 // passwords calls use with the password of each pending user, in order:
@@ -475,10 +558,11 @@ func (a *pwArena) wipe() { clear(a.buf) }
 
 func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 	for i := range p.records {
-		if p.records[i].Invalid == "" {
+		if _, skip := p.skip[int32(i)]; p.records[i].Invalid == "" && !skip {
 			p.pending = append(p.pending, int32(i))
 		}
 	}
+	byPrivilege(p)
 	// Every password is made and checked, none kept.
 	err := r.passwords(p, func(i int, pw secret.Password, _ bool) error {
 		if err := rotate.CheckPolicy(pw.Reveal()); err != nil {
@@ -491,10 +575,12 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 		return err
 	}
 	r.printPlan(p, "dry run: nothing will be changed (pass --apply to carry it out)")
-	r.log.Info("plan", "dryRun", true, "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid)
+	r.log.Info("plan", "dryRun", true, "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid,
+		"skipped", len(p.skip))
 	invalid := len(p.records) - p.valid
-	sum.Counts[string(report.Planned)] = p.valid
+	sum.Counts[string(report.Planned)] = p.valid - len(p.skip)
 	sum.Counts[string(report.Invalid)] = invalid
+	sum.Counts[string(report.Skipped)] = len(p.skip)
 	if r.cfg.Counter != nil {
 		sum.APICalls = int(r.cfg.Counter.Calls())
 		sum.Retries = int(r.cfg.Counter.Retries())
@@ -507,8 +593,8 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 	sum.Complete = true
 	if out != nil {
 		rows := make([]report.Row, 0, len(p.records))
-		for _, rec := range p.records {
-			rows = append(rows, r.baseRow(rec, report.Planned))
+		for i, rec := range p.records {
+			rows = append(rows, r.baseRow(rec, report.Planned, p.skip[int32(i)]))
 		}
 		res, _, err := r.files.OpenResults(out.File(ResultsName))
 		if err != nil {
@@ -533,16 +619,18 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 	return nil
 }
 
-// baseRow is the results row of a record before any call: invalid, or
-// status st.
-func (r *Runner) baseRow(rec Record, st report.Status) report.Row {
+// baseRow is the results row of a record before any call: invalid,
+// skipped (skip is the reason), or status st.
+func (r *Runner) baseRow(rec Record, st report.Status, skip string) report.Row {
 	row := report.Row{Line: rec.Line, UserID: rec.UserID, Status: st}
 	if rec.UserID == 0 {
 		row.RawUserID = rec.RawUserID
 	}
-	if rec.Invalid != "" {
-		row.Status = report.Invalid
-		row.Error = rec.Invalid
+	if rec.Invalid != "" || skip != "" {
+		row.Status, row.Error = report.Invalid, rec.Invalid
+		if rec.Invalid == "" {
+			row.Status, row.Error = report.Skipped, skip
+		}
 		row.FinishedAt = r.cfg.Now().UTC()
 		return row
 	}
@@ -560,12 +648,16 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	}
 	fromInput := 0
 	for i := range p.records {
-		if p.records[i].Invalid == "" && !p.records[i].Password.Empty() {
+		if _, skip := p.skip[int32(i)]; p.records[i].Invalid == "" && !skip && !p.records[i].Password.Empty() {
 			fromInput++
 		}
 	}
 	invalid := len(p.records) - p.valid
+	change := p.valid - len(p.skip)
 	fmt.Fprintf(w, "pwrotate plan — %s\n", mode)
+	if r.cfg.Reason != "" {
+		fmt.Fprintf(w, "  reason:    %s\n", r.cfg.Reason)
+	}
 	fmt.Fprintf(w, "  input:     %s, %d records (sha256 %.16s…)\n", p.in.Name, len(p.records), p.in.SHA256)
 	if sel := r.Selection(); sel != nil {
 		where := "not kept (pass --out to keep it for review)"
@@ -574,7 +666,29 @@ func (r *Runner) printPlan(p *plan, mode string) {
 		}
 		fmt.Fprintf(w, "  selection: %s from POST %s/v2/users/list, %s listed, %s\n", sel.Spec, r.cfg.Endpoint, plural(sel.Listed, "user"), where)
 	}
-	fmt.Fprintf(w, "  to change: %s (%d generated, %d from the input)\n", plural(p.valid, "user"), p.valid-fromInput, fromInput)
+	fmt.Fprintf(w, "  to change: %s (%d generated, %d from the input)\n", plural(change, "user"), change-fromInput, fromInput)
+	if p.in.HasAuthLevel {
+		fmt.Fprintf(w, "  order:     most privileged first (%s)\n", levelCounts(p))
+	}
+	if len(p.skip) > 0 || !r.cfg.Protect.Empty() {
+		// With --protect, "skipped: 0" says that it matched nobody.
+		fmt.Fprintf(w, "  skipped:   %d\n", len(p.skip))
+	}
+	if len(p.skip) > 0 {
+		shown := 0
+		for i, rec := range p.records {
+			why, ok := p.skip[int32(i)]
+			if !ok {
+				continue
+			}
+			if shown == 10 {
+				fmt.Fprintf(w, "    … and %d more (see results.csv)\n", len(p.skip)-shown)
+				break
+			}
+			fmt.Fprintf(w, "    line %d: user %d: %s\n", rec.Line, rec.UserID, why)
+			shown++
+		}
+	}
 	fmt.Fprintf(w, "  invalid:   %d\n", invalid)
 	shown := 0
 	for _, rec := range p.records {
@@ -597,6 +711,32 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	if r.cfg.ResetSessions {
 		fmt.Fprintf(w, "  sessions:  reset after each change\n")
 	}
+}
+
+// levelCounts says how many users to change there are at each AuthLevel,
+// most privileged first: "Root 2, NetworkAdmin 5, unknown 1".
+func levelCounts(p *plan) string {
+	var n [rotate.LevelRoot + 1]int
+	for i := range p.records {
+		if _, skip := p.skip[int32(i)]; p.records[i].Invalid == "" && !skip {
+			n[p.in.Level(p.src(i))]++
+		}
+	}
+	var parts []string
+	for l := rotate.LevelRoot; l >= rotate.LevelUnknown; l-- {
+		if n[l] == 0 {
+			continue
+		}
+		name := l.String()
+		if l == rotate.LevelUnknown {
+			name = "unknown"
+		}
+		parts = append(parts, name+" "+strconv.Itoa(n[l]))
+	}
+	if len(parts) == 0 {
+		return "nobody"
+	}
+	return strings.Join(parts, ", ")
 }
 
 // runCounts tallies outcomes as they are recorded.
@@ -681,18 +821,19 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		r.log.Info("resuming", "out", out.Path, "recorded", len(existing), "sessionResetsOwed", len(owed))
 	}
 	existing = nil
-	var invalidRows []report.Row
+	var settledRows []report.Row // invalid and skipped: known before any call
 	for i := range p.records {
 		if p.recorded[i] {
 			continue
 		}
-		if p.records[i].Invalid != "" {
-			invalidRows = append(invalidRows, r.baseRow(p.records[i], report.Invalid))
+		if skip := p.skip[int32(i)]; p.records[i].Invalid != "" || skip != "" {
+			settledRows = append(settledRows, r.baseRow(p.records[i], report.Invalid, skip))
 			p.recorded[i] = true
 		} else {
 			p.pending = append(p.pending, int32(i))
 		}
 	}
+	byPrivilege(p)
 
 	gens, err := report.SealedGenerations(out.Path)
 	if err != nil {
@@ -715,7 +856,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	}
 	r.printPlan(p, fmt.Sprintf("applying, generation %d, %d still to do", gen, len(p.pending)))
 	r.log.Info("plan", "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid,
-		"pending", len(p.pending), "generation", gen)
+		"skipped", len(p.skip), "pending", len(p.pending), "generation", gen)
 	p.todo = make([]todo, len(p.pending))
 	for i, idx := range p.pending {
 		p.todo[i] = todo{line: int32(p.records[idx].Line), userID: int32(p.records[idx].UserID)}
@@ -732,7 +873,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	} else if !ok || (r.resets && !m.ResetSessions) {
 		if !ok {
 			m = Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard,
-				Selection: r.Selection()}
+				Selection: r.Selection(), Reason: cfg.Reason, ProtectEntries: cfg.Protect.Len(), ProtectSHA256: cfg.Protect.Fingerprint()}
 		}
 		m.ResetSessions = r.resets
 		if err := out.WriteManifest(m); err != nil {
@@ -770,12 +911,18 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		r.log.Info("sealed", "file", path, "generation", gen, "passwords", len(p.pending))
 		cfg.Hook("sealed", 1)
 	}
-	if len(invalidRows) > 0 {
-		for _, row := range invalidRows {
-			r.log.Warn("invalid record", "line", row.Line, "reason", row.Error)
+	if len(settledRows) > 0 {
+		for _, row := range settledRows {
+			if row.Status == report.Skipped {
+				// Deliberate and listed in the plan and results.csv: one
+				// line each only at debug (a glob may match thousands).
+				r.log.Debug("skipped record", "line", row.Line, "user", row.UserID, "reason", row.Error)
+			} else {
+				r.log.Warn("invalid record", "line", row.Line, "reason", row.Error)
+			}
 			counts.add(row)
 		}
-		if err := res.Append(invalidRows...); err != nil {
+		if err := res.Append(settledRows...); err != nil {
 			return fatal("results: %w", err)
 		}
 		if err := res.Sync(); err != nil {
@@ -785,7 +932,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	}
 
 	// From here on the pool needs p.todo, p.pw and p.source only.
-	p.in, p.records, p.recorded = nil, nil, nil
+	p.in, p.records, p.recorded, p.skip, p.orig = nil, nil, nil, nil, nil
 
 	if cfg.Progress != nil {
 		cfg.Progress.SetTotal(len(p.pending))
@@ -852,7 +999,8 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		if err := r.files.RewriteSorted(out.File(ResultsName)); err != nil {
 			return fatal("results: %w", err)
 		}
-		failed := total - sum.Counts[string(report.Updated)]
+		// Skips are deliberate: they do not make the run incomplete.
+		failed := total - sum.Counts[string(report.Updated)] - sum.Counts[string(report.Skipped)]
 		if failed > 0 || resetFailed > 0 {
 			runErr = &ExitError{Code: ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed", failed, resetFailed)}
 		}

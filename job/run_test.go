@@ -125,8 +125,8 @@ func span(from, n int) []int {
 
 // checkInvariant opens the sealed files with the age library and checks,
 // for every results row, the server's truth: an updated user's live password
-// is the sealed one of the recorded generation; an invalid user was never
-// touched. It returns the rows by user.
+// is the sealed one of the recorded generation; an invalid or skipped user
+// was never touched. It returns the rows by user.
 func (w *world) checkInvariant(out string) map[int]report.Row {
 	t := w.t
 	t.Helper()
@@ -173,6 +173,10 @@ func (w *world) checkInvariant(out string) map[int]report.Row {
 		case report.Invalid:
 			if row.UserID != 0 && touched[row.UserID] && byUser[row.UserID].Status == report.Invalid {
 				t.Errorf("line %d user %d: invalid, yet the server saw a password call for it", row.Line, row.UserID)
+			}
+		case report.Skipped:
+			if touched[row.UserID] || (exists && live != initialPw) {
+				t.Errorf("line %d user %d: skipped (%s), yet the server saw a password call for it or its password changed", row.Line, row.UserID, row.Error)
 			}
 		case report.Failed:
 			if !strings.Contains(row.Error, "outcome unknown") && exists && live != initialPw {
@@ -296,8 +300,11 @@ func TestApplyWithFaults(t *testing.T) {
 			invalid++
 		}
 	}
-	if invalid != 3 { // abc, duplicate of u(0), the caller itself
-		t.Errorf("%d invalid rows, want 3", invalid)
+	if invalid != 2 { // abc, duplicate of u(0)
+		t.Errorf("%d invalid rows, want 2", invalid)
+	}
+	if r := byUser[callerID]; r.Status != report.Skipped || !strings.Contains(r.Error, "own account") {
+		t.Errorf("the caller's own record: status %q (%s), want skipped as its own account", r.Status, r.Error)
 	}
 	if live, _ := w.sim.Password(callerID); live != initialPw {
 		t.Error("the caller's own password changed without --include-self")

@@ -126,7 +126,7 @@ func (r *Runner) input(ctx context.Context, out *OutDir) (*Input, error) {
 		if hasRun && m.Selection.Spec != sel.Spec {
 			return nil, fatal("--resume: %s holds a run of --select %s, not of --select %s: refusing to mix them", out.Path, m.Selection.Spec, sel.Spec)
 		}
-		in, err := ReadInputFile(sel.Snapshot)
+		in, err := readInputFile(sel.Snapshot, nil, r.keepLogins())
 		switch {
 		case err == nil:
 			// A resumed run keeps its target set: never list again.
@@ -161,7 +161,7 @@ func (r *Runner) input(ctx context.Context, out *OutDir) (*Input, error) {
 		name = sel.Snapshot
 		cfg.Hook("snapshot", 1)
 	}
-	in, err := ReadInput(bytes.NewReader(buf.Bytes()), name)
+	in, err := readInputWith(bytes.NewReader(buf.Bytes()), name, defaultInputLimits, r.keepLogins())
 	if err != nil {
 		return nil, fatal("--select %s: %w", sel.Spec, err)
 	}

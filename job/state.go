@@ -35,6 +35,12 @@ type Manifest struct {
 	InputSHA256 string    `json:"inputSha256"`
 	StartedAt   time.Time `json:"startedAt"`
 	Shard       string    `json:"shard,omitempty"`
+	// Reason is the --reason of the run that started the folder.
+	Reason string `json:"reason,omitempty"`
+	// ProtectEntries and ProtectSHA256 name the --protect entries the run
+	// started with (Protect.Fingerprint): a resume must bring the same.
+	ProtectEntries int    `json:"protectEntries,omitempty"`
+	ProtectSHA256  string `json:"protectSha256,omitempty"`
 	// ResetSessions records that the run resets the sessions of every user
 	// it changes: a resume owes those resets even without the flag.
 	ResetSessions bool `json:"resetSessions,omitempty"`

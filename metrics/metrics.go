@@ -30,7 +30,7 @@ const PushTimeout = 30 * time.Second
 
 // Statuses are the record statuses that Push always reports (as 0 when
 // absent from Final.Counts), so that alerts see a series for each.
-var Statuses = []string{"updated", "failed", "invalid", "pending"}
+var Statuses = []string{"updated", "failed", "invalid", "skipped", "pending"}
 
 // endpoints are the API endpoints counted without locks; others fall back
 // to a map under a mutex.
@@ -136,7 +136,8 @@ func (r *Run) Answers(httpStatus int) int64 {
 
 // Final is the outcome of a run, pushed along with the counters.
 type Final struct {
-	// Counts holds the records by status: updated, failed, invalid, pending.
+	// Counts holds the records by status: updated, failed, invalid, skipped,
+	// pending (and planned in a dry run).
 	Counts map[string]int
 	// Duration is the run's wall-clock duration.
 	Duration time.Duration

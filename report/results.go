@@ -33,12 +33,15 @@ const (
 	Invalid Status = "invalid"
 	// Planned: a dry run would change this user.
 	Planned Status = "planned"
+	// Skipped: the record was deliberately left alone (protected by
+	// --protect, or the caller's own account); no request was made.
+	Skipped Status = "skipped"
 )
 
 // valid reports whether s is one of the known statuses.
 func (s Status) valid() bool {
 	switch s {
-	case Updated, Failed, Invalid, Planned:
+	case Updated, Failed, Invalid, Planned, Skipped:
 		return true
 	}
 	return false

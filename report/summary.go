@@ -45,10 +45,23 @@ type Summary struct {
 	Interrupted bool `json:"interrupted"`
 	// Complete is set when every record has an outcome.
 	Complete bool `json:"complete"`
+	// Reason is the --reason given (an incident or change ticket); "" for none.
+	Reason string `json:"reason"`
+	// Selection describes the --select listing the input came from; nil
+	// when the input was a file.
+	Selection *Selection `json:"selection,omitempty"`
 	// Shard is "K/N" for a sharded run.
 	Shard string `json:"shard,omitempty"`
 	// Outputs lists the files the run wrote.
 	Outputs []string `json:"outputs"`
+}
+
+// Selection is how a run's users were chosen from ECGrid (run --select).
+type Selection struct {
+	// Filter is the --select filter as given, e.g. "network=1,status=Active".
+	Filter string `json:"filter"`
+	// Listed counts the users the listing returned.
+	Listed int `json:"listed"`
 }
 
 // WriteSummary writes s to path as indented JSON, atomically, mode 0600.
