@@ -13,8 +13,6 @@ import (
 // they are being added in parallel, and each line goes once its flag lands.
 var notYetDefined = map[string]map[string]bool{
 	"run": {
-		"protect":         true, // issue 8: run --protect
-		"reason":          true, // --reason TEXT
 		"rotate-api-keys": true, // SPEC "API keys", later
 	},
 }

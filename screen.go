@@ -121,6 +121,10 @@ func runHeader(f *runFlags, cfg job.Config) console.Header {
 		Version: version, Apply: f.apply, Resume: f.resume, Input: inputName(cfg),
 		Endpoint: f.baseURL, Demo: f.demo, Rate: rate, Burst: f.burst, Workers: f.workers,
 		Out: cfg.Out, Sealed: len(cfg.Recipients), Reset: f.resetSessions,
+		Reason: cfg.Reason,
+	}
+	if f.selectSpec != "" {
+		h.Input, h.Selection = "", f.selectSpec
 	}
 	if cfg.Shards > 1 {
 		h.Shard = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
