@@ -24,10 +24,12 @@ const (
 	epMe
 	epPassword
 	epReset
+	epKey
+	epKeyGen
 	numEndpoints
 )
 
-var endpointNames = [numEndpoints]string{"other", "me", "password", "reset"}
+var endpointNames = [numEndpoints]string{"other", "me", "password", "reset", "key", "keygen"}
 
 func (e endpoint) String() string { return endpointNames[e] }
 
@@ -36,6 +38,8 @@ const (
 	pathMe       = "/v2/users/me"
 	pathPassword = "/v2/users/password"
 	pathReset    = "/v2/users/reset/"
+	pathKey      = "/v2/users/key/"
+	pathKeyGen   = "/v2/users/key-generate/"
 )
 
 // authLevels ranks the ECGrid AuthLevels; an unknown name ranks 0.
@@ -151,6 +155,10 @@ func parse(r *http.Request) request {
 		req.ep, req.allow = epPassword, http.MethodPost
 	case strings.HasPrefix(p, pathReset):
 		req.ep, req.allow = epReset, http.MethodPost
+	case strings.HasPrefix(p, pathKey):
+		req.ep, req.allow = epKey, http.MethodGet
+	case strings.HasPrefix(p, pathKeyGen):
+		req.ep, req.allow = epKeyGen, http.MethodPost
 	default:
 		return req
 	}
@@ -159,8 +167,8 @@ func parse(r *http.Request) request {
 		return req
 	}
 	switch req.ep {
-	case epReset:
-		id, ok := parseID(p[len(pathReset):])
+	case epReset, epKey, epKeyGen:
+		id, ok := parseID(p[strings.LastIndexByte(p, '/')+1:])
 		if !ok {
 			req.bad = &respBadID
 		}
@@ -326,6 +334,18 @@ func (s *Server) process(req *request) response {
 		u.password = req.password
 	case epReset:
 		u.resets++
+	case epKey:
+		s.ensureKeyLocked(req.userID, &u)
+		s.users[req.userID] = u
+		return keyResponse(u.apiKey)
+	case epKeyGen:
+		s.ensureKeyLocked(req.userID, &u)
+		delete(s.keys, u.apiKey)
+		u.apiKey = newAPIKey()
+		u.generated++
+		s.keys[u.apiKey] = apiKey{userID: req.userID, authLevel: u.keyLevel}
+		s.users[req.userID] = u
+		return keyResponse(u.apiKey)
 	}
 	s.users[req.userID] = u
 	return okResponse

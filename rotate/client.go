@@ -329,6 +329,10 @@ type call struct {
 	userID   int    // for logs; 0 for Me
 	secret   string // a password in body, scrubbed from messages
 	onOK     func(answer)
+	// once: an attempt that may have been applied is not retried; the
+	// outcome is left Unknown for the caller to settle (a key generation,
+	// which a second attempt would repeat with another key).
+	once bool
 }
 
 // attemptResult is the result of one attempt.
@@ -376,7 +380,7 @@ func (c *Client) call(ctx context.Context, cl call) Outcome {
 		}
 		out.Unknown = out.Unknown || res.v.unknown
 		lastMsg = res.v.msg
-		if res.v.fatal || !res.v.retry || attempt >= c.maxAttempts {
+		if res.v.fatal || !res.v.retry || attempt >= c.maxAttempts || cl.once && res.v.unknown {
 			out.Fatal = res.v.fatal
 			out.Err = errors.New(lastMsg)
 			return out
@@ -494,7 +498,7 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return attemptResult{v: c.transportVerdict(err, actx, wrote.Load(), cl.endpoint != endpointMe, "", scrub)}
+		return attemptResult{v: c.transportVerdict(err, actx, wrote.Load(), mutates(cl.endpoint), "", scrub)}
 	}
 	data, readErr := readBounded(resp.Body)
 	status := resp.StatusCode
@@ -502,7 +506,7 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 	res := attemptResult{status: status, retryAfter: ra, hasRA: hasRA}
 	if readErr != nil && status >= 200 && status < 300 {
 		// An unreadable success: the change may have been applied.
-		v := c.transportVerdict(readErr, actx, true, cl.endpoint != endpointMe, "HTTP "+strconv.Itoa(status)+": reading the answer: ", scrub)
+		v := c.transportVerdict(readErr, actx, true, mutates(cl.endpoint), "HTTP "+strconv.Itoa(status)+": reading the answer: ", scrub)
 		res.v = v
 		return res
 	}

@@ -283,7 +283,15 @@ const (
 	endpointMe       = "me"
 	endpointPassword = "password"
 	endpointReset    = "reset"
+	endpointKey      = "key"    // GET /v2/users/key/{id}: reads, changes nothing
+	endpointKeyGen   = "keygen" // POST /v2/users/key-generate/{id}
 )
+
+// mutates reports whether a call to endpoint changes something on the
+// server, so that a lost answer leaves its outcome unknown.
+func mutates(endpoint string) bool {
+	return endpoint != endpointMe && endpoint != endpointKey
+}
 
 // judge decides what answer a means for a call to endpoint. scrub removes
 // secrets from the server's text; it may be nil.
@@ -291,7 +299,7 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 	if scrub == nil {
 		scrub = func(s string) string { return s }
 	}
-	mutating := endpoint != endpointMe
+	mutating := mutates(endpoint)
 	v := verdict{code: clean(scrub(a.code), maxCode)}
 	fail := func(detail string) verdict {
 		v.msg = httpMessage(a.status, v.code, detail)
@@ -345,6 +353,15 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 		if _, err := parseCaller(a.data); err != nil {
 			v.retry = true
 			return fail("invalid caller data: " + err.Error())
+		}
+		v.ok, v.code = true, ""
+		return v
+	}
+	if endpoint == endpointKey || endpoint == endpointKeyGen {
+		// data is the key itself: never echoed, not even in part.
+		if _, err := parseKey(a.data); err != nil {
+			v.retry, v.unknown = true, mutating
+			return fail("success without a usable key in data: " + err.Error())
 		}
 		v.ok, v.code = true, ""
 		return v
