@@ -15,12 +15,13 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("pwrotate open", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var identities listFlag
-	var all bool
+	var all, apiKeys bool
 	fs.Var(&identities, "identity", "age identity file or unencrypted SSH private key, repeatable (also -i)")
 	fs.Var(&identities, "i", "short for --identity")
 	fs.BoolVar(&all, "all", false, "print every sealed row, not only the live or candidate passwords")
+	fs.BoolVar(&apiKeys, "api-keys", false, "print the sealed API keys (userId,apiKey: each user's live key), not the passwords")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pwrotate open [--identity FILE]... [--all] PATH...\n  PATH: an output folder or .age files\n")
+		fmt.Fprintf(stderr, "usage: pwrotate open [--identity FILE]... [--all | --api-keys] PATH...\n  PATH: an output folder or .age files\n")
 		fs.PrintDefaults()
 	}
 	paths, err := parseArgs(fs, args, false)
@@ -43,6 +44,21 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "pwrotate open: %v\n", err)
 		return job.ExitFatal
+	}
+	if apiKeys {
+		if all {
+			fmt.Fprintln(stderr, "pwrotate open: --api-keys prints each user's live key: drop --all")
+			return job.ExitFatal
+		}
+		keys, err := report.OpenAPIKeys(paths, ids)
+		if err == nil {
+			err = report.WriteAPIKeysCSV(stdout, keys)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "pwrotate open: %v\n", err)
+			return job.ExitFatal
+		}
+		return job.ExitOK
 	}
 	rows, err := report.Open(paths, ids, all)
 	if err != nil {

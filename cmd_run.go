@@ -29,7 +29,7 @@ type runFlags struct {
 	input, out, symbolSet                     string
 	pushgateway, shard, progress              string
 	apply, resume, resetSessions, includeSelf bool
-	demo                                      bool
+	demo, rotateAPIKeys                       bool
 	recipients, recipientFiles                listFlag
 	workers, maxUsers                         int
 	length, digits, symbols, shards           int
@@ -53,6 +53,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs.IntVar(&f.symbols, "symbols", shape.Symbols, "symbols in a generated password")
 	fs.StringVar(&f.symbolSet, "symbol-set", shape.SymbolSet, "symbols to draw from (ASCII only)")
 	fs.BoolVar(&f.resetSessions, "reset-sessions", false, "after a change, also reset the user's sessions")
+	fs.BoolVar(&f.rotateAPIKeys, "rotate-api-keys", false, "after a change (and reset), also replace the user's API key, sealed in OUT/apikeys-*.age (never the caller's)")
 	fs.BoolVar(&f.includeSelf, "include-self", false, "allow rotating the caller's own account")
 	fs.IntVar(&f.maxUsers, "max-users", 0, "refuse a plan larger than N users (0 = no cap)")
 	fs.BoolVar(&f.demo, "demo", false, "use the built-in ECGrid simulator on loopback and the bundled example input")
@@ -155,10 +156,18 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	logger.Info("summary", "exitCode", sum.ExitCode, "records", sum.Records, "counts", sum.Counts,
 		"apiCalls", sum.APICalls, "retries", sum.Retries, "achievedRate", fmt.Sprintf("%.1f/s", sum.AchievedRate),
 		"interrupted", sum.Interrupted, "outputs", sum.Outputs)
+	if k := sum.APIKeys; k != nil {
+		logger.Info("api keys", "rotated", k.Rotated, "notRotated", k.NotRotated, "rotatedNow", k.RotatedNow,
+			"generateRequests", k.Generated, "readBacks", k.ReadBacks, "generatesAvoided", k.GeneratesAvoided)
+	}
 	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != job.ExitFatal {
 		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
 			filepath.Join(cfg.Out, job.DemoIdentityName), cfg.Out,
 			filepath.Join(cfg.Out, job.DemoIdentityName), filepath.Join(cfg.Out, report.SealedName(1)))
+		if f.rotateAPIKeys {
+			fmt.Fprintf(stdout, "and the new API keys with:\n  pwrotate open --api-keys --identity %s %s\n",
+				filepath.Join(cfg.Out, job.DemoIdentityName), cfg.Out)
+		}
 	}
 	return sum.ExitCode
 }
@@ -180,7 +189,7 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 	cleanup := func() {}
 	cfg := job.Config{
 		InputPath: f.input, Apply: f.apply, Out: f.out, Resume: f.resume,
-		Endpoint: f.baseURL, Workers: f.workers, ResetSessions: f.resetSessions,
+		Endpoint: f.baseURL, Workers: f.workers, ResetSessions: f.resetSessions, RotateAPIKeys: f.rotateAPIKeys,
 		IncludeSelf: f.includeSelf, MaxUsers: f.maxUsers, Version: version,
 		Logger: logger, Stdout: stdout,
 	}
@@ -284,7 +293,7 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 	}
 	logger.Info("start", "version", version, "apply", f.apply, "input", inputName(cfg), "out", cfg.Out, "resume", f.resume,
 		"baseURL", f.baseURL, "recipients", len(cfg.Recipients), "rate", rateLimit, "burst", f.burst, "workers", f.workers,
-		"timeout", f.timeout.String(), "maxAttempts", f.maxAttempts, "resetSessions", f.resetSessions,
+		"timeout", f.timeout.String(), "maxAttempts", f.maxAttempts, "resetSessions", f.resetSessions, "rotateAPIKeys", f.rotateAPIKeys,
 		"includeSelf", f.includeSelf, "maxUsers", f.maxUsers, "shard", cfg.Shard, "shards", cfg.Shards, "demo", f.demo,
 		"apiKey", keyState(apiKey))
 	return cfg, cleanup, nil

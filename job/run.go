@@ -63,6 +63,7 @@ type Config struct {
 	Generator     *rotate.Generator
 	Workers       int
 	ResetSessions bool
+	RotateAPIKeys bool // after a change (and reset), rotate the user's API key (apikeys.go)
 	IncludeSelf   bool
 	MaxUsers      int
 	Shard, Shards int // process shard Shard of Shards (Shards <= 1: everything)
@@ -98,6 +99,8 @@ type Runner struct {
 
 	mu      sync.Mutex
 	results *report.ResultsFile
+
+	keys *keyRotator // nil without --rotate-api-keys
 }
 
 // New returns a Runner for cfg.
@@ -218,7 +221,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 			return fatal("output folder %s holds a dry run's plan, not a run: choose another --out", out.Path)
 		}
 		if ok {
-			if perr == nil && prev.Complete {
+			if perr == nil && prev.Complete && !r.keysOwedIn(out) {
 				r.log.Info("run already complete: nothing to do", "out", out.Path, "exitCode", prev.ExitCode)
 				*sum = prev
 				// The rotation happened when the folder says, not now: a
@@ -251,6 +254,11 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		}
 		if total > cfg.MaxUsers {
 			return fatal("--max-users %d: the plan would change %d users; refusing", cfg.MaxUsers, total)
+		}
+		if cfg.RotateAPIKeys {
+			if keys := r.keysPlanned(p, validUsers(p)); keys > cfg.MaxUsers {
+				return fatal("--max-users %d: the plan would rotate %d API keys; refusing", cfg.MaxUsers, keys)
+			}
 		}
 	}
 	if !cfg.Apply {
@@ -527,6 +535,7 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	if r.cfg.ResetSessions {
 		fmt.Fprintf(w, "  sessions:  reset after each change\n")
 	}
+	r.printKeyPlan(p)
 }
 
 // runCounts tallies outcomes as they are recorded.
@@ -569,12 +578,20 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	counts := &runCounts{byStatus: map[report.Status]int{}}
 	// Records are in input order, so their lines ascend: find a recorded
 	// row's record by binary search (no map: a plan can be millions long).
+	// A later row of a line supersedes an earlier one (an API key rotated
+	// after its change): walk them from the last.
+	if err := r.openKeys(out, p); err != nil {
+		return err
+	}
+	defer r.closeKeys()
 	p.recorded = make([]bool, len(p.records))
-	for _, row := range existing {
+	for k := len(existing) - 1; k >= 0; k-- {
+		row := existing[k]
 		i := sort.Search(len(p.records), func(i int) bool { return p.records[i].Line >= row.Line })
 		if i < len(p.records) && p.records[i].Line == row.Line && !p.recorded[i] {
 			p.recorded[i] = true
 			counts.add(row)
+			r.keys.noteRecorded(row)
 		}
 	}
 	if len(existing) > 0 {
@@ -711,6 +728,8 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		}
 		sum.Outputs = append(sum.Outputs, out.File(report.SealedName(g)))
 	}
+	sum.Outputs = append(sum.Outputs, r.keys.outputs()...)
+	sum.APIKeys = r.keys.stats()
 
 	var runErr error
 	switch {
@@ -733,8 +752,12 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 			return fatal("results: %w", err)
 		}
 		failed := total - sum.Counts[string(report.Updated)]
-		if failed > 0 || resetFailed > 0 {
-			runErr = &ExitError{Code: ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed", failed, resetFailed)}
+		keysFailed := 0
+		if sum.APIKeys != nil {
+			keysFailed = sum.APIKeys.NotRotated
+		}
+		if failed > 0 || resetFailed > 0 || keysFailed > 0 {
+			runErr = &ExitError{Code: ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed, %d API keys not rotated", failed, resetFailed, keysFailed)}
 		}
 	}
 	if runErr != nil {
@@ -779,6 +802,8 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 	var answered, recordedN atomic.Int64
 	var g errgroup.Group
 	g.SetLimit(cfg.Workers)
+	r.keys.start(res, cancel)
+	r.keys.dispatchOwed(ctx, &g)
 	for i := range p.todo {
 		if ctx.Err() != nil {
 			break
@@ -827,6 +852,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 				r.log.Warn("record failed", "line", line, "user", userID, "attempts", o.Attempts, "reason", row.Error)
 			}
 			row.FinishedAt = cfg.Now().UTC()
+			r.keys.owe(&row)
 			if err := res.Append(row); err != nil {
 				cfg.Hook("record-failed", int(answered.Load()))
 				cancel(fmt.Errorf("recording results: %w", err))
@@ -844,10 +870,12 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 				}
 			}
 			cfg.Hook("recorded", int(n))
+			r.keys.rotate(ctx, row)
 			return nil
 		})
 	}
 	_ = g.Wait()
+	r.keys.finish()
 	cancel(nil)
 	<-syncDone
 	recorded = int(recordedN.Load())
@@ -855,6 +883,17 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 		return recorded, err
 	}
 	return recorded, nil
+}
+
+// validUsers returns the indices of the valid records of p.
+func validUsers(p *plan) []int32 {
+	var v []int32
+	for i := range p.records {
+		if p.records[i].Invalid == "" {
+			v = append(v, int32(i))
+		}
+	}
+	return v
 }
 
 // plural says "1 user", "2 users".

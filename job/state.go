@@ -51,7 +51,8 @@ func ours(name string) bool {
 		return true
 	}
 	return strings.HasPrefix(name, "passwords-g") || strings.HasPrefix(name, ".tmp-") ||
-		strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, ResultsName+".")
+		strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, ResultsName+".") ||
+		name == report.KeyLogName || report.IsAPIKeysFile(name)
 }
 
 // OpenOut creates (0700) and locks the output folder. Without resume the

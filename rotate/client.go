@@ -190,6 +190,9 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// Timeout returns how long one attempt may take (Config.Timeout).
+func (c *Client) Timeout() time.Duration { return c.timeout }
+
 // endpointURL returns the URL of the API path p under the base URL.
 func (c *Client) endpointURL(p string) string {
 	u := *c.base
