@@ -379,7 +379,12 @@ func pushMetrics(f *runFlags, cfg job.Config, sum report.Summary, logger *slog.L
 	if cfg.Shards > 1 {
 		grouping["shard"] = strconv.Itoa(cfg.Shard)
 	}
+	var keys *metrics.APIKeys
+	if k := sum.APIKeys; k != nil {
+		keys = &metrics.APIKeys{Rotated: k.Rotated, NotRotated: k.NotRotated, ReadBacks: k.ReadBacks, GeneratesAvoided: k.GeneratesAvoided}
+	}
 	err := run.Push(ctx, f.pushgateway, "pwrotate", grouping, metrics.Final{
+		APIKeys: keys,
 		Counts: sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
 		ExitCode: sum.ExitCode, Interrupted: sum.Interrupted,
 		// A dry run rotates nothing: it must not silence a "rotation overdue" alert.

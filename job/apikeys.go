@@ -36,10 +36,6 @@ const (
 	keyBatchWait = time.Second
 )
 
-// maxKeyGenerates bounds the key-generate requests for one user in one run
-// when each comes back unknown and the read-back shows it was not applied.
-const maxKeyGenerates = 3
-
 // Texts of the results row's error cell.
 const (
 	keyOwedText   = "password changed; API key not rotated yet"
@@ -337,7 +333,9 @@ func (k *keyRotator) rotateOne(ctx context.Context, userID int) (secret.Password
 			k.avoided.Add(1)
 			return cur, nil
 		}
-		if n >= maxKeyGenerates {
+		// Each generate whose read-back shows it was not applied counts
+		// as one attempt of --max-attempts.
+		if n >= k.client.MaxAttempts() {
 			return "", fmt.Errorf("generating the API key: not applied after %d attempts: %s", n, errText(o.Err))
 		}
 	}

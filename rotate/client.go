@@ -193,6 +193,10 @@ func New(cfg Config) (*Client, error) {
 // Timeout returns how long one attempt may take (Config.Timeout).
 func (c *Client) Timeout() time.Duration { return c.timeout }
 
+// MaxAttempts returns the attempts a call may make, the first included
+// (Config.MaxAttempts).
+func (c *Client) MaxAttempts() int { return c.maxAttempts }
+
 // endpointURL returns the URL of the API path p under the base URL.
 func (c *Client) endpointURL(p string) string {
 	u := *c.base
