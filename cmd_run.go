@@ -385,7 +385,7 @@ func pushMetrics(f *runFlags, cfg job.Config, sum report.Summary, logger *slog.L
 	}
 	err := run.Push(ctx, f.pushgateway, "pwrotate", grouping, metrics.Final{
 		APIKeys: keys,
-		Counts: sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
+		Counts:  sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
 		ExitCode: sum.ExitCode, Interrupted: sum.Interrupted,
 		// A dry run rotates nothing: it must not silence a "rotation overdue" alert.
 		Success: sum.ExitCode == job.ExitOK && !sum.DryRun,
