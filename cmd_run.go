@@ -384,14 +384,14 @@ func pushMetrics(f *runFlags, cfg job.Config, sum report.Summary, logger *slog.L
 		keys = &metrics.APIKeys{Rotated: k.Rotated, NotRotated: k.NotRotated, ReadBacks: k.ReadBacks, GeneratesAvoided: k.GeneratesAvoided}
 	}
 	err := run.Push(ctx, f.pushgateway, "pwrotate", grouping, metrics.Final{
-		APIKeys: keys,
-		Counts:  sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
+		Counts: sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
 		ExitCode: sum.ExitCode, Interrupted: sum.Interrupted,
 		// A dry run rotates nothing: it must not silence a "rotation overdue" alert.
 		Success: sum.ExitCode == job.ExitOK && !sum.DryRun,
 		// A re-run of a complete folder changed nothing: it reports when
 		// the rotation really happened (summary.json), not now.
 		CompletedAt: sum.FinishedAt,
+		APIKeys:     keys,
 	})
 	if err != nil {
 		logger.Warn("pushing metrics failed", "err", err)
