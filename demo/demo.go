@@ -42,7 +42,8 @@ type Env struct {
 
 // Start serves a simulator on 127.0.0.1 with a fresh random API key
 // (NetworkAdmin), every user ID existing, a little latency, and a few
-// transient faults that the job's retries must absorb.
+// transient faults that the job's retries (and, for API keys, read-backs)
+// must absorb.
 func Start() (*Env, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -57,6 +58,10 @@ func Start() (*Env, error) {
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1011, Kind: ecgridsim.HTMLError})
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1019, Kind: ecgridsim.ApplyThenDrop})
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1031, Kind: ecgridsim.Problem, Status: 502})
+	// With --rotate-api-keys: one key-generate answer lost after the key
+	// was replaced, one 500 before: both settled by reading the key back.
+	sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: 1007, Kind: ecgridsim.ApplyThenDrop})
+	sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: 1023, Kind: ecgridsim.ServerError})
 	base, srv, err := sim.ListenLoopback()
 	if err != nil {
 		return nil, fmt.Errorf("demo simulator: %w", err)
