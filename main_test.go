@@ -214,16 +214,33 @@ func scriptUsers() []int {
 	return ids
 }
 
-// livekeys OUT N: exactly N rows of OUT/results.csv say apiKeyRotated=true,
-// and for each the user's key was generated once and the live key is the
-// one sealed in OUT/apikeys-*.age; no other user's key was generated.
+// livekeys OUT... N: exactly N rows of the OUT folders' results.csv say
+// apiKeyRotated=true, and for each the user's key was generated once and
+// the live key is the one sealed in that OUT/apikeys-*.age; no other
+// user's key was generated.
 func cmdLiveKeys(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 2 {
-		ts.Fatalf("usage: livekeys OUT N")
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: livekeys OUT... N")
 	}
 	sim := ts.Value(simKey{}).(*ecgridsim.Server)
 	id := ts.Value(idKey{}).(*age.X25519Identity)
-	out := ts.MkAbs(args[0])
+	rotated := map[int]bool{}
+	for _, a := range args[:len(args)-1] {
+		liveKeysIn(ts, sim, id, ts.MkAbs(a), rotated)
+	}
+	for _, u := range append([]int{scriptOwner}, scriptUsers()...) {
+		if !rotated[u] && sim.KeysGenerated(u) != 0 {
+			ts.Fatalf("user %d: API key generated but not recorded as rotated", u)
+		}
+	}
+	if want, _ := strconv.Atoi(args[len(args)-1]); len(rotated) != want {
+		ts.Fatalf("%d API keys rotated, want %d", len(rotated), want)
+	}
+}
+
+// liveKeysIn checks the rotated keys of one output folder for livekeys,
+// adding their users to rotated.
+func liveKeysIn(ts *testscript.TestScript, sim *ecgridsim.Server, id age.Identity, out string, rotated map[int]bool) {
 	rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
 	ts.Check(err)
 	sealed := map[int]string{}
@@ -232,7 +249,6 @@ func cmdLiveKeys(ts *testscript.TestScript, neg bool, args []string) {
 			sealed[k.UserID] = k.Key.Reveal()
 		}
 	}
-	rotated := map[int]bool{}
 	for _, r := range rows {
 		if r.APIKeyRotated != "true" {
 			continue
@@ -245,14 +261,6 @@ func cmdLiveKeys(ts *testscript.TestScript, neg bool, args []string) {
 		if n := sim.KeysGenerated(r.UserID); n != 1 {
 			ts.Fatalf("user %d: API key generated %d times, want 1", r.UserID, n)
 		}
-	}
-	for _, u := range append([]int{scriptOwner}, scriptUsers()...) {
-		if !rotated[u] && sim.KeysGenerated(u) != 0 {
-			ts.Fatalf("user %d: API key generated but not recorded as rotated", u)
-		}
-	}
-	if want, _ := strconv.Atoi(args[1]); len(rotated) != want {
-		ts.Fatalf("%d API keys rotated, want %d", len(rotated), want)
 	}
 }
 
