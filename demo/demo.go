@@ -58,10 +58,10 @@ func Start() (*Env, error) {
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1011, Kind: ecgridsim.HTMLError})
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1019, Kind: ecgridsim.ApplyThenDrop})
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1031, Kind: ecgridsim.Problem, Status: 502})
-	// With --rotate-api-keys: one key-generate answer lost after the key
-	// was replaced, one 500 before: both settled by reading the key back.
+	// With --rotate-api-keys: two key-generate answers lost after the key
+	// was replaced: both settled by reading the key back, no second key.
 	sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: 1007, Kind: ecgridsim.ApplyThenDrop})
-	sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: 1023, Kind: ecgridsim.ServerError})
+	sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: 1023, Kind: ecgridsim.ApplyThenDrop})
 	base, srv, err := sim.ListenLoopback()
 	if err != nil {
 		return nil, fmt.Errorf("demo simulator: %w", err)

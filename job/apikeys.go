@@ -324,8 +324,16 @@ func (k *keyRotator) rotateOne(ctx context.Context, userID int) (secret.Password
 		if !o.Unknown {
 			return "", k.outcomeErr(o, "generating the API key")
 		}
-		// The answer was lost: read the key back.
+		// The answer was lost: read the key back. If it is still the old
+		// one, the request may yet be applied late (a 504 from a proxy
+		// while the server goes on): wait one --timeout and read again
+		// before generating another.
 		cur, err := k.readBack(ctx, userID)
+		if err == nil && report.KeyDigest(cur) == digest {
+			if err = k.sleep(ctx, k.client.Timeout()); err == nil {
+				cur, err = k.readBack(ctx, userID)
+			}
+		}
 		if err != nil {
 			return "", fmt.Errorf("generating the API key: outcome unknown (%v); %w", errText(o.Err), err)
 		}
@@ -338,6 +346,18 @@ func (k *keyRotator) rotateOne(ctx context.Context, userID int) (secret.Password
 		if n >= k.client.MaxAttempts() {
 			return "", fmt.Errorf("generating the API key: not applied after %d attempts: %s", n, errText(o.Err))
 		}
+	}
+}
+
+// sleep waits d, or until ctx is done (the key then stays owed).
+func (k *keyRotator) sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("%w: waiting to read the API key back", errKeyStopped)
 	}
 }
 
