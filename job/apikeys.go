@@ -289,13 +289,14 @@ func (k *keyRotator) rotateOne(ctx context.Context, userID int) (secret.Password
 	digest, logged := k.digests[userID]
 	k.mu.Unlock()
 	if logged {
-		// An earlier attempt logged the key it was about to replace: read
-		// the key back to learn whether it was replaced.
-		cur, err := k.readBack(ctx, userID)
+		// An earlier attempt (a killed run's, maybe with a generate still
+		// in flight) logged the key it was about to replace: read the key
+		// back to learn whether it was replaced.
+		cur, replaced, err := k.settle(ctx, userID, digest)
 		if err != nil {
 			return "", err
 		}
-		if report.KeyDigest(cur) != digest {
+		if replaced {
 			k.avoided.Add(1)
 			return cur, nil
 		}
@@ -324,20 +325,12 @@ func (k *keyRotator) rotateOne(ctx context.Context, userID int) (secret.Password
 		if !o.Unknown {
 			return "", k.outcomeErr(o, "generating the API key")
 		}
-		// The answer was lost: read the key back. If it is still the old
-		// one, the request may yet be applied late (a 504 from a proxy
-		// while the server goes on): wait one --timeout and read again
-		// before generating another.
-		cur, err := k.readBack(ctx, userID)
-		if err == nil && report.KeyDigest(cur) == digest {
-			if err = k.sleep(ctx, k.client.Timeout()); err == nil {
-				cur, err = k.readBack(ctx, userID)
-			}
-		}
+		// The answer was lost: read the key back.
+		cur, replaced, err := k.settle(ctx, userID, digest)
 		if err != nil {
 			return "", fmt.Errorf("generating the API key: outcome unknown (%v); %w", errText(o.Err), err)
 		}
-		if report.KeyDigest(cur) != digest {
+		if replaced {
 			k.avoided.Add(1)
 			return cur, nil
 		}
@@ -347,6 +340,27 @@ func (k *keyRotator) rotateOne(ctx context.Context, userID int) (secret.Password
 			return "", fmt.Errorf("generating the API key: not applied after %d attempts: %s", n, errText(o.Err))
 		}
 	}
+}
+
+// settle reads userID's key back after an unknown outcome: replaced when
+// it is not the key whose digest was logged (cur is then the new key). A
+// key still the old one is read again one --timeout later before it is
+// taken as not replaced: the request may yet be applied late (a 504 from a
+// proxy while the server goes on, a killed run's request in flight).
+func (k *keyRotator) settle(ctx context.Context, userID int, digest string) (cur secret.Password, replaced bool, err error) {
+	cur, err = k.readBack(ctx, userID)
+	if err == nil && report.KeyDigest(cur) == digest {
+		if err = k.sleep(ctx, k.client.Timeout()); err == nil {
+			cur, err = k.readBack(ctx, userID)
+		}
+	}
+	if err != nil {
+		return "", false, err
+	}
+	if report.KeyDigest(cur) == digest {
+		return "", false, nil
+	}
+	return cur, true, nil
 }
 
 // sleep waits d, or until ctx is done (the key then stays owed).
