@@ -139,7 +139,7 @@ func TestAPIKeysLostAnswers(t *testing.T) {
 	out := filepath.Join(w.dir, "out")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd, stderr := w.command(ctx, out, "", keyArgs...)
+	cmd, stderr := w.command(ctx, out, "", append([]string{"--log-level", "debug"}, keyArgs...)...)
 	var stdout strings.Builder
 	cmd.Stdout = &stdout
 	if err := cmd.Run(); err != nil {
