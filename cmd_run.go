@@ -26,7 +26,7 @@ import (
 // runFlags are the flags of 'pwrotate run'.
 type runFlags struct {
 	connFlags
-	input, out, symbolSet                     string
+	input, selectSpec, out, symbolSet         string
 	pushgateway, shard, progress              string
 	apply, resume, resetSessions, includeSelf bool
 	demo, rotateAPIKeys                       bool
@@ -40,7 +40,8 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs := flag.NewFlagSet("pwrotate run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	shape := rotate.DefaultShape()
-	fs.StringVar(&f.input, "input", "", "users CSV, - for stdin (required, except with --demo)")
+	fs.StringVar(&f.input, "input", "", "users CSV, - for stdin (required, except with --select or --demo)")
+	fs.StringVar(&f.selectSpec, "select", "", "take the users from ECGrid instead: network=N[,mailbox=M][,auth-level=L][,status=S|any] (status Active unless given); snapshot in OUT/input.csv")
 	fs.BoolVar(&f.apply, "apply", false, "change passwords; without it the run is a dry run (plan)")
 	fs.StringVar(&f.out, "out", "", "output folder (0700; files 0600); required with --apply")
 	fs.BoolVar(&f.resume, "resume", false, "continue the unfinished run in --out (a fresh run if --out is empty)")
@@ -72,36 +73,53 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 		defer signal.Stop(sigs)
 	}
-	if refuseKeyFlag("run", args, stderr) {
+	stderrFile, _ := stderr.(*os.File)
+	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
+	if terminal {
+		if refuseKeyFlag("run", args, io.Discard) {
+			console.WriteError(stderr, "there is no --api-key flag: a key on the command line leaks into process lists and shell history",
+				"set ECGRID_API_KEY, or pass --api-key-file FILE")
+			return job.ExitFatal
+		}
+	} else if refuseKeyFlag("run", args, stderr) {
 		return job.ExitFatal
 	}
 	fs, f := newRunFlags(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	rest, err := parseArgs(fs, args, true)
 	if errors.Is(err, flag.ErrHelp) {
+		writeHelp(stdout, "run")
 		return job.ExitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: %v\n", err)
+		startError(stderr, terminal, "run", err, "")
 		return job.ExitFatal
 	}
+	// A person reads the screens: a terminal, and no --log-format asked for.
+	human := terminal && f.logFormat == "auto"
 	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "pwrotate run: unexpected argument %q (flags only; the input is --input FILE)\n", rest[0])
+		startError(stderr, human, "run", fmt.Errorf("unexpected argument %q (flags only; the input is --input FILE)", rest[0]), "")
 		return job.ExitFatal
 	}
-	stderrFile, _ := stderr.(*os.File)
-	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
 
 	prog, err := console.NewProgress(console.ProgressConfig{Out: stderr, Mode: f.progress, Terminal: terminal})
 	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: %v\n", err)
+		startError(stderr, human, "run", err, "")
 		return job.ExitFatal
 	}
-	logger, err := f.logger(prog.LogWriter(), terminal)
+	var logger *slog.Logger
+	if human {
+		logger, err = f.humanLogger(prog.LogWriter())
+	} else {
+		logger, err = f.logger(prog.LogWriter(), terminal)
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: %v\n", err)
+		startError(stderr, human, "run", err, "")
 		return job.ExitFatal
 	}
 	prog.SetLogger(logger)
+	screen := prog.LogWriter()
 
 	// Signals are watched before the wiring: one that arrives during
 	// start-up (or was caught before cmdRun) interrupts, exit 3.
@@ -130,12 +148,23 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	cfg, cleanup, err := wire(f, stdin, stdout, logger)
 	defer cleanup()
 	if err != nil {
-		logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
+		if human {
+			runError(screen, f, args, err)
+		} else {
+			logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
+		}
 		return job.ExitFatal
 	}
 	if ctx.Err() != nil {
-		logger.Warn("interrupted during start-up: nothing was sent; run the same command again", "exitCode", job.ExitInterrupted)
+		if human {
+			console.WriteError(screen, "interrupted during start-up: nothing was sent", "run the same command again")
+		} else {
+			logger.Warn("interrupted during start-up: nothing was sent; run the same command again", "exitCode", job.ExitInterrupted)
+		}
 		return job.ExitInterrupted
+	}
+	if human {
+		console.WriteHeader(screen, runHeader(f, cfg))
 	}
 	runner = job.New(cfg)
 	close(runnerSet)
@@ -145,6 +174,16 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	runner.SetProgress(startingProgress{prog, context.WithoutCancel(ctx)})
 	sum, runErr := runner.Run(ctx)
 	prog.Stop()
+	if human {
+		if runErr != nil && (sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy) {
+			runError(screen, f, args, runErr)
+		}
+		pushMetrics(f, cfg, sum, logger)
+		if started(sum) {
+			console.WriteSummary(screen, runFinal(f, cfg, sum, args))
+		}
+		return sum.ExitCode
+	}
 	switch {
 	case runErr == nil:
 	case sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy:
@@ -205,10 +244,25 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 		return cfg, cleanup, errors.New("--resume goes with --apply")
 	case f.apply && f.out == "":
 		return cfg, cleanup, errors.New("--out: an output folder is required with --apply")
+	case f.selectSpec != "" && f.input != "":
+		return cfg, cleanup, errors.New("--select and --input: give one; --select takes the users from ECGrid, --input from a file")
 	case f.demo && f.input != "":
-		return cfg, cleanup, errors.New("--demo uses the bundled example input: drop --input")
-	case !f.demo && f.input == "":
-		return cfg, cleanup, errors.New("--input: a users CSV is required (or --demo)")
+		return cfg, cleanup, errors.New("--demo uses the bundled example input (or --select): drop --input")
+	case !f.demo && f.input == "" && f.selectSpec == "":
+		return cfg, cleanup, errors.New("--input: a users CSV is required (or --select, or --demo)")
+	}
+	if f.selectSpec != "" {
+		sel, err := job.ParseSelect(f.selectSpec)
+		if err != nil {
+			return cfg, cleanup, err
+		}
+		if f.shards > 1 || f.shard != "" {
+			// Each shard would list for itself, and two listings may differ:
+			// a user could fall between shards.
+			return cfg, cleanup, errors.New("--select with --shard/--shards: each shard would list on its own and may see another set; export once with 'pwrotate users' and give every shard that file as --input")
+		}
+		cfg.Select = &sel
+		cfg.ListProgress = listLogger(logger, console.DefaultInterval)
 	}
 	gen, err := rotate.NewGenerator(rotate.Shape{Length: f.length, Digits: f.digits, Symbols: f.symbols, SymbolSet: f.symbolSet})
 	if err != nil {
@@ -237,7 +291,9 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 		}
 		cleanup = func() { _ = env.Close() }
 		f.baseURL, cfg.Endpoint, apiKey = env.BaseURL, env.BaseURL, env.APIKey
-		cfg.InputData, cfg.InputName = demo.ExampleInput, demo.InputName
+		if cfg.Select == nil {
+			cfg.InputData, cfg.InputName = demo.ExampleInput, demo.InputName
+		}
 		if f.apply {
 			if entries, _ := os.ReadDir(cfg.Out); len(entries) > 0 && !f.resume {
 				return cfg, cleanup, fmt.Errorf("output folder %s is not empty: pass --resume to continue the run in it, or choose a new folder", cfg.Out)
@@ -272,9 +328,11 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 	run := metrics.NewRun()
 	cfg.Counter = run
 	if apiKey != "" {
+		lim := job.NewLimiter(rateLimit, f.burst)
+		lim.SetLogger(logger)
 		client, err := rotate.New(rotate.Config{
 			BaseURL: f.baseURL, APIKey: apiKey, Workers: f.workers, Timeout: f.timeout,
-			MaxAttempts: f.maxAttempts, Pacer: job.NewLimiter(rateLimit, f.burst), Observer: run, Logger: logger,
+			MaxAttempts: f.maxAttempts, Pacer: lim, Observer: run, Logger: logger,
 		})
 		if err != nil {
 			return cfg, cleanup, err
@@ -300,6 +358,9 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 }
 
 func inputName(cfg job.Config) string {
+	if cfg.Select != nil {
+		return "--select " + cfg.Select.String()
+	}
 	if cfg.InputName != "" {
 		return cfg.InputName
 	}

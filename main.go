@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"pwrotate/job"
+	"pwrotate/secret"
 )
 
 // Set with -ldflags "-X main.version=… -X main.commit=…".
@@ -25,23 +26,20 @@ var (
 	commit  = "unknown"
 )
 
-const usage = `usage:
-  pwrotate run   [flags]          plan a rotation; with --apply, carry it out
-  pwrotate open  [flags] PATH...  print sealed passwords as CSV (needs an identity)
-  pwrotate version
-
-'pwrotate run --help' and 'pwrotate open --help' list the flags.
-`
-
 func main() { os.Exit(realMain()) }
 
 // realMain is the process: the signal handler first of all, so that a
 // SIGTERM during start-up is an interruption (exit 3) and never Go's default
-// death, then the process settings, then the command line.
+// death, then the process settings (no core dumps: a crash must not write
+// the passwords in memory to disk), then the command line.
 func realMain() int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	if err := secret.DisableCoreDumps(); err != nil {
+		// Not fatal: the run is still safe unless it crashes.
+		fmt.Fprintf(os.Stderr, "pwrotate: warning: %v\n", err)
+	}
 	testPauseAtStart(sigs)
 	if os.Getenv("GOGC") == "" {
 		// A run holds its whole plan in memory and makes much short-lived
@@ -62,22 +60,23 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // channel, installed before anything else.
 func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan os.Signal) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, helpTop)
 		return job.ExitFatal
 	}
 	switch args[0] {
 	case "run":
 		return cmdRun(args[1:], stdin, stdout, stderr, sigs)
+	case "users":
+		return cmdUsers(args[1:], stdout, stderr, sigs)
 	case "open":
 		return cmdOpen(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "pwrotate %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return job.ExitOK
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return job.ExitOK
+		return cmdHelp(args[1:], stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "pwrotate: unknown command %q\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "pwrotate: error: unknown command %q\npwrotate: hint: the commands are run, users, open and version; 'pwrotate help' says more\n", args[0])
 		return job.ExitFatal
 	}
 }

@@ -49,8 +49,9 @@ type oldKeysKey struct{}
 
 // TestScripts runs the command-line scripts in testdata/script against an
 // in-process ECGrid simulator: $SIM_URL, $ECGRID_API_KEY (NetworkAdmin user
-// 7), $LOW_KEY (NetworkUser), users 1000-1099, and an age identity in
-// $WORK/key.txt whose recipient is $RECIPIENT.
+// 7), $LOW_KEY (NetworkUser), users 1000-1099 (in the directory: network
+// 1+id%3, every tenth Suspended, user 1012 with a formula login), and an
+// age identity in $WORK/key.txt whose recipient is $RECIPIENT.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
@@ -62,6 +63,16 @@ func TestScripts(t *testing.T) {
 			sim.AddUser(scriptOwner, scriptPw)
 			for id := 1000; id < 1100; id++ {
 				sim.AddUser(id, scriptPw)
+				status := "Active"
+				if id%10 == 9 {
+					status = "Suspended"
+				}
+				login := "user-" + strconv.Itoa(id)
+				if id == 1012 {
+					login = "=HYPERLINK(\"http://evil\")"
+				}
+				sim.AddDirectoryUser(ecgridsim.DirUser{UserID: id, Login: login, Email: login + "@example.com",
+					NetworkID: 1 + id%3, MailboxID: 100 + id%3, AuthLevel: "MailboxUser", Status: status})
 			}
 			// Every user's API key before the script, for noleak.
 			var oldKeys []string
@@ -94,6 +105,7 @@ func TestScripts(t *testing.T) {
 			"live":     cmdLive,
 			"simcalls": cmdSimCalls,
 			"simfault": cmdSimFault,
+			"simlist":  cmdSimList,
 			"noleak":   cmdNoLeak,
 			"livekeys": cmdLiveKeys,
 			"pushedat": cmdPushedAt,
@@ -262,6 +274,30 @@ func liveKeysIn(ts *testscript.TestScript, sim *ecgridsim.Server, id age.Identit
 			ts.Fatalf("user %d: API key generated %d times, want 1", r.UserID, n)
 		}
 	}
+}
+
+// simlist [cap N] [ignorepage] [object]: set how the simulator pages
+// POST /v2/users/list.
+func cmdSimList(ts *testscript.TestScript, neg bool, args []string) {
+	sim := ts.Value(simKey{}).(*ecgridsim.Server)
+	var b ecgridsim.ListBehavior
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "cap":
+			i++
+			if i == len(args) {
+				ts.Fatalf("usage: simlist [cap N] [ignorepage] [object]")
+			}
+			b.PageCap, _ = strconv.Atoi(args[i])
+		case "ignorepage":
+			b.IgnorePageNo = true
+		case "object":
+			b.Shape = ecgridsim.ListObject
+		default:
+			ts.Fatalf("simlist: unknown %q", args[i])
+		}
+	}
+	sim.SetListBehavior(b)
 }
 
 // noleak FILE...: none of the files (or folders' files) holds a password

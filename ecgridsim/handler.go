@@ -24,12 +24,13 @@ const (
 	epMe
 	epPassword
 	epReset
+	epList
 	epKey
 	epKeyGen
 	numEndpoints
 )
 
-var endpointNames = [numEndpoints]string{"other", "me", "password", "reset", "key", "keygen"}
+var endpointNames = [numEndpoints]string{"other", "me", "password", "reset", "list", "key", "keygen"}
 
 func (e endpoint) String() string { return endpointNames[e] }
 
@@ -38,6 +39,7 @@ const (
 	pathMe       = "/v2/users/me"
 	pathPassword = "/v2/users/password"
 	pathReset    = "/v2/users/reset/"
+	pathList     = "/v2/users/list"
 	pathKey      = "/v2/users/key/"
 	pathKeyGen   = "/v2/users/key-generate/"
 )
@@ -137,8 +139,9 @@ type request struct {
 	methodOK bool
 	allow    string // the method the endpoint wants
 	key      string
-	userID   int    // 0 when unknown or invalid
-	password string // password endpoint only
+	userID   int        // 0 when unknown or invalid
+	password string     // password endpoint only
+	list     *listQuery // list endpoint only
 	bad      *response
 }
 
@@ -159,6 +162,8 @@ func parse(r *http.Request) request {
 		req.ep, req.allow = epKey, http.MethodGet
 	case strings.HasPrefix(p, pathKeyGen):
 		req.ep, req.allow = epKeyGen, http.MethodPost
+	case p == pathList:
+		req.ep, req.allow = epList, http.MethodPost
 	default:
 		return req
 	}
@@ -175,6 +180,8 @@ func parse(r *http.Request) request {
 		req.userID = id
 	case epPassword:
 		parsePasswordBody(r, &req)
+	case epList:
+		parseListBody(r, &req)
 	}
 	return req
 }
@@ -196,6 +203,23 @@ func parseID(s string) (int, bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// readJSONBody checks the Content-Type and reads a body of at most MaxBody
+// bytes; on failure it returns the answer to give.
+func readJSONBody(r *http.Request) ([]byte, *response) {
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	if !strings.EqualFold(strings.TrimSpace(ct), "application/json") {
+		return nil, &respBadCType
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return nil, &respBadJSON
+	}
+	if len(b) > MaxBody {
+		return nil, &respTooBig
+	}
+	return b, nil
 }
 
 func parsePasswordBody(r *http.Request, req *request) {
@@ -324,6 +348,9 @@ func (s *Server) process(req *request) response {
 	}
 	if req.bad != nil {
 		return *req.bad
+	}
+	if req.ep == epList {
+		return s.listPageLocked(req.list)
 	}
 	u, exists := s.lookupLocked(req.userID)
 	if !exists {

@@ -69,6 +69,7 @@ type keyRotator struct {
 	// From the rows recorded before this run (the last row of each line).
 	trueBefore, falseBefore int
 	owed                    []report.Row // rows updated whose key is owed
+	owedAt                  map[int]int  // by input line, the index in owed
 
 	// Set by start, for the pool.
 	res       *report.ResultsFile
@@ -144,6 +145,10 @@ func (k *keyRotator) noteRecorded(row report.Row) {
 		k.trueBefore++
 	case "false":
 		k.falseBefore++
+		if k.owedAt == nil {
+			k.owedAt = map[int]int{}
+		}
+		k.owedAt[row.Line] = len(k.owed)
 		k.owed = append(k.owed, row)
 	}
 }
@@ -242,14 +247,32 @@ func (k *keyRotator) dispatchOwed(ctx context.Context, g interface{ Go(func() er
 	k.owed = nil
 }
 
-// owe marks an updated row, about to be recorded, as owing its API key.
+// owe marks an updated row, about to be recorded, as owing its API key
+// (again, for the second row of a change and its reset).
 func (k *keyRotator) owe(row *report.Row) {
 	if k == nil || !k.eligible(*row) {
 		return
 	}
+	if row.APIKeyRotated != "false" {
+		k.owedNow.Add(1)
+	}
 	row.APIKeyRotated = "false"
-	row.Error = joinText(row.Error, keyOwedText)
-	k.owedNow.Add(1)
+	if !strings.HasSuffix(row.Error, keyOwedText) {
+		row.Error = joinText(row.Error, keyOwedText)
+	}
+}
+
+// replaceOwed is told a row recorded again (a session reset an earlier
+// run owed) before the pool: the owed key's rows are copies of it.
+func (k *keyRotator) replaceOwed(row report.Row) {
+	if k == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if i, ok := k.owedAt[row.Line]; ok && i < len(k.owed) {
+		k.owed[i] = row
+	}
 }
 
 // rotate rotates the key of row's user (row was recorded saying the key is

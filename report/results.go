@@ -465,9 +465,14 @@ var errClosed = errors.New("results file is closed")
 // repaired by truncating the file after the last good record; a bad record
 // that is not the last one is an error naming its line.
 func OpenResults(path string) (*ResultsFile, []Row, error) {
+	return Files{}.OpenResults(path)
+}
+
+// OpenResults is the package-level OpenResults, calling fl.Hook.
+func (fl Files) OpenResults(path string) (*ResultsFile, []Row, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := WriteFileAtomic(path, []byte(headerLine), 0o600); err != nil {
+		if err := fl.WriteFileAtomic(path, []byte(headerLine), 0o600); err != nil {
 			return nil, nil, fmt.Errorf("creating results: %w", err)
 		}
 		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
@@ -486,7 +491,7 @@ func OpenResults(path string) (*ResultsFile, []Row, error) {
 		if err := f.Close(); err != nil {
 			return nil, nil, fmt.Errorf("opening results: %w", err)
 		}
-		if err := writeAtomic(path, 0o600, func(w io.Writer) error { return encodeRows(w, rows) }); err != nil {
+		if err := fl.writeAtomic(path, 0o600, func(w io.Writer) error { return encodeRows(w, rows) }); err != nil {
 			return nil, nil, fmt.Errorf("upgrading %s to the apiKeyRotated column: %w", path, err)
 		}
 		if f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0); err != nil {
@@ -670,6 +675,11 @@ func (f *ResultsFile) Close() error {
 // cells) is encoded again as Append would, so the result is the same as
 // writing every row anew.
 func RewriteSorted(path string) error {
+	return Files{}.RewriteSorted(path)
+}
+
+// RewriteSorted is the package-level RewriteSorted, calling f.Hook.
+func (f Files) RewriteSorted(path string) error {
 	src, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("reading results: %w", err)
@@ -696,15 +706,17 @@ func RewriteSorted(path string) error {
 		return fmt.Errorf("reading %s: %w", path, err)
 	}
 	slices.SortStableFunc(idx, func(a, b sortEntry) int { return cmp.Compare(a.line, b.line) })
+	// A later row of a line supersedes the earlier ones (a session reset
+	// done by a resumed run is recorded as a new row): keep the last.
 	kept := idx[:0]
 	for i, e := range idx {
 		if i+1 < len(idx) && idx[i+1].line == e.line {
-			continue // superseded by a later row of its line
+			continue
 		}
 		kept = append(kept, e)
 	}
 	idx = kept
-	return writeAtomic(path, 0o600, func(w io.Writer) error {
+	return f.writeAtomic(path, 0o600, func(w io.Writer) error {
 		if _, err := io.WriteString(w, headerLine); err != nil {
 			return err
 		}

@@ -300,7 +300,9 @@ func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[in
 	}
 	// Rows are built in one reused buffer and handed to age in 64 KiB
 	// pieces: no allocation per row. age buffers and encrypts in 64 KiB
-	// chunks, so plaintext only exists in memory.
+	// chunks, so plaintext only exists in memory. The row buffer is zeroed
+	// at the end; the bufio buffer and age's chunk buffer keep their last
+	// plaintext until the garbage collector frees them (not zeroed).
 	bw := bufio.NewWriterSize(enc, 64<<10)
 	genCell := strconv.Itoa(gen)
 	buf := make([]byte, 0, 256)
@@ -415,7 +417,7 @@ func parseIdentityFile(name string) ([]age.Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity file %s: %w", name, err)
 	}
-	defer clear(data)
+	defer clear(data) // the file's bytes; the parsed identities hold their own copies
 	trimmed := bytes.TrimSpace(data)
 	switch {
 	case bytes.HasPrefix(trimmed, []byte("age-encryption.org/")),

@@ -283,14 +283,15 @@ const (
 	endpointMe       = "me"
 	endpointPassword = "password"
 	endpointReset    = "reset"
+	endpointList     = "list"
 	endpointKey      = "key"    // GET /v2/users/key/{id}: reads, changes nothing
 	endpointKeyGen   = "keygen" // POST /v2/users/key-generate/{id}
 )
 
-// mutates reports whether a call to endpoint changes something on the
+// isMutating reports whether a call to endpoint changes something on the
 // server, so that a lost answer leaves its outcome unknown.
-func mutates(endpoint string) bool {
-	return endpoint != endpointMe && endpoint != endpointKey
+func isMutating(endpoint string) bool {
+	return endpoint == endpointPassword || endpoint == endpointReset || endpoint == endpointKeyGen
 }
 
 // judge decides what answer a means for a call to endpoint. scrub removes
@@ -299,7 +300,7 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 	if scrub == nil {
 		scrub = func(s string) string { return s }
 	}
-	mutating := mutates(endpoint)
+	mutating := isMutating(endpoint)
 	v := verdict{code: clean(scrub(a.code), maxCode)}
 	fail := func(detail string) verdict {
 		v.msg = httpMessage(a.status, v.code, detail)
@@ -347,6 +348,13 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 		if detail == "" {
 			detail = "success: false"
 		}
+		if v.code == "" {
+			// An unexplained refusal: retried like a 5xx, with the same
+			// password (the change is idempotent). With an errorCode the
+			// server said why: final, as its status says.
+			v.retry, v.unknown = true, mutating
+			return fail(detail + " (no errorCode)")
+		}
 		return fail(detail)
 	}
 	if endpoint == endpointMe {
@@ -366,11 +374,20 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 		v.ok, v.code = true, ""
 		return v
 	}
+	if endpoint == endpointList {
+		// The call's check reads the page.
+		v.ok, v.code = true, ""
+		return v
+	}
 	switch d := string(bytes.TrimSpace(a.data)); d {
 	case "true":
 		v.ok, v.code = true, ""
 		return v
 	case "false":
+		if v.code == "" {
+			v.retry, v.unknown = true, true // unexplained, as success: false
+			return fail("not applied (data: false, no errorCode)")
+		}
 		return fail("not applied (data: false)")
 	default:
 		v.retry, v.unknown = true, true
