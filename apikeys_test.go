@@ -308,3 +308,36 @@ func TestAPIKeysSIGTERM(t *testing.T) {
 	}
 	w.checkKeys(out)
 }
+
+// TestAPIKeysWithResetsKilled: with --reset-sessions, the change, its
+// reset and its key are one unit; killed between any two, --resume does
+// what is owed (the reset, the key) once, and the final row says both.
+func TestAPIKeysWithResetsKilled(t *testing.T) {
+	for _, point := range []string{"changed:3", "key-logged:5", "keys-sealed:1"} {
+		t.Run(point, func(t *testing.T) {
+			t.Parallel()
+			w := newKeyWorld(t, 60)
+			out := filepath.Join(w.dir, "out")
+			args := append([]string{"--reset-sessions"}, keyArgs...)
+			if code := w.run(out, point, args...); code != -1 {
+				t.Fatalf("the child was not killed at %s (exit %d)", point, code)
+			}
+			if code := w.run(out, "", args...); code != 0 {
+				t.Fatalf("resume after kill at %s: exit %d", point, code)
+			}
+			w.checkKeys(out)
+			rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rows {
+				if r.SessionsReset != "true" {
+					t.Errorf("user %d: sessionsReset %q (%s)", r.UserID, r.SessionsReset, r.Error)
+				}
+				if r.Error != "" {
+					t.Errorf("user %d: error %q on a complete row", r.UserID, r.Error)
+				}
+			}
+		})
+	}
+}
