@@ -38,6 +38,19 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail(err)
 	}
+	if apiKeys := fs.Lookup("api-keys").Value.(flag.Getter).Get().(bool); apiKeys {
+		if *all {
+			return fail(errors.New("--api-keys prints each user's live key: drop --all"))
+		}
+		keys, err := report.OpenAPIKeys(paths, ids)
+		if err == nil {
+			err = report.WriteAPIKeysCSV(stdout, keys)
+		}
+		if err != nil {
+			return fail(err)
+		}
+		return job.ExitOK
+	}
 	rows, err := report.Open(paths, ids, *all)
 	if err != nil {
 		return fail(err)
@@ -57,5 +70,6 @@ func newOpenFlags() (fs *flag.FlagSet, identities *listFlag, all *bool) {
 	fs.Var(identities, "identity", "age identity file or unencrypted SSH private key, repeatable (also -i)")
 	fs.Var(identities, "i", "short for --identity")
 	all = fs.Bool("all", false, "print every sealed row, not only the live or candidate passwords")
+	fs.Bool("api-keys", false, "print the sealed API keys (userId,apiKey: each user's live key), not the passwords")
 	return fs, identities, all
 }

@@ -31,7 +31,7 @@ type runFlags struct {
 	input, selectSpec, out, symbolSet         string
 	pushgateway, shard, progress, reason      string
 	apply, resume, resetSessions, includeSelf bool
-	demo                                      bool
+	demo, rotateAPIKeys                       bool
 	recipients, recipientFiles, protect       listFlag
 	workers, maxUsers                         int
 	length, digits, symbols, shards           int
@@ -56,6 +56,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs.IntVar(&f.symbols, "symbols", shape.Symbols, "symbols in a generated password")
 	fs.StringVar(&f.symbolSet, "symbol-set", shape.SymbolSet, "symbols to draw from (ASCII only)")
 	fs.BoolVar(&f.resetSessions, "reset-sessions", false, "after a change, also reset the user's sessions")
+	fs.BoolVar(&f.rotateAPIKeys, "rotate-api-keys", false, "after a change (and reset), also replace the user's API key, sealed in OUT/apikeys-*.age (never the caller's)")
 	fs.BoolVar(&f.includeSelf, "include-self", false, "allow rotating the caller's own account")
 	fs.IntVar(&f.maxUsers, "max-users", 0, "refuse a plan larger than N users (0 = no cap)")
 	fs.Var(&f.protect, "protect", "file of accounts never to rotate: user IDs and login globs (svc-*), one a line, # comments; repeatable")
@@ -198,10 +199,18 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	logger.Info("summary", "exitCode", sum.ExitCode, "records", sum.Records, "counts", sum.Counts,
 		"apiCalls", sum.APICalls, "retries", sum.Retries, "achievedRate", fmt.Sprintf("%.1f/s", sum.AchievedRate),
 		"interrupted", sum.Interrupted, "outputs", sum.Outputs)
+	if k := sum.APIKeys; k != nil {
+		logger.Info("api keys", "rotated", k.Rotated, "notRotated", k.NotRotated, "rotatedNow", k.RotatedNow,
+			"generateRequests", k.Generated, "readBacks", k.ReadBacks, "generatesAvoided", k.GeneratesAvoided)
+	}
 	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != job.ExitFatal {
 		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
 			filepath.Join(cfg.Out, job.DemoIdentityName), cfg.Out,
 			filepath.Join(cfg.Out, job.DemoIdentityName), filepath.Join(cfg.Out, report.SealedName(1)))
+		if f.rotateAPIKeys {
+			fmt.Fprintf(stdout, "and the new API keys with:\n  pwrotate open --api-keys --identity %s %s\n",
+				filepath.Join(cfg.Out, job.DemoIdentityName), cfg.Out)
+		}
 	}
 	return sum.ExitCode
 }
@@ -223,7 +232,7 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 	cleanup := func() {}
 	cfg := job.Config{
 		InputPath: f.input, Apply: f.apply, Out: f.out, Resume: f.resume,
-		Endpoint: f.baseURL, Workers: f.workers, ResetSessions: f.resetSessions,
+		Endpoint: f.baseURL, Workers: f.workers, ResetSessions: f.resetSessions, RotateAPIKeys: f.rotateAPIKeys,
 		IncludeSelf: f.includeSelf, MaxUsers: f.maxUsers, Version: version,
 		Logger: logger, Stdout: stdout,
 	}
@@ -357,7 +366,7 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 	}
 	logger.Info("start", "version", version, "apply", f.apply, "input", inputName(cfg), "out", cfg.Out, "resume", f.resume,
 		"baseURL", f.baseURL, "recipients", len(cfg.Recipients), "rate", rateLimit, "burst", f.burst, "workers", f.workers,
-		"timeout", f.timeout.String(), "maxAttempts", f.maxAttempts, "resetSessions", f.resetSessions,
+		"timeout", f.timeout.String(), "maxAttempts", f.maxAttempts, "resetSessions", f.resetSessions, "rotateAPIKeys", f.rotateAPIKeys,
 		"includeSelf", f.includeSelf, "maxUsers", f.maxUsers, "shard", cfg.Shard, "shards", cfg.Shards, "demo", f.demo,
 		"protectFiles", len(f.protect), "protectEntries", cfg.Protect.Len(), "reason", cfg.Reason,
 		"apiKey", keyState(apiKey))
@@ -467,6 +476,10 @@ func pushMetrics(f *runFlags, cfg job.Config, sum report.Summary, logger *slog.L
 	if cfg.Shards > 1 {
 		grouping["shard"] = strconv.Itoa(cfg.Shard)
 	}
+	var keys *metrics.APIKeys
+	if k := sum.APIKeys; k != nil {
+		keys = &metrics.APIKeys{Rotated: k.Rotated, NotRotated: k.NotRotated, ReadBacks: k.ReadBacks, GeneratesAvoided: k.GeneratesAvoided}
+	}
 	err := run.Push(ctx, f.pushgateway, "pwrotate", grouping, metrics.Final{
 		Counts: sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
 		ExitCode: sum.ExitCode, Interrupted: sum.Interrupted,
@@ -475,6 +488,7 @@ func pushMetrics(f *runFlags, cfg job.Config, sum report.Summary, logger *slog.L
 		// A re-run of a complete folder changed nothing: it reports when
 		// the rotation really happened (summary.json), not now.
 		CompletedAt: sum.FinishedAt,
+		APIKeys:     keys,
 	})
 	if err != nil {
 		logger.Warn("pushing metrics failed", "err", err)

@@ -68,7 +68,7 @@ Without --apply nothing is changed: the input is checked, the key is checked
 			{"apply", "", "change the passwords; without it the run is a dry run (a plan)", "off"},
 			{"resume", "", "continue the unfinished run in --out (after Ctrl-C, a kill or a crash); a fresh run if --out is empty", "off"},
 			{"reset-sessions", "", "after each change, also end the user's sessions", "off"},
-			{"rotate-api-keys", "", "after each change, also give the user a new API key, sealed like the passwords", "off"},
+			{"rotate-api-keys", "", "after each change (and reset), also give the user a new API key, sealed in OUT/apikeys-*.age; never the caller's. Every integration using those keys needs its new key (open --api-keys)", "off"},
 			{"reason", "TEXT", "incident or change ticket, at most 200 characters; recorded in run.json, summary.json and the log", ""},
 		}},
 		{"Sealing and output", []helpFlag{
@@ -135,6 +135,7 @@ password (status updated) or, where the outcome is unknown, each candidate
 			{"identity", "FILE", "age identity file or unencrypted SSH private key; repeatable", ""},
 			{"i", "FILE", "short for --identity", ""},
 			{"all", "", "print every sealed row, not only the live or candidate passwords", "off"},
+			{"api-keys", "", "print the new API keys instead (--rotate-api-keys): userId,apiKey, each user's live key", "off"},
 		}},
 	},
 	examples: `  # The live passwords of a run
@@ -145,6 +146,9 @@ password (status updated) or, where the outcome is unknown, each candidate
 
   # Every sealed row, every generation
   pwrotate open --identity ~/key.txt --all rot-2026-12
+
+  # The new API keys of a run with --rotate-api-keys
+  pwrotate open --identity ~/key.txt --api-keys inc-1234 > keys.csv
 `,
 }
 

@@ -45,6 +45,7 @@ const (
 
 type simKey struct{}
 type idKey struct{}
+type oldKeysKey struct{}
 
 // TestScripts runs the command-line scripts in testdata/script against an
 // in-process ECGrid simulator: $SIM_URL, $ECGRID_API_KEY (NetworkAdmin user
@@ -73,6 +74,13 @@ func TestScripts(t *testing.T) {
 				sim.AddDirectoryUser(ecgridsim.DirUser{UserID: id, Login: login, Email: login + "@example.com",
 					NetworkID: 1 + id%3, MailboxID: 100 + id%3, AuthLevel: "MailboxUser", Status: status})
 			}
+			// Every user's API key before the script, for noleak.
+			var oldKeys []string
+			for _, id := range append([]int{scriptOwner}, scriptUsers()...) {
+				k, _ := sim.APIKey(id)
+				oldKeys = append(oldKeys, k)
+			}
+			env.Values[oldKeysKey{}] = oldKeys
 			srv := httptest.NewServer(sim)
 			env.Defer(srv.Close)
 			id, err := age.GenerateX25519Identity()
@@ -99,6 +107,7 @@ func TestScripts(t *testing.T) {
 			"simfault": cmdSimFault,
 			"simlist":  cmdSimList,
 			"noleak":   cmdNoLeak,
+			"livekeys": cmdLiveKeys,
 			"pushedat": cmdPushedAt,
 		},
 	})
@@ -208,6 +217,65 @@ func cmdSimFault(ts *testscript.TestScript, neg bool, args []string) {
 	sim.Inject(f)
 }
 
+// scriptUsers are the users 1000-1099 of the scripts' simulator.
+func scriptUsers() []int {
+	ids := make([]int, 0, 100)
+	for id := 1000; id < 1100; id++ {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// livekeys OUT... N: exactly N rows of the OUT folders' results.csv say
+// apiKeyRotated=true, and for each the user's key was generated once and
+// the live key is the one sealed in that OUT/apikeys-*.age; no other
+// user's key was generated.
+func cmdLiveKeys(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: livekeys OUT... N")
+	}
+	sim := ts.Value(simKey{}).(*ecgridsim.Server)
+	id := ts.Value(idKey{}).(*age.X25519Identity)
+	rotated := map[int]bool{}
+	for _, a := range args[:len(args)-1] {
+		liveKeysIn(ts, sim, id, ts.MkAbs(a), rotated)
+	}
+	for _, u := range append([]int{scriptOwner}, scriptUsers()...) {
+		if !rotated[u] && sim.KeysGenerated(u) != 0 {
+			ts.Fatalf("user %d: API key generated but not recorded as rotated", u)
+		}
+	}
+	if want, _ := strconv.Atoi(args[len(args)-1]); len(rotated) != want {
+		ts.Fatalf("%d API keys rotated, want %d", len(rotated), want)
+	}
+}
+
+// liveKeysIn checks the rotated keys of one output folder for livekeys,
+// adding their users to rotated.
+func liveKeysIn(ts *testscript.TestScript, sim *ecgridsim.Server, id age.Identity, out string, rotated map[int]bool) {
+	rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+	ts.Check(err)
+	sealed := map[int]string{}
+	if keys, err := report.OpenAPIKeys([]string{out}, []age.Identity{id}); err == nil {
+		for _, k := range keys {
+			sealed[k.UserID] = k.Key.Reveal()
+		}
+	}
+	for _, r := range rows {
+		if r.APIKeyRotated != "true" {
+			continue
+		}
+		rotated[r.UserID] = true
+		live, _ := sim.APIKey(r.UserID)
+		if k, ok := sealed[r.UserID]; !ok || k != live {
+			ts.Fatalf("user %d: the live API key is not the sealed one", r.UserID)
+		}
+		if n := sim.KeysGenerated(r.UserID); n != 1 {
+			ts.Fatalf("user %d: API key generated %d times, want 1", r.UserID, n)
+		}
+	}
+}
+
 // simlist [cap N] [ignorepage] [object]: set how the simulator pages
 // POST /v2/users/list.
 func cmdSimList(ts *testscript.TestScript, neg bool, args []string) {
@@ -233,13 +301,20 @@ func cmdSimList(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 // noleak FILE...: none of the files (or folders' files) holds a password
-// the simulator knows, or the API key.
+// the simulator knows, the API key, or a user's API key (the live one, or
+// the one it had when the script started).
 func cmdNoLeak(ts *testscript.TestScript, neg bool, args []string) {
 	sim := ts.Value(simKey{}).(*ecgridsim.Server)
 	secrets := []string{scriptKey, scriptLow, scriptPw}
 	for id := 1000; id < 1100; id++ {
 		if pw, ok := sim.Password(id); ok && pw != "" {
 			secrets = append(secrets, pw)
+		}
+	}
+	secrets = append(secrets, ts.Value(oldKeysKey{}).([]string)...)
+	for _, id := range append([]int{scriptOwner}, scriptUsers()...) {
+		if k, ok := sim.APIKey(id); ok {
+			secrets = append(secrets, k)
 		}
 	}
 	for _, a := range args {

@@ -203,6 +203,16 @@ func runFinal(f *runFlags, cfg job.Config, sum report.Summary, args []string) co
 			what = "Read the new passwords (the demo sealed them to " + key + "):"
 		}
 		fin.Next = append(fin.Next, console.NextStep{What: what, Command: "pwrotate open --identity " + shellArgs([]string{key, cfg.Out})})
+		if k := sum.APIKeys; k != nil && k.Rotated > 0 {
+			fin.Next = append(fin.Next, console.NextStep{
+				What:    fmt.Sprintf("Hand out the %d new API keys: every integration using an old one stopped working when it was replaced:", k.Rotated),
+				Command: "pwrotate open --api-keys --identity " + shellArgs([]string{key, cfg.Out}),
+			})
+		}
+	}
+	if k := sum.APIKeys; k != nil && k.NotRotated > 0 {
+		what := fmt.Sprintf("%d API keys were not rotated (rows with apiKeyRotated=false in %s say why); fix the cause, then settle them:", k.NotRotated, results)
+		fin.Next = append(fin.Next, console.NextStep{What: what, Command: resumeCommand(f, args)})
 	}
 	if failed > 0 {
 		fin.Next = append(fin.Next, console.NextStep{What: "Failed users were not confirmed changed ('open' shows any unconfirmed candidate). Fix the cause, then rotate them again: their userIds are the rows of " + results + " with status failed; use a new --out."})

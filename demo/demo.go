@@ -51,8 +51,9 @@ const (
 // Start serves a simulator on 127.0.0.1 with a fresh random API key
 // (NetworkAdmin), every user ID existing, a user directory of three
 // networks, a little latency, and a few transient faults that the job's
-// retries must absorb: on the password endpoint, and on the listing (pages
-// capped at 25 users whatever is asked, one 503).
+// retries (and, for API keys, read-backs) must absorb: on the password
+// endpoint, on key-generate, and on the listing (pages capped at 25 users
+// whatever is asked, one 503).
 func Start() (*Env, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -67,6 +68,10 @@ func Start() (*Env, error) {
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1011, Kind: ecgridsim.HTMLError})
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1019, Kind: ecgridsim.ApplyThenDrop})
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1031, Kind: ecgridsim.Problem, Status: 502})
+	// With --rotate-api-keys: two key-generate answers lost after the key
+	// was replaced: both settled by reading the key back, no second key.
+	sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: 1007, Kind: ecgridsim.ApplyThenDrop})
+	sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: 1023, Kind: ecgridsim.ApplyThenDrop})
 	dir := ecgridsim.GenerateDirectory(DirectorySize, DirectorySeed)
 	for _, u := range dir {
 		sim.AddDirectoryUser(u)

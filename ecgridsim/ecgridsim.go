@@ -1,8 +1,9 @@
 // Package ecgridsim is an in-process simulator of the ECGrid REST v2 API
 // endpoints that pwrotate uses (GET /v2/users/me, POST /v2/users/password,
-// POST /v2/users/reset/{id}, POST /v2/users/list), with scripted faults and
-// a user directory (see directory.go) that is the truth exports are
-// compared against.
+// POST /v2/users/reset/{id}, POST /v2/users/list, GET /v2/users/key/{id}
+// and POST /v2/users/key-generate/{id}), with scripted faults and a user
+// directory (see directory.go) that is the truth exports are compared
+// against.
 //
 // It serves the job's tests (through httptest), `pwrotate run --demo` (on
 // loopback) and load benchmarks, so the handler does no per-request logging
@@ -11,7 +12,9 @@
 package ecgridsim
 
 import (
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -28,7 +31,8 @@ const DefaultCallLimit = 1 << 20
 type Call struct {
 	// At is when the request arrived.
 	At time.Time
-	// Endpoint is "me", "password", "reset", "list" or "other".
+	// Endpoint is "me", "password", "reset", "list", "key", "keygen" or
+	// "other".
 	Endpoint string
 	// UserID is the user the request was about (for "me", the caller); 0
 	// when unknown or invalid.
@@ -74,6 +78,12 @@ type apiKey struct {
 type user struct {
 	password string
 	resets   int
+	// apiKey is the user's live API key ("" until first asked for, see
+	// ensureKeyLocked), keyLevel its AuthLevel, generated how many times
+	// key-generate replaced it.
+	apiKey    string
+	keyLevel  string
+	generated int
 }
 
 type pendingFault struct {
@@ -295,4 +305,60 @@ func (s *Server) finish(idx, status int) {
 	s.mu.Lock()
 	s.calls[idx].Status = status
 	s.mu.Unlock()
+}
+
+// APIKey returns user id's live API key, as GET /v2/users/key/{id} would
+// (a user never asked about gets one now).
+func (s *Server) APIKey(id int) (key string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u, ok := s.lookupLocked(id)
+	if !ok {
+		return "", false
+	}
+	s.ensureKeyLocked(id, &u)
+	s.users[id] = u
+	return u.apiKey, true
+}
+
+// KeysGenerated returns how many times user id's API key was replaced by
+// POST /v2/users/key-generate/{id}.
+func (s *Server) KeysGenerated(id int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.users[id].generated
+}
+
+// ensureKeyLocked gives u (user id) its API key if it has none yet: the key
+// registered with AddKey for that user, if any, else a new one with
+// AuthLevel General.
+func (s *Server) ensureKeyLocked(id int, u *user) {
+	if u.apiKey != "" {
+		return
+	}
+	for k, v := range s.keys {
+		if v.userID == id {
+			u.apiKey, u.keyLevel = k, v.authLevel
+			return
+		}
+	}
+	u.apiKey, u.keyLevel = newAPIKey(), "General"
+	s.keys[u.apiKey] = apiKey{userID: id, authLevel: u.keyLevel}
+}
+
+// newAPIKey returns a fresh random API key (32 hex digits, like ECGrid's).
+func newAPIKey() string {
+	return hex64(rand.Uint64()) + hex64(rand.Uint64())
+}
+
+// keyResponse is the answer of the key endpoints: the key in data.
+func keyResponse(key string) response {
+	b, err := json.Marshal(struct {
+		Success bool   `json:"success"`
+		Data    string `json:"data"`
+	}{true, key})
+	if err != nil {
+		return errResponse(http.StatusInternalServerError, defaultCode, "Encoding failed.")
+	}
+	return response{status: http.StatusOK, ctype: ctJSON, body: b}
 }

@@ -25,10 +25,12 @@ const (
 	epPassword
 	epReset
 	epList
+	epKey
+	epKeyGen
 	numEndpoints
 )
 
-var endpointNames = [numEndpoints]string{"other", "me", "password", "reset", "list"}
+var endpointNames = [numEndpoints]string{"other", "me", "password", "reset", "list", "key", "keygen"}
 
 func (e endpoint) String() string { return endpointNames[e] }
 
@@ -38,6 +40,8 @@ const (
 	pathPassword = "/v2/users/password"
 	pathReset    = "/v2/users/reset/"
 	pathList     = "/v2/users/list"
+	pathKey      = "/v2/users/key/"
+	pathKeyGen   = "/v2/users/key-generate/"
 )
 
 // authLevels ranks the ECGrid AuthLevels; an unknown name ranks 0.
@@ -154,6 +158,10 @@ func parse(r *http.Request) request {
 		req.ep, req.allow = epPassword, http.MethodPost
 	case strings.HasPrefix(p, pathReset):
 		req.ep, req.allow = epReset, http.MethodPost
+	case strings.HasPrefix(p, pathKey):
+		req.ep, req.allow = epKey, http.MethodGet
+	case strings.HasPrefix(p, pathKeyGen):
+		req.ep, req.allow = epKeyGen, http.MethodPost
 	case p == pathList:
 		req.ep, req.allow = epList, http.MethodPost
 	default:
@@ -164,8 +172,8 @@ func parse(r *http.Request) request {
 		return req
 	}
 	switch req.ep {
-	case epReset:
-		id, ok := parseID(p[len(pathReset):])
+	case epReset, epKey, epKeyGen:
+		id, ok := parseID(p[strings.LastIndexByte(p, '/')+1:])
 		if !ok {
 			req.bad = &respBadID
 		}
@@ -353,6 +361,18 @@ func (s *Server) process(req *request) response {
 		u.password = req.password
 	case epReset:
 		u.resets++
+	case epKey:
+		s.ensureKeyLocked(req.userID, &u)
+		s.users[req.userID] = u
+		return keyResponse(u.apiKey)
+	case epKeyGen:
+		s.ensureKeyLocked(req.userID, &u)
+		delete(s.keys, u.apiKey)
+		u.apiKey = newAPIKey()
+		u.generated++
+		s.keys[u.apiKey] = apiKey{userID: req.userID, authLevel: u.keyLevel}
+		s.users[req.userID] = u
+		return keyResponse(u.apiKey)
 	}
 	s.users[req.userID] = u
 	return okResponse

@@ -75,6 +75,7 @@ type Config struct {
 	Generator     *rotate.Generator
 	Workers       int
 	ResetSessions bool
+	RotateAPIKeys bool // after a change (and reset), rotate the user's API key (apikeys.go)
 	IncludeSelf   bool
 	Protect       *Protect // accounts never to rotate (--protect); nil: none
 	Reason        string   // --reason: recorded in run.json and summary.json
@@ -116,6 +117,8 @@ type Runner struct {
 
 	mu      sync.Mutex
 	results *report.ResultsFile
+
+	keys *keyRotator // nil without --rotate-api-keys
 	// files writes the output folder's files, calling cfg.Hook inside
 	// every atomic write ("atomic-NAME", n counting writes of NAME).
 	files report.Files
@@ -290,7 +293,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 					return fatal("results: %w", err)
 				}
 			}
-			if perr == nil && prev.Complete && !owed {
+			if perr == nil && prev.Complete && !owed && !r.keysOwedIn(out) {
 				r.log.Info("run already complete: nothing to do", "out", out.Path, "exitCode", prev.ExitCode)
 				*sum = prev
 				// The rotation happened when the folder says, not now: a
@@ -336,6 +339,11 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		}
 		if total > cfg.MaxUsers {
 			return fatal("--max-users %d: the plan would change %d users; refusing", cfg.MaxUsers, total)
+		}
+		if cfg.RotateAPIKeys {
+			if keys := r.keysPlanned(p, validUsers(p)); keys > cfg.MaxUsers {
+				return fatal("--max-users %d: the plan would rotate %d API keys; refusing", cfg.MaxUsers, keys)
+			}
 		}
 	}
 	if !cfg.Apply {
@@ -711,6 +719,7 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	if r.cfg.ResetSessions {
 		fmt.Fprintf(w, "  sessions:  reset after each change\n")
 	}
+	r.printKeyPlan(p)
 }
 
 // levelCounts says how many users to change there are at each AuthLevel,
@@ -801,8 +810,13 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	counts := &runCounts{byStatus: map[report.Status]int{}}
 	// Records are in input order, so their lines ascend: find a recorded
 	// row's record by binary search (no map: a plan can be millions long).
-	// A later row of a line supersedes an earlier one (a session reset
-	// recorded after its change): walk them from the last.
+	// A later row of a line supersedes an earlier one (a session reset or
+	// an API key rotation recorded after its change): walk them from the
+	// last.
+	if err := r.openKeys(out, p); err != nil {
+		return err
+	}
+	defer r.closeKeys()
 	p.recorded = make([]bool, len(p.records))
 	var owed []owedReset
 	for k := len(existing) - 1; k >= 0; k-- {
@@ -811,6 +825,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		if i < len(p.records) && p.records[i].Line == row.Line && !p.recorded[i] {
 			p.recorded[i] = true
 			counts.add(row)
+			r.keys.noteRecorded(row)
 			if r.resets && resetOwed(row) {
 				owed = append(owed, owedReset{row: row})
 			}
@@ -978,6 +993,8 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		}
 		sum.Outputs = append(sum.Outputs, out.File(report.SealedName(g)))
 	}
+	sum.Outputs = append(sum.Outputs, r.keys.outputs()...)
+	sum.APIKeys = r.keys.stats()
 
 	var runErr error
 	switch {
@@ -1001,8 +1018,12 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		}
 		// Skips are deliberate: they do not make the run incomplete.
 		failed := total - sum.Counts[string(report.Updated)] - sum.Counts[string(report.Skipped)]
-		if failed > 0 || resetFailed > 0 {
-			runErr = &ExitError{Code: ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed", failed, resetFailed)}
+		keysFailed := 0
+		if sum.APIKeys != nil {
+			keysFailed = sum.APIKeys.NotRotated
+		}
+		if failed > 0 || resetFailed > 0 || keysFailed > 0 {
+			runErr = &ExitError{Code: ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed, %d API keys not rotated", failed, resetFailed, keysFailed)}
 		}
 	}
 	if runErr != nil {
@@ -1050,6 +1071,8 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 	var answered, changed, recordedN atomic.Int64
 	var g errgroup.Group
 	g.SetLimit(cfg.Workers)
+	r.keys.start(res, cancel)
+	r.keys.dispatchOwed(ctx, &g)
 	for i := range p.todo {
 		if ctx.Err() != nil {
 			break
@@ -1085,6 +1108,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 					// if the run is being stopped.
 					row.SessionsReset, row.Error = "false", resetOwedText
 					row.FinishedAt = cfg.Now().UTC()
+					r.keys.owe(&row)
 					if err := res.Append(row); err != nil {
 						cfg.Hook("record-failed", int(answered.Load()))
 						cancel(fmt.Errorf("recording results: %w", err))
@@ -1104,6 +1128,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 				r.log.Warn("record failed", "line", line, "user", userID, "attempts", o.Attempts, "reason", row.Error)
 			}
 			row.FinishedAt = cfg.Now().UTC()
+			r.keys.owe(&row)
 			if err := res.Append(row); err != nil {
 				cfg.Hook("record-failed", int(answered.Load()))
 				cancel(fmt.Errorf("recording results: %w", err))
@@ -1121,10 +1146,12 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 				}
 			}
 			cfg.Hook("recorded", int(n))
+			r.keys.rotate(ctx, row)
 			return nil
 		})
 	}
 	_ = g.Wait()
+	r.keys.finish()
 	cancel(nil)
 	<-syncDone
 	recorded = int(recordedN.Load())
@@ -1132,6 +1159,17 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 		return recorded, err
 	}
 	return recorded, nil
+}
+
+// validUsers returns the indices of the valid records of p.
+func validUsers(p *plan) []int32 {
+	var v []int32
+	for i := range p.records {
+		if p.records[i].Invalid == "" {
+			v = append(v, int32(i))
+		}
+	}
+	return v
 }
 
 // heartbeatEvery is how often a run's pool marks run.json (its mtime) as
@@ -1296,6 +1334,7 @@ func (r *Runner) resetOwedSessions(ctx context.Context, owed []owedReset, res *r
 				return nil
 			}
 			counts.replace(old, row)
+			r.keys.replaceOwed(row)
 			return nil
 		})
 	}

@@ -69,7 +69,8 @@ func ours(name string) bool {
 		return true
 	}
 	return strings.HasPrefix(name, "passwords-g") || strings.HasPrefix(name, ".tmp-") ||
-		strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, ResultsName+".")
+		strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, ResultsName+".") ||
+		name == report.KeyLogName || report.IsAPIKeysFile(name)
 }
 
 // ourTemp reports whether name is the temporary file of an atomic write

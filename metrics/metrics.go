@@ -154,6 +154,21 @@ type Final struct {
 	// a complete folder pushes the folder's time, not now), for
 	// pwrotate_last_success_timestamp_seconds.
 	CompletedAt time.Time
+	// APIKeys, with --rotate-api-keys, counts the API keys rotated and not
+	// rotated (summary.json apiKeys); nil without it.
+	APIKeys *APIKeys
+}
+
+// APIKeys counts a run's API key rotation, for Final.
+type APIKeys struct {
+	// Rotated counts the users whose new key is sealed.
+	Rotated int
+	// NotRotated counts the updated users whose key was not rotated.
+	NotRotated int
+	// ReadBacks counts the keys read back to settle a lost answer.
+	ReadBacks int
+	// GeneratesAvoided counts the read-backs that found the key replaced.
+	GeneratesAvoided int
 }
 
 // Push sends the run's metrics to the Pushgateway at rawURL (http or https,
@@ -296,6 +311,17 @@ func (r *Run) registerFinal(reg *prometheus.Registry, f Final) error {
 		gauge("pwrotate_exit_code", "Exit code of the run.", float64(f.ExitCode)),
 		gauge("pwrotate_interrupted", "1 if a signal interrupted the run, else 0.", boolFloat(f.Interrupted)),
 		gauge("pwrotate_last_run_timestamp_seconds", "Unix time at which the run ended.", stamp),
+	}
+	if k := f.APIKeys; k != nil {
+		keys := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "pwrotate_api_keys",
+			Help: "API keys at the end of the run (--rotate-api-keys): rotated (sealed) or not_rotated (failed or owed).",
+		}, []string{"state"})
+		keys.WithLabelValues("rotated").Set(float64(k.Rotated))
+		keys.WithLabelValues("not_rotated").Set(float64(k.NotRotated))
+		cs = append(cs, keys,
+			gauge("pwrotate_api_key_read_backs", "API keys read back to settle a lost key-generate answer, this run.", float64(k.ReadBacks)),
+			gauge("pwrotate_api_key_generates_avoided", "Read-backs that found the key already replaced (a second generation avoided), this run.", float64(k.GeneratesAvoided)))
 	}
 	if f.Success {
 		success := stamp

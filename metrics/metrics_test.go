@@ -350,3 +350,38 @@ func BenchmarkCall(b *testing.B) {
 		}
 	})
 }
+
+// TestPushAPIKeys: with --rotate-api-keys the run pushes its API keys by
+// state, and the read-backs and generates avoided; without it, none.
+func TestPushAPIKeys(t *testing.T) {
+	for _, keys := range []*APIKeys{nil, {Rotated: 38, NotRotated: 2, ReadBacks: 5, GeneratesAvoided: 3}} {
+		srv, got := gateway(t, http.StatusOK)
+		r := NewRun()
+		final := Final{Counts: map[string]int{"updated": 40}, ExitCode: 2, APIKeys: keys}
+		if err := r.Push(context.Background(), srv.URL, "pwrotate", nil, final); err != nil {
+			t.Fatalf("Push: %v", err)
+		}
+		p := <-got
+		if p.err != nil {
+			t.Fatal(p.err)
+		}
+		mf, ok := p.families["pwrotate_api_keys"]
+		if keys == nil {
+			if ok || p.families["pwrotate_api_key_read_backs"] != nil {
+				t.Errorf("API key metrics pushed without --rotate-api-keys")
+			}
+			continue
+		}
+		if !ok {
+			t.Fatal("pwrotate_api_keys not pushed")
+		}
+		if s := fmt.Sprint(samples(mf)); s != "map[state=not_rotated:2 state=rotated:38]" {
+			t.Errorf("pwrotate_api_keys = %s", s)
+		}
+		for name, want := range map[string]float64{"pwrotate_api_key_read_backs": 5, "pwrotate_api_key_generates_avoided": 3} {
+			if mf := p.families[name]; mf == nil || samples(mf)[""] != want {
+				t.Errorf("%s: %v, want %v", name, mf, want)
+			}
+		}
+	}
+}

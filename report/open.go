@@ -153,7 +153,8 @@ func collectGroups(paths []string) ([]*openGroup, error) {
 			return fmt.Errorf("open: %w", err)
 		}
 		for _, e := range entries {
-			if strings.HasSuffix(e.Name(), sealedSuffix) && e.Type().IsRegular() {
+			// Sealed API key batches are opened by OpenAPIKeys.
+			if strings.HasSuffix(e.Name(), sealedSuffix) && !IsAPIKeysFile(e.Name()) && e.Type().IsRegular() {
 				addFile(g, filepath.Join(dir, e.Name()))
 			}
 		}

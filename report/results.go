@@ -76,13 +76,25 @@ type Row struct {
 	// FinishedAt is when the outcome was known; zero for none (empty cell),
 	// else written as RFC 3339 with nanoseconds in UTC.
 	FinishedAt time.Time
+	// APIKeyRotated is "" (not asked, --rotate-api-keys), "true" (the new
+	// key is sealed) or "false" (not rotated: owed, or failed).
+	APIKeyRotated string
 }
 
 // ResultsHeader is the exact header row of results.csv.
 var ResultsHeader = []string{
 	"line", "userId", "status", "generation", "attempts", "httpStatus",
 	"errorCode", "error", "passwordSource", "sessionsReset", "finishedAt",
+	"apiKeyRotated",
 }
+
+// legacyColumns is the number of columns of a results.csv written before
+// the apiKeyRotated column: such a file is read (apiKeyRotated empty), and
+// upgraded to the current header before anything is appended to it.
+const legacyColumns = 11
+
+// legacyHeader is the header row of such a file.
+var legacyHeader = ResultsHeader[:legacyColumns]
 
 const (
 	maxCellBytes = 300
@@ -171,10 +183,15 @@ func (r *Row) check() error {
 	default:
 		return fmt.Errorf("line %d: sessionsReset must be empty, true or false", r.Line)
 	}
+	switch r.APIKeyRotated {
+	case "", "true", "false":
+	default:
+		return fmt.Errorf("line %d: apiKeyRotated must be empty, true or false", r.Line)
+	}
 	return nil
 }
 
-// record fills rec (len 11) with the cells of r.
+// record fills rec (len 12) with the cells of r.
 func (r *Row) record(rec []string) {
 	rec[0] = strconv.Itoa(r.Line)
 	if r.UserID > 0 {
@@ -194,6 +211,7 @@ func (r *Row) record(rec []string) {
 	if !r.FinishedAt.IsZero() {
 		rec[10] = r.FinishedAt.UTC().Format(time.RFC3339Nano)
 	}
+	rec[11] = r.APIKeyRotated
 }
 
 func intCell(n int) string {
@@ -203,10 +221,17 @@ func intCell(n int) string {
 	return strconv.Itoa(n)
 }
 
-// parseRow turns one record of results.csv into a Row.
+// parseRow turns one record of results.csv into a Row: 12 cells, or 11
+// (a file written before the apiKeyRotated column).
 func parseRow(rec []string) (Row, error) {
 	var r Row
 	var err error
+	if len(rec) != len(ResultsHeader) && len(rec) != legacyColumns {
+		return r, errors.New("wrong number of fields")
+	}
+	if len(rec) == len(ResultsHeader) {
+		r.APIKeyRotated = rec[11]
+	}
 	if r.Line, err = strconv.Atoi(rec[0]); err != nil || r.Line < 1 {
 		return r, errors.New("bad line number")
 	}
@@ -231,7 +256,7 @@ func parseRow(rec []string) (Row, error) {
 	r.ErrorCode, r.Error = rec[6], rec[7]
 	r.PasswordSource, r.SessionsReset = rec[8], rec[9]
 	if err := r.check(); err != nil {
-		return r, errors.New("bad passwordSource or sessionsReset")
+		return r, errors.New("bad passwordSource, sessionsReset or apiKeyRotated")
 	}
 	if rec[10] != "" {
 		t, err := time.Parse(time.RFC3339Nano, rec[10])
@@ -264,6 +289,9 @@ type scanned struct {
 	// noHeader is set when the file is empty or holds only a torn prefix
 	// of the header.
 	noHeader bool
+	// legacy is set when the file has the header of a results.csv written
+	// before the apiKeyRotated column.
+	legacy bool
 }
 
 var headerLine = strings.Join(ResultsHeader, ",") + "\n"
@@ -285,14 +313,18 @@ func parseResults(ra io.ReaderAt, size int64, add func(row *Row, rec []string, s
 		return s, err
 	}
 	cr := csv.NewReader(bufio.NewReaderSize(io.NewSectionReader(ra, 0, size), 64<<10))
-	cr.FieldsPerRecord = len(ResultsHeader)
+	// 0: every record must have the header's number of fields.
+	cr.FieldsPerRecord = 0
 	cr.ReuseRecord = true
 
 	head, err := cr.Read()
 	if err == nil && cr.InputOffset() == size && !endsWithNewline {
 		err = errors.New("header not terminated")
 	}
-	if err != nil || !slices.Equal(head, ResultsHeader) {
+	if err == nil && slices.Equal(head, legacyHeader) {
+		s.legacy = true
+	}
+	if err != nil || !slices.Equal(head, ResultsHeader) && !s.legacy {
 		// A crash while the header was written leaves a prefix of it.
 		if size < int64(len(headerLine)) && !endsWithNewline {
 			prefix := make([]byte, size)
@@ -451,12 +483,42 @@ func (fl Files) OpenResults(path string) (*ResultsFile, []Row, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening results: %w", err)
 	}
-	rows, err := loadForAppend(f, path)
+	rows, legacy, err := loadForAppend(f, path)
 	if err != nil {
 		_ = f.Close()
 		return nil, nil, err
 	}
+	if legacy {
+		// Written before the apiKeyRotated column: rewrite it with the
+		// current header (same rows, same order) before appending.
+		if err := f.Close(); err != nil {
+			return nil, nil, fmt.Errorf("opening results: %w", err)
+		}
+		if err := fl.writeAtomic(path, 0o600, func(w io.Writer) error { return encodeRows(w, rows) }); err != nil {
+			return nil, nil, fmt.Errorf("upgrading %s to the apiKeyRotated column: %w", path, err)
+		}
+		if f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0); err != nil {
+			return nil, nil, fmt.Errorf("opening results: %w", err)
+		}
+	}
 	return newResultsFile(path, f), rows, nil
+}
+
+// encodeRows writes the header and rows to w as Append writes them.
+func encodeRows(w io.Writer, rows []Row) error {
+	if _, err := io.WriteString(w, headerLine); err != nil {
+		return err
+	}
+	cw := csv.NewWriter(w)
+	rec := make([]string, len(ResultsHeader))
+	for i := range rows {
+		rows[i].record(rec)
+		if err := cw.Write(rec); err != nil {
+			return err
+		}
+	}
+	cw.Flush()
+	return cw.Error()
 }
 
 // newResultsFile wraps an open file, positioned for appending.
@@ -469,35 +531,35 @@ func newResultsFile(path string, f *os.File) *ResultsFile {
 }
 
 // loadForAppend reads the rows of an open results file and repairs its
-// tail.
-func loadForAppend(f *os.File, path string) ([]Row, error) {
+// tail. legacy reports a file written before the apiKeyRotated column.
+func loadForAppend(f *os.File, path string) (rows []Row, legacy bool, err error) {
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("opening results: %w", err)
+		return nil, false, fmt.Errorf("opening results: %w", err)
 	}
 	rows, s, err := parseRows(f, st.Size())
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", path, err)
+		return nil, false, fmt.Errorf("reading %s: %w", path, err)
 	}
 	switch {
 	case s.noHeader:
 		if err := f.Truncate(0); err != nil {
-			return nil, fmt.Errorf("repairing %s: %w", path, err)
+			return nil, false, fmt.Errorf("repairing %s: %w", path, err)
 		}
 		if _, err := f.WriteString(headerLine); err != nil {
-			return nil, fmt.Errorf("repairing %s: %w", path, err)
+			return nil, false, fmt.Errorf("repairing %s: %w", path, err)
 		}
 	case s.torn:
 		if err := f.Truncate(s.end); err != nil {
-			return nil, fmt.Errorf("repairing %s: %w", path, err)
+			return nil, false, fmt.Errorf("repairing %s: %w", path, err)
 		}
 	default:
-		return rows, nil
+		return rows, s.legacy, nil
 	}
 	if err := f.Sync(); err != nil {
-		return nil, fmt.Errorf("repairing %s: fsync: %w", path, err)
+		return nil, false, fmt.Errorf("repairing %s: fsync: %w", path, err)
 	}
-	return rows, nil
+	return rows, s.legacy, nil
 }
 
 // Append writes rows to the file: when it returns nil they are in the
@@ -603,8 +665,10 @@ func (f *ResultsFile) Close() error {
 
 // RewriteSorted rewrites the results file with its rows sorted by input
 // line, one row a line, atomically: of several rows of one line (a later
-// row supersedes an earlier one), the last written is kept. A torn last
-// record is dropped. No ResultsFile may be open on path.
+// row supersedes an earlier one, e.g. an API key rotation recorded after
+// its password change), the last written is kept. A torn last record is
+// dropped. A file written before the apiKeyRotated column is written with
+// the current header. No ResultsFile may be open on path.
 //
 // It streams: one pass validates every record and keeps only its line and
 // byte range (24 bytes a row), the ranges are sorted, and a second pass
@@ -710,7 +774,8 @@ func (c *canonChecker) check(r *Row, rec []string, n int64) bool {
 		rec[6] != SafeCell(r.ErrorCode) ||
 		rec[7] != SafeCell(r.Error) ||
 		rec[8] != r.PasswordSource ||
-		rec[9] != r.SessionsReset {
+		rec[9] != r.SessionsReset ||
+		rec[11] != r.APIKeyRotated {
 		return false
 	}
 	if r.FinishedAt.IsZero() {
@@ -774,7 +839,7 @@ type recoder struct {
 // as Append writes it. The result is valid until the next call.
 func (e *recoder) recode(raw []byte) ([]byte, error) {
 	cr := csv.NewReader(bytes.NewReader(raw))
-	cr.FieldsPerRecord = len(ResultsHeader)
+	cr.FieldsPerRecord = -1 // 12 cells, or 11 in a file from before apiKeyRotated
 	in, err := cr.Read()
 	if err != nil {
 		return nil, fmt.Errorf("record changed since it was read: %w", err)

@@ -18,7 +18,7 @@ func sampleRows() []Row {
 	t0 := time.Date(2025, 3, 4, 5, 6, 7, 891011121, time.UTC)
 	return []Row{
 		{Line: 2, UserID: 1042, Status: Updated, Generation: 1, Attempts: 2, HTTPStatus: 200,
-			PasswordSource: "generated", SessionsReset: "true", FinishedAt: t0},
+			PasswordSource: "generated", SessionsReset: "true", FinishedAt: t0, APIKeyRotated: "true"},
 		{Line: 3, UserID: 0, RawUserID: "abc", Status: Invalid, Error: "userId is not an integer"},
 		{Line: 5, UserID: 7, Status: Failed, Attempts: 5, HTTPStatus: 404, ErrorCode: "ObjectNotFound",
 			Error: "user, \"7\" not found", PasswordSource: "input", SessionsReset: "false",
@@ -53,15 +53,15 @@ func TestResultsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const header = "line,userId,status,generation,attempts,httpStatus,errorCode,error,passwordSource,sessionsReset,finishedAt\n"
+	const header = "line,userId,status,generation,attempts,httpStatus,errorCode,error,passwordSource,sessionsReset,finishedAt,apiKeyRotated\n"
 	if !strings.HasPrefix(string(data), header) {
 		t.Fatalf("header:\n%q", strings.SplitAfter(string(data), "\n")[0])
 	}
 	lines := strings.Split(string(data), "\n")
 	wantLines := map[int]string{
-		1: "2,1042,updated,1,2,200,,,generated,true,2025-03-04T05:06:07.891011121Z",
-		2: "3,abc,invalid,,0,,,userId is not an integer,,,",
-		4: "6,2147483647,planned,,0,,,,generated,,",
+		1: "2,1042,updated,1,2,200,,,generated,true,2025-03-04T05:06:07.891011121Z,true",
+		2: "3,abc,invalid,,0,,,userId is not an integer,,,,",
+		4: "6,2147483647,planned,,0,,,,generated,,,",
 	}
 	for i, want := range wantLines {
 		if lines[i] != want {
@@ -451,4 +451,47 @@ func assertNoTemp(t *testing.T, dir string) {
 			t.Errorf("temporary file left: %s", e.Name())
 		}
 	}
+}
+
+// TestResultsLegacyFile reads a results.csv written before the
+// apiKeyRotated column (apiKeyRotated empty), and upgrades it to the
+// current header when it is opened for appending, torn tail cut, rows
+// kept in order.
+func TestResultsLegacyFile(t *testing.T) {
+	legacy := "line,userId,status,generation,attempts,httpStatus,errorCode,error,passwordSource,sessionsReset,finishedAt\n" +
+		"4,10,updated,1,1,200,,,generated,,2025-03-04T05:06:07Z\n" +
+		"2,11,failed,,5,500,,\"boom, twice\",generated,,2025-03-04T05:06:08Z\n" +
+		"3,12,upd"
+	path := filepath.Join(t.TempDir(), "results.csv")
+	if err := os.WriteFile(path, []byte(legacy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := ReadResults(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 || rows[0].UserID != 10 || rows[1].Error != "boom, twice" || rows[0].APIKeyRotated != "" {
+		t.Fatalf("legacy rows: %+v", rows)
+	}
+	f, got, err := OpenResults(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("OpenResults: %d rows, want 2", len(got))
+	}
+	if err := f.Append(Row{Line: 3, UserID: 12, Status: Updated, Generation: 2, Attempts: 1, APIKeyRotated: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := headerLine +
+		"4,10,updated,1,1,200,,,generated,,2025-03-04T05:06:07Z,\n" +
+		"2,11,failed,,5,500,,\"boom, twice\",generated,,2025-03-04T05:06:08Z,\n" +
+		"3,12,updated,2,1,,,,,,,true\n"
+	if b, _ := os.ReadFile(path); string(b) != want {
+		t.Fatalf("upgraded file:\n%s\nwant:\n%s", b, want)
+	}
+	assertNoTemp(t, filepath.Dir(path))
 }

@@ -232,7 +232,7 @@ func sealedGen(name string) (int, bool) {
 // (0600), which is fsynced and renamed to the final name, and the folder is
 // fsynced: only a complete, durable file ever has the final name. An
 // existing sealed file of that generation is never replaced.
-func Seal(dir string, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password]) (path string, err error) {
+func Seal(dir string, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password]) (string, error) {
 	if gen < 1 {
 		return "", fmt.Errorf("sealing: generation %d is not positive", gen)
 	}
@@ -240,18 +240,28 @@ func Seal(dir string, gen int, recips []age.Recipient, rows iter.Seq2[int, secre
 		return "", errors.New("sealing: no recipients")
 	}
 	final := filepath.Join(dir, SealedName(gen))
+	return final, sealFile(final, func(w io.Writer) error {
+		return writeSealed(w, gen, recips, rows)
+	})
+}
+
+// sealFile writes a new sealed file final: fill streams the age ciphertext
+// into "<final>.tmp" (0600), which is fsynced and renamed to final, and the
+// folder is fsynced: only a complete, durable file ever has the final name.
+// An existing file final is never replaced.
+func sealFile(final string, fill func(w io.Writer) error) (err error) {
 	if _, err := os.Lstat(final); err == nil {
-		return "", fmt.Errorf("sealing: %s already exists: refusing to replace sealed passwords", final)
+		return fmt.Errorf("sealing: %s already exists: refusing to replace sealed secrets", final)
 	} else if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("sealing: %w", err)
+		return fmt.Errorf("sealing: %w", err)
 	}
 	tmp := final + tmpSuffix
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("sealing: removing leftover %s: %w", tmp, err)
+		return fmt.Errorf("sealing: removing leftover %s: %w", tmp, err)
 	}
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("sealing: %w", err)
+		return fmt.Errorf("sealing: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -259,27 +269,27 @@ func Seal(dir string, gen int, recips []age.Recipient, rows iter.Seq2[int, secre
 			_ = os.Remove(tmp)
 		}
 	}()
-	if err := writeSealed(f, gen, recips, rows); err != nil {
-		return "", fmt.Errorf("sealing %s: %w", final, err)
+	if err := fill(f); err != nil {
+		return fmt.Errorf("sealing %s: %w", final, err)
 	}
 	if err := f.Sync(); err != nil {
-		return "", fmt.Errorf("sealing %s: fsync: %w", final, err)
+		return fmt.Errorf("sealing %s: fsync: %w", final, err)
 	}
 	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("sealing %s: %w", final, err)
+		return fmt.Errorf("sealing %s: %w", final, err)
 	}
 	if _, err := os.Lstat(final); err == nil {
-		return "", fmt.Errorf("sealing: %s appeared while sealing: refusing to replace it", final)
+		return fmt.Errorf("sealing: %s appeared while sealing: refusing to replace it", final)
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		return "", fmt.Errorf("sealing %s: %w", final, err)
+		return fmt.Errorf("sealing %s: %w", final, err)
 	}
-	if err := SyncDir(dir); err != nil {
+	if err := SyncDir(filepath.Dir(final)); err != nil {
 		// The file is complete under its final name; only the durability of
 		// the name is in doubt. Keep it, and report.
-		return final, fmt.Errorf("sealing %s: %w", final, err)
+		return fmt.Errorf("sealing %s: %w", final, err)
 	}
-	return final, nil
+	return nil
 }
 
 // writeSealed streams the encrypted CSV to w.

@@ -54,6 +54,29 @@ type Summary struct {
 	Shard string `json:"shard,omitempty"`
 	// Outputs lists the files the run wrote.
 	Outputs []string `json:"outputs"`
+	// APIKeys counts the API key rotation (--rotate-api-keys); absent
+	// without it.
+	APIKeys *APIKeyStats `json:"apiKeys,omitempty"`
+}
+
+// APIKeyStats counts the API key rotation of a run.
+type APIKeyStats struct {
+	// Rotated counts the users whose new key is sealed (results rows with
+	// apiKeyRotated=true), this run and earlier runs into the folder.
+	Rotated int `json:"rotated"`
+	// NotRotated counts the updated users whose key was not rotated
+	// (apiKeyRotated=false: failed, or still owed).
+	NotRotated int `json:"notRotated"`
+	// RotatedNow counts the keys this run rotated and sealed.
+	RotatedNow int `json:"rotatedNow"`
+	// Generated counts the key-generate requests this run sent.
+	Generated int `json:"generateRequests"`
+	// ReadBacks counts the keys read back to settle an unknown outcome.
+	ReadBacks int `json:"readBacks"`
+	// GeneratesAvoided counts the read-backs that found the key already
+	// replaced: each a second generation (and a second broken
+	// integration) avoided.
+	GeneratesAvoided int `json:"generatesAvoided"`
 }
 
 // Selection is how a run's users were chosen from ECGrid (run --select).

@@ -206,6 +206,10 @@ func New(cfg Config) (*Client, error) {
 // Timeout returns how long one attempt may take (Config.Timeout).
 func (c *Client) Timeout() time.Duration { return c.timeout }
 
+// MaxAttempts returns the attempts a call may make, the first included
+// (Config.MaxAttempts).
+func (c *Client) MaxAttempts() int { return c.maxAttempts }
+
 // endpointURL returns the URL of the API path p under the base URL.
 func (c *Client) endpointURL(p string) string {
 	u := *c.base
@@ -348,6 +352,10 @@ type call struct {
 	userID   int    // for logs; 0 for Me
 	secret   string // a password in body, scrubbed from messages
 	onOK     func(answer)
+	// once: an attempt that may have been applied is not retried; the
+	// outcome is left Unknown for the caller to settle (a key generation,
+	// which a second attempt would repeat with another key).
+	once bool
 	// check, when set, reads a confirmed answer's data; an error makes the
 	// attempt a final failure (the answer is well formed but unusable).
 	check func(answer) error
@@ -403,7 +411,7 @@ func (c *Client) call(ctx context.Context, cl call) Outcome {
 		}
 		out.Unknown = out.Unknown || res.v.unknown
 		lastMsg = res.v.msg
-		if res.v.fatal || !res.v.retry || attempt >= c.maxAttempts {
+		if res.v.fatal || !res.v.retry || attempt >= c.maxAttempts || cl.once && res.v.unknown {
 			out.Fatal = res.v.fatal
 			out.Err = errors.New(lastMsg)
 			return out

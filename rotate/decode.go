@@ -284,12 +284,14 @@ const (
 	endpointPassword = "password"
 	endpointReset    = "reset"
 	endpointList     = "list"
+	endpointKey      = "key"    // GET /v2/users/key/{id}: reads, changes nothing
+	endpointKeyGen   = "keygen" // POST /v2/users/key-generate/{id}
 )
 
 // isMutating reports whether a call to endpoint changes something on the
 // server, so that a lost answer leaves its outcome unknown.
 func isMutating(endpoint string) bool {
-	return endpoint == endpointPassword || endpoint == endpointReset
+	return endpoint == endpointPassword || endpoint == endpointReset || endpoint == endpointKeyGen
 }
 
 // judge decides what answer a means for a call to endpoint. scrub removes
@@ -359,6 +361,15 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 		if _, err := parseCaller(a.data); err != nil {
 			v.retry = true
 			return fail("invalid caller data: " + err.Error())
+		}
+		v.ok, v.code = true, ""
+		return v
+	}
+	if endpoint == endpointKey || endpoint == endpointKeyGen {
+		// data is the key itself: never echoed, not even in part.
+		if _, err := parseKey(a.data); err != nil {
+			v.retry, v.unknown = true, mutating
+			return fail("success without a usable key in data: " + err.Error())
 		}
 		v.ok, v.code = true, ""
 		return v

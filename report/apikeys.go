@@ -1,0 +1,294 @@
+package report
+
+import (
+	"bufio"
+	"cmp"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"filippo.io/age"
+
+	"pwrotate/secret"
+)
+
+// API keys are chosen by the server, so they are sealed on receipt, in
+// batches: each batch is its own age file OUT/apikeys-NNNNN.age whose
+// plaintext is the CSV "userId,apiKey,obtainedAt".
+
+const apiKeysPrefix = "apikeys-"
+
+// apiKeysHeader is the header row of a sealed key batch.
+var apiKeysHeader = []string{"userId", "apiKey", "obtainedAt"}
+
+// SealedKey is one row of a sealed key batch.
+type SealedKey struct {
+	// UserID is the user whose key it is.
+	UserID int
+	// Key is the user's new API key.
+	Key secret.Password
+	// ObtainedAt is when pwrotate received the key (from key-generate, or
+	// from a read-back that settled an unknown outcome).
+	ObtainedAt time.Time
+}
+
+// APIKeysName is the file name of sealed key batch n, e.g.
+// "apikeys-00001.age".
+func APIKeysName(n int) string {
+	return fmt.Sprintf("%s%05d%s", apiKeysPrefix, n, sealedSuffix)
+}
+
+// apiKeysBatch returns the batch number of a file named APIKeysName(n).
+func apiKeysBatch(name string) (int, bool) {
+	digits, ok := strings.CutPrefix(name, apiKeysPrefix)
+	if !ok {
+		return 0, false
+	}
+	if digits, ok = strings.CutSuffix(digits, sealedSuffix); !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(digits)
+	if err != nil || n < 1 || APIKeysName(n) != name {
+		return 0, false
+	}
+	return n, true
+}
+
+// IsAPIKeysFile reports whether name is a sealed key batch or its
+// temporary file.
+func IsAPIKeysFile(name string) bool {
+	_, ok := apiKeysBatch(strings.TrimSuffix(name, tmpSuffix))
+	return ok
+}
+
+// APIKeyBatches returns the numbers of the complete sealed key batches in
+// dir, ascending.
+func APIKeyBatches(dir string) ([]int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing sealed keys: %w", err)
+	}
+	var ns []int
+	for _, e := range entries {
+		if n, ok := apiKeysBatch(e.Name()); ok && e.Type().IsRegular() {
+			ns = append(ns, n)
+		}
+	}
+	slices.Sort(ns)
+	return ns, nil
+}
+
+// SealAPIKeys writes keys, encrypted with age to recips, as
+// dir/APIKeysName(n), durably (see Seal), and returns the path. An
+// existing batch n is never replaced.
+func SealAPIKeys(dir string, n int, recips []age.Recipient, keys []SealedKey) (string, error) {
+	if n < 1 {
+		return "", fmt.Errorf("sealing keys: batch %d is not positive", n)
+	}
+	if len(recips) == 0 {
+		return "", errors.New("sealing keys: no recipients")
+	}
+	final := filepath.Join(dir, APIKeysName(n))
+	return final, sealFile(final, func(w io.Writer) error {
+		enc, err := age.Encrypt(w, recips...)
+		if err != nil {
+			return fmt.Errorf("encrypting: %w", err)
+		}
+		bw := bufio.NewWriterSize(enc, 64<<10)
+		buf := make([]byte, 0, 256)
+		defer func() { clear(buf[:cap(buf)]) }()
+		buf = append(buf, strings.Join(apiKeysHeader, ",")...)
+		buf = append(buf, '\n')
+		for _, k := range keys {
+			if k.UserID < 1 || k.UserID > maxUserID {
+				return fmt.Errorf("user id %d out of range", k.UserID)
+			}
+			if k.Key.Empty() {
+				return fmt.Errorf("user %d: empty key", k.UserID)
+			}
+			buf = strconv.AppendInt(buf, int64(k.UserID), 10)
+			buf = append(buf, ',')
+			buf = appendCSVField(buf, k.Key.Reveal())
+			buf = append(buf, ',')
+			buf = k.ObtainedAt.UTC().AppendFormat(buf, time.RFC3339Nano)
+			buf = append(buf, '\n')
+		}
+		if _, err := bw.Write(buf); err != nil {
+			return err
+		}
+		if err := bw.Flush(); err != nil {
+			return err
+		}
+		if err := enc.Close(); err != nil {
+			return fmt.Errorf("encrypting: %w", err)
+		}
+		return nil
+	})
+}
+
+// ReadSealedAPIKeys decrypts one sealed key batch with ids. Errors name the
+// file and the plaintext line, never a key.
+func ReadSealedAPIKeys(path string, ids []age.Identity) ([]SealedKey, error) {
+	var out []SealedKey
+	err := readSealedCSV(path, ids, apiKeysHeader, func(line int, rec []string) error {
+		id, err := strconv.Atoi(rec[0])
+		if err != nil || id < 1 || id > maxUserID {
+			return fmt.Errorf("line %d: bad userId", line)
+		}
+		if rec[1] == "" {
+			return fmt.Errorf("line %d: empty key", line)
+		}
+		at, err := time.Parse(time.RFC3339Nano, rec[2])
+		if err != nil {
+			return fmt.Errorf("line %d: bad obtainedAt", line)
+		}
+		out = append(out, SealedKey{UserID: id, Key: secret.Password(strings.Clone(rec[1])), ObtainedAt: at})
+		return nil
+	})
+	return out, err
+}
+
+// readSealedCSV decrypts the sealed file path and calls row for each
+// record after the header, which must be header. Its errors never hold a
+// field's content.
+func readSealedCSV(path string, ids []age.Identity, header []string, row func(line int, rec []string) error) error {
+	if len(ids) == 0 {
+		return fmt.Errorf("reading %s: no identities", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("reading sealed file: %w", err)
+	}
+	defer f.Close()
+	plain, err := age.Decrypt(bufio.NewReaderSize(f, 64<<10), ids...)
+	if err != nil {
+		var nomatch *age.NoIdentityMatchError
+		if errors.As(err, &nomatch) {
+			return fmt.Errorf("reading %s: none of the identities can open it (sealed to other recipients): %w", path, err)
+		}
+		return fmt.Errorf("reading %s: %w", path, err)
+	}
+	cr := csv.NewReader(plain)
+	cr.FieldsPerRecord = len(header)
+	cr.ReuseRecord = true
+	head, err := cr.Read()
+	if err != nil {
+		return fmt.Errorf("reading %s: line 1: %w", path, csvErr(err))
+	}
+	if !slices.Equal(head, header) {
+		return fmt.Errorf("reading %s: line 1: not the header %s", path, strings.Join(header, ","))
+	}
+	for {
+		rec, err := cr.Read()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", path, csvErr(err))
+		}
+		line, _ := cr.FieldPos(0)
+		if err := row(line, rec); err != nil {
+			return fmt.Errorf("reading %s: %w", path, err)
+		}
+	}
+}
+
+// OpenAPIKeys decrypts the sealed key batches of the output folders (and
+// their shard-* folders) or .age batch files in paths, and returns the live
+// key of each user: the one obtained last. Rows are sorted by userId.
+func OpenAPIKeys(paths []string, ids []age.Identity) ([]SealedKey, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("open: no paths given")
+	}
+	var files []string
+	addDir := func(dir string) error {
+		ns, err := APIKeyBatches(dir)
+		if err != nil {
+			return fmt.Errorf("open: %w", err)
+		}
+		for _, n := range ns {
+			files = append(files, filepath.Join(dir, APIKeysName(n)))
+		}
+		return nil
+	}
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("open: %w", err)
+		}
+		if !st.IsDir() {
+			if !IsAPIKeysFile(filepath.Base(p)) {
+				return nil, fmt.Errorf("open: %s is neither a folder nor a sealed key batch (apikeys-NNNNN.age)", p)
+			}
+			files = append(files, p)
+			continue
+		}
+		if err := addDir(p); err != nil {
+			return nil, err
+		}
+		shards, _ := filepath.Glob(filepath.Join(p, "shard-*"))
+		for _, s := range shards {
+			if st, err := os.Stat(s); err == nil && st.IsDir() {
+				if err := addDir(s); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("open: no sealed API keys (apikeys-*.age) in %s", strings.Join(paths, ", "))
+	}
+	latest := map[int]SealedKey{}
+	for _, f := range files {
+		ks, err := ReadSealedAPIKeys(f, ids)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range ks {
+			if old, ok := latest[k.UserID]; !ok || k.ObtainedAt.After(old.ObtainedAt) {
+				latest[k.UserID] = k
+			}
+		}
+	}
+	out := make([]SealedKey, 0, len(latest))
+	for _, k := range latest {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b SealedKey) int { return cmp.Compare(a.UserID, b.UserID) })
+	return out, nil
+}
+
+// WriteAPIKeysCSV writes keys as CSV "userId,apiKey" with a header row; the
+// keys are written as they are.
+func WriteAPIKeysCSV(w io.Writer, keys []SealedKey) error {
+	cw := csv.NewWriter(w)
+	if err := cw.Write([]string{"userId", "apiKey"}); err != nil {
+		return fmt.Errorf("writing keys: %w", err)
+	}
+	for _, k := range keys {
+		if err := cw.Write([]string{strconv.Itoa(k.UserID), k.Key.Reveal()}); err != nil {
+			return fmt.Errorf("writing keys: %w", err)
+		}
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		return fmt.Errorf("writing keys: %w", err)
+	}
+	return nil
+}
+
+// KeyDigest returns the hex sha256 of an API key: what the key log records
+// instead of the key.
+func KeyDigest(k secret.Password) string {
+	sum := sha256.Sum256([]byte(k.Reveal()))
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,151 @@
+package report
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// KeyLogName is the file name, in an output folder, of the log of API keys
+// about to be replaced: for each user, the sha256 of the key that was live
+// before pwrotate asked for a new one. Never a key.
+const KeyLogName = "apikeys-log.csv"
+
+const keyLogHeader = "userId,oldKeySha256\n"
+
+// KeyLog is the append-only, fsynced log of the keys about to be replaced.
+// A digest is durable in it before the key-generate it stands for is sent,
+// so that an unknown outcome (a lost answer, a kill) is settled by reading
+// the key back: the same digest means the key was not replaced.
+type KeyLog struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+// OpenKeyLog opens the log at path (created 0600 with its header when
+// missing) and returns it with the digest recorded last for each user. A
+// torn last line (a kill during an append, never fsynced, so its generate
+// was never sent) is cut off.
+func OpenKeyLog(path string) (*KeyLog, map[int]string, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("key log: %w", err)
+	}
+	digests, err := readKeyLog(f, path)
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return &KeyLog{f: f}, digests, nil
+}
+
+func readKeyLog(f *os.File, path string) (map[int]string, error) {
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("key log %s: %w", path, err)
+	}
+	if end := bytes.LastIndexByte(data, '\n') + 1; end < len(data) {
+		if err := f.Truncate(int64(end)); err != nil {
+			return nil, fmt.Errorf("key log %s: cutting a torn line: %w", path, err)
+		}
+		data = data[:end]
+	}
+	if len(data) == 0 {
+		if _, err := f.WriteAt([]byte(keyLogHeader), 0); err != nil {
+			return nil, fmt.Errorf("key log %s: %w", path, err)
+		}
+		if err := f.Sync(); err != nil {
+			return nil, fmt.Errorf("key log %s: fsync: %w", path, err)
+		}
+		data = []byte(keyLogHeader)
+	}
+	if _, err := f.Seek(0, io.SeekEnd); err != nil {
+		return nil, fmt.Errorf("key log %s: %w", path, err)
+	}
+	digests := map[int]string{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
+		if n == 1 {
+			if line+"\n" != keyLogHeader {
+				return nil, fmt.Errorf("key log %s: line 1: not the header %s", path, strings.TrimSpace(keyLogHeader))
+			}
+			continue
+		}
+		ids, digest, ok := strings.Cut(line, ",")
+		id, err := strconv.Atoi(ids)
+		if !ok || err != nil || id < 1 || id > maxUserID || !isHexDigest(digest) {
+			return nil, fmt.Errorf("key log %s: line %d: not userId,sha256", path, n)
+		}
+		digests[id] = digest
+	}
+	return digests, nil
+}
+
+func isHexDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// KeyLogEntry is one line of the key log.
+type KeyLogEntry struct {
+	// UserID is the user.
+	UserID int
+	// OldDigest is KeyDigest of the key live before the replacement.
+	OldDigest string
+}
+
+// Record appends entries and fsyncs the log: when it returns nil, they are
+// durable. It is safe for concurrent use.
+func (l *KeyLog) Record(entries ...KeyLogEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	var b []byte
+	for _, e := range entries {
+		if e.UserID < 1 || e.UserID > maxUserID || !isHexDigest(e.OldDigest) {
+			return fmt.Errorf("key log: bad entry for user %d", e.UserID)
+		}
+		b = strconv.AppendInt(b, int64(e.UserID), 10)
+		b = append(b, ',')
+		b = append(b, e.OldDigest...)
+		b = append(b, '\n')
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return errors.New("key log: closed")
+	}
+	if _, err := l.f.Write(b); err != nil {
+		return fmt.Errorf("key log: %w", err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("key log: fsync: %w", err)
+	}
+	return nil
+}
+
+// Close closes the log.
+func (l *KeyLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f = nil
+	return err
+}

@@ -1,0 +1,80 @@
+package rotate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"pwrotate/secret"
+)
+
+// maxKeyLength bounds an API key read from an answer.
+const maxKeyLength = 512
+
+// APIKey reads the live API key of userID (GET /v2/users/key/{id},
+// NetworkAdmin or higher). It changes nothing, so every failure is retried
+// as the answers allow.
+func (c *Client) APIKey(ctx context.Context, userID int) (secret.Password, Outcome) {
+	return c.keyCall(ctx, userID, call{
+		endpoint: endpointKey,
+		method:   http.MethodGet,
+		url:      c.endpointURL("/v2/users/key/" + strconv.Itoa(userID)),
+	})
+}
+
+// GenerateAPIKey replaces the API key of userID (POST
+// /v2/users/key-generate/{id}) and returns the new one; the old key stops
+// working at once. An attempt whose answer is lost (timeout, dropped
+// connection, 5xx) is NOT retried, since a second generation would replace
+// the key again: the Outcome is then Unknown, and the caller settles it by
+// reading the key back (APIKey). Attempts that were surely not applied (429,
+// a request never sent) are retried.
+func (c *Client) GenerateAPIKey(ctx context.Context, userID int) (secret.Password, Outcome) {
+	return c.keyCall(ctx, userID, call{
+		endpoint: endpointKeyGen,
+		method:   http.MethodPost,
+		url:      c.endpointURL("/v2/users/key-generate/" + strconv.Itoa(userID)),
+		once:     true,
+	})
+}
+
+func (c *Client) keyCall(ctx context.Context, userID int, cl call) (secret.Password, Outcome) {
+	if userID <= 0 {
+		return "", Outcome{Err: fmt.Errorf("user id %d: must be positive", userID)}
+	}
+	var key secret.Password
+	cl.userID = userID
+	cl.onOK = func(a answer) {
+		key, _ = parseKey(a.data) // judge checked it parses
+	}
+	out := c.call(ctx, cl)
+	if !out.OK {
+		key = ""
+	}
+	return key, out
+}
+
+// parseKey reads an API key from an answer's data: a JSON string of
+// printable ASCII without spaces, as ECGrid issues them. Its errors never
+// hold the data.
+func parseKey(data json.RawMessage) (secret.Password, error) {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return "", errors.New("data is not a string")
+	}
+	if s == "" {
+		return "", errors.New("the key is empty")
+	}
+	if len(s) > maxKeyLength {
+		return "", fmt.Errorf("the key is longer than %d bytes", maxKeyLength)
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x21 || s[i] > 0x7e {
+			return "", errors.New("the key holds a space, control or non-ASCII character")
+		}
+	}
+	return secret.Password(s), nil
+}
