@@ -289,12 +289,23 @@ func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[in
 	if err != nil {
 		return fmt.Errorf("encrypting: %w", err)
 	}
+	if err := writeSealedRows(enc, gen, rows); err != nil {
+		return err
+	}
+	if err := enc.Close(); err != nil {
+		return fmt.Errorf("encrypting: %w", err)
+	}
+	return nil
+}
+
+// writeSealedRows writes the plaintext CSV of a sealed file to w.
+func writeSealedRows(w io.Writer, gen int, rows iter.Seq2[int, secret.Password]) error {
 	// Rows are sealedRecords, written without reflection (gocsv costs ten
 	// times as much here): built in one reused buffer and handed to age in
 	// 64 KiB pieces, no allocation per row. age buffers and encrypts in 64
 	// KiB chunks, so plaintext only exists in memory. ReadSealed reads them
 	// back with gocsv (TestRowCodecsAgree).
-	bw := bufio.NewWriterSize(enc, 64<<10)
+	bw := bufio.NewWriterSize(w, 64<<10)
 	genCell := strconv.Itoa(gen)
 	buf := make([]byte, 0, 256)
 	buf = append(buf, strings.Join(sealedHeader, ",")...)
@@ -326,9 +337,6 @@ func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[in
 		return err
 	}
 	wipeBuffer(bw)
-	if err := enc.Close(); err != nil {
-		return fmt.Errorf("encrypting: %w", err)
-	}
 	return nil
 }
 
