@@ -118,23 +118,21 @@ func (rec *resultsRecord) decode(src []string) error {
 		PasswordSource: src[8],
 		SessionsReset:  src[9],
 	}
-	var err error
-	cell := func(col int, c gocsv.TypeUnmarshaller) {
-		if err == nil {
-			if e := c.UnmarshalCSV(src[col]); e != nil {
-				err = &cellError{column: col, err: e}
-			}
+	for _, err := range [...]error{
+		atColumn(0, rec.Line.UnmarshalCSV(src[0])),
+		atColumn(1, rec.UserID.UnmarshalCSV(src[1])),
+		atColumn(3, rec.Generation.UnmarshalCSV(src[3])),
+		atColumn(4, rec.Attempts.UnmarshalCSV(src[4])),
+		atColumn(5, rec.HTTPStatus.UnmarshalCSV(src[5])),
+		atColumn(6, rec.ErrorCode.UnmarshalCSV(src[6])),
+		atColumn(7, rec.Error.UnmarshalCSV(src[7])),
+		atColumn(10, rec.FinishedAt.UnmarshalCSV(src[10])),
+	} {
+		if err != nil {
+			return err
 		}
 	}
-	cell(0, &rec.Line)
-	cell(1, &rec.UserID)
-	cell(3, &rec.Generation)
-	cell(4, &rec.Attempts)
-	cell(5, &rec.HTTPStatus)
-	cell(6, &rec.ErrorCode)
-	cell(7, &rec.Error)
-	cell(10, &rec.FinishedAt)
-	return err
+	return nil
 }
 
 // Cell types. Their errors never hold the cell's text: a sealed row's cell
@@ -282,6 +280,14 @@ type cellError struct {
 }
 
 func (e *cellError) Error() string { return e.err.Error() }
+
+// atColumn returns err (if any) as a *cellError of the given column.
+func atColumn(column int, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &cellError{column: column, err: err}
+}
 func (e *cellError) Unwrap() error { return e.err }
 
 // badCell returns "bad NAME: why" for a decoding error of a row with the

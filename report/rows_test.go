@@ -208,3 +208,54 @@ func TestWipeBuffer(t *testing.T) {
 		t.Fatal("plaintext left in the buffer")
 	}
 }
+
+// BenchmarkRowCodec compares, for one row, gocsv's reflection with the
+// direct calls of the cell methods that Append and Seal use (DESIGN.md,
+// "CSV rows").
+func BenchmarkRowCodec(b *testing.B) {
+	r := benchResultRows(1)[0]
+	b.Run("results/direct", func(b *testing.B) {
+		cw := csv.NewWriter(io.Discard)
+		rec := make([]string, len(ResultsHeader))
+		b.ReportAllocs()
+		for b.Loop() {
+			r.record(rec)
+			_ = cw.Write(rec)
+		}
+	})
+	b.Run("results/gocsv", func(b *testing.B) {
+		cw := csv.NewWriter(io.Discard)
+		rows := make([]resultsRecord, 1)
+		b.ReportAllocs()
+		for b.Loop() {
+			rows[0] = r.csvRecord()
+			_ = gocsv.MarshalCSVWithoutHeaders(&rows, cw)
+		}
+	})
+	// Sealed rows: 1,000 a file, as BenchmarkSeal writes them.
+	const n = 1000
+	const pw = secret.Password("Xq7#mZ2!pLr9^Tw4kV8_abcd")
+	b.Run("sealed-1000/direct", func(b *testing.B) {
+		rows := func(yield func(int, secret.Password) bool) {
+			for i := range n {
+				if !yield(1_000_000+i, pw) {
+					return
+				}
+			}
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = writeSealedRows(io.Discard, 1, rows)
+		}
+	})
+	b.Run("sealed-1000/gocsv", func(b *testing.B) {
+		rows := make([]sealedRecord, n)
+		for i := range rows {
+			rows[i] = sealedRecord{UserID: count(1_000_000 + i), Password: passwordCell{pw}, Generation: 1}
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = gocsv.MarshalCSV(&rows, csv.NewWriter(bufio.NewWriterSize(io.Discard, 64<<10)))
+		}
+	})
+}
