@@ -17,13 +17,16 @@ import (
 // column's name is its csv tag, and nowhere else: the header rows are
 // derived from the structs by gocsv. A column's encoding is its cell type's
 // MarshalCSV and UnmarshalCSV (gocsv's TypeMarshaller and
-// TypeUnmarshaller), so adding a column is adding one field.
+// TypeUnmarshaller). Adding a column is adding one field, plus its line in
+// the direct paths below and in the Row conversion
+// (TestEveryResultsColumnCoded fails until cells and decode have it).
 //
 // gocsv marshals and unmarshals these structs by reflection, which costs
-// about ten times what the rows cost to write by hand. The three loops whose
+// two to three times what the rows cost by hand, and allocates per cell
+// (BenchmarkRowCodec). The three loops whose
 // speed is benchmarked (appending to results.csv, sealing, and the scan of
 // RewriteSorted) therefore call the same cell methods directly, in field
-// order (resultsRecord.cells, resultsRecord.decode, writeSealed); every other
+// order (resultsRecord.cells, resultsRecord.decode, writeSealedRows); every other
 // path (the resume's read-back, the re-encoding of hand-edited rows, open's
 // reading and printing) goes through gocsv. TestRowCodecsAgree and
 // FuzzResultsRecord pin the direct paths to gocsv's bytes and values.

@@ -259,3 +259,44 @@ func BenchmarkRowCodec(b *testing.B) {
 		}
 	})
 }
+
+// TestEveryResultsColumnCoded sets one field of resultsRecord at a time
+// and checks that cells and decode handle it as gocsv does: a field added
+// to the struct but forgotten in cells or decode fails here.
+func TestEveryResultsColumnCoded(t *testing.T) {
+	typ := reflect.TypeFor[resultsRecord]()
+	for i := range typ.NumField() {
+		t.Run(typ.Field(i).Name, func(t *testing.T) {
+			var rec resultsRecord
+			f := reflect.ValueOf(&rec).Elem().Field(i)
+			if u, ok := f.Addr().Interface().(gocsv.TypeUnmarshaller); ok {
+				if u.UnmarshalCSV("42") != nil {
+					if err := u.UnmarshalCSV("2026-01-02T03:04:05Z"); err != nil {
+						t.Fatalf("no sample value for %s", f.Type())
+					}
+				}
+			} else if f.Kind() == reflect.String {
+				f.SetString("x")
+			} else {
+				t.Fatalf("%s is neither a cell type nor a string", f.Type())
+			}
+			cells := make([]string, len(ResultsHeader))
+			rec.cells(cells)
+			var buf bytes.Buffer
+			if err := gocsv.MarshalCSVWithoutHeaders(&[]resultsRecord{rec}, csv.NewWriter(&buf)); err != nil {
+				t.Fatal(err)
+			}
+			want, err := csv.NewReader(&buf).Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(cells, want) || cells[i] == "" {
+				t.Fatalf("cells %q, gocsv %q", cells, want)
+			}
+			var back resultsRecord
+			if err := back.decode(cells); err != nil || !reflect.DeepEqual(back, rec) {
+				t.Fatalf("decode: %+v (%v), want %+v", back, err, rec)
+			}
+		})
+	}
+}
