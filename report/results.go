@@ -179,8 +179,8 @@ func (r *Row) record(rec []string) {
 }
 
 // parseRow turns one record of results.csv into a Row, decoding the cells
-// without reflection (RewriteSorted's scan); readRow does the same through
-// gocsv.
+// without reflection (RewriteSorted's scan); rowReader.read does the same
+// through gocsv.
 func parseRow(rec []string) (Row, error) {
 	var cr resultsRecord
 	if err := cr.decode(rec); err != nil {
@@ -235,8 +235,8 @@ type scanned struct {
 var headerLine = strings.Join(ResultsHeader, ",") + "\n"
 
 // parseResults reads a whole results file of the given size from ra, one
-// record at a time, each decoded by parse. It calls add for every good record, in file order, with
-// the parsed row, the record's cells (valid only during the call) and the
+// record at a time, each decoded by parse. It calls add for every good
+// record, in file order, with the parsed row, the record's cells (valid only during the call) and the
 // byte range [start, end) of the record in the file; the range may begin
 // with blank lines that the CSV reader skipped. An error from add stops the
 // scan and is returned as is. The row is reused: add must copy it to keep it.
