@@ -6,8 +6,17 @@
 #     -t ghcr.io/example/pwrotate:1.0.0 .
 #
 # deploy/dockerfile_test.go checks the properties below; keep it passing.
+#
+# Both base images are pinned by digest: a tag can be moved, a digest cannot,
+# so a rebuild of an old commit starts from the same bases. The tag stays in
+# the reference for readers (the digest wins) and in the comment above each
+# FROM, with the date the digest was read. To move to a newer base, read the
+# current digest and update both:
+#   crane digest golang:1.26-bookworm
+#   crane digest gcr.io/distroless/static-debian12:nonroot
 
-FROM golang:1.26-bookworm AS builder
+# golang:1.26-bookworm, digest as of 2026-09-13.
+FROM golang:1.26-bookworm@sha256:9fdc884aacc3bec89b20ffc69f4bb369c78210e3e4f600387b5128b12c199f81 AS builder
 WORKDIR /src
 
 # Modules in their own layer: rebuilt only when go.mod or go.sum change.
@@ -29,7 +38,8 @@ RUN --mount=type=cache,target=/root/.cache/go-build \
 
 # distroless/static: CA certificates, tzdata, /etc/passwd with nonroot
 # (uid/gid 65532), no shell, no package manager.
-FROM gcr.io/distroless/static-debian12:nonroot
+# gcr.io/distroless/static-debian12:nonroot, digest as of 2026-08-26.
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab
 
 ARG VERSION=dev
 ARG COMMIT=unknown
@@ -40,6 +50,9 @@ LABEL org.opencontainers.image.title="pwrotate" \
 
 COPY --from=builder /pwrotate /pwrotate
 
-USER nonroot:nonroot
+# Numeric, not "nonroot": with a user name the kubelet cannot tell that the
+# image is non-root and refuses to start a pod that sets runAsNonRoot without
+# runAsUser. 65532 is distroless' nonroot.
+USER 65532:65532
 ENTRYPOINT ["/pwrotate"]
 CMD ["run", "--help"]

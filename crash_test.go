@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http/httptest"
 	"os"
@@ -165,6 +167,12 @@ func TestKillAtEveryStep(t *testing.T) {
 		"recorded:270", // 256 outcomes fsynced, 14 more in the buffer
 		"answered:300", // the last answer, not recorded
 		"complete",     // all recorded, results not yet rewritten
+		// Inside each atomic write: the temporary file is complete, not yet
+		// renamed. The resume must clear it, not refuse the folder.
+		"atomic-run.json:1",     // the manifest
+		"atomic-results.csv:1",  // the header of a new results.csv
+		"atomic-results.csv:2",  // the final sorted rewrite
+		"atomic-summary.json:1", // the summary of the completed run
 	}
 	for _, point := range points {
 		t.Run(point, func(t *testing.T) {
@@ -265,7 +273,8 @@ func TestSIGTERMFinishesInFlight(t *testing.T) {
 }
 
 // TestSecondRunOnSameOutRefused starts a slow run, then a second on the
-// same folder: the second exits 1 naming the holder; the first completes.
+// same folder: the second exits 4 ("busy", retried by Kubernetes within its
+// backoff limit, not FailJob) naming the holder; the first completes.
 func TestSecondRunOnSameOutRefused(t *testing.T) {
 	w := newCrashWorld(t, 30)
 	w.sim.SetLatency(50*time.Millisecond, 60*time.Millisecond)
@@ -280,8 +289,8 @@ func TestSecondRunOnSameOutRefused(t *testing.T) {
 	second, stderr := w.command(ctx, out, "")
 	err := second.Run()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
-		t.Fatalf("second run: %v, want exit 1", err)
+	if !errors.As(err, &ee) || ee.ExitCode() != 4 {
+		t.Fatalf("second run: %v, want exit 4 (output folder busy)\n%s", err, stderr)
 	}
 	if !strings.Contains(stderr.String(), "in use") || !strings.Contains(stderr.String(), "pid") {
 		t.Errorf("second run's error does not name the holder:\n%s", stderr)
@@ -326,6 +335,154 @@ func TestSecondSignalExitsAtOnce(t *testing.T) {
 	w.sim.SetLatency(0, 0)
 	if code := w.run(out, ""); code != 0 {
 		t.Fatalf("resume: exit %d", code)
+	}
+	w.check(out)
+}
+
+// checkResets asserts that every updated user of out had its sessions
+// reset on the simulator, and that its row says so.
+func (w *crashWorld) checkResets(out string) {
+	w.t.Helper()
+	rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.Status != report.Updated {
+			continue
+		}
+		if r.SessionsReset != "true" || r.Error != "" {
+			w.t.Errorf("user %d: sessionsReset %q (%s), want true", r.UserID, r.SessionsReset, r.Error)
+		}
+		if n := w.sim.Resets(r.UserID); n < 1 {
+			w.t.Errorf("user %d: updated, but the simulator saw no session reset", r.UserID)
+		}
+	}
+}
+
+// TestResetOwedIsNeverForgotten: with --reset-sessions, a SIGTERM lets the
+// resets of the changes in flight finish, and a kill between a change and
+// its reset leaves the reset owed; either way --resume completes with exit
+// 0 and every updated user's sessions were reset on the server.
+func TestResetOwedIsNeverForgotten(t *testing.T) {
+	t.Run("SIGTERM", func(t *testing.T) {
+		t.Parallel()
+		w := newCrashWorld(t, 60)
+		w.sim.SetLatency(100*time.Millisecond, 200*time.Millisecond)
+		out := filepath.Join(w.dir, "out")
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		cmd, stderr := w.command(ctx, out, "", "--reset-sessions")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		w.waitPasswordCalls(10)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+			t.Fatalf("exit after SIGTERM: %v, want code 3\n%s", err, stderr)
+		}
+		rows := lastRows(t, out)
+		notDone := 0
+		for _, r := range rows {
+			if r.Status == report.Updated && r.SessionsReset != "true" {
+				notDone++
+				t.Errorf("user %d: reset not done at SIGTERM (%s)", r.UserID, r.Error)
+			}
+		}
+		t.Logf("at SIGTERM: %d users recorded, %d with a reset not done", len(rows), notDone)
+		w.sim.SetLatency(0, 0)
+		if code := w.run(out, "", "--reset-sessions"); code != 0 {
+			t.Fatalf("resume: exit %d", code)
+		}
+		w.check(out)
+		w.checkResets(out)
+	})
+	t.Run("kill between change and reset", func(t *testing.T) {
+		t.Parallel()
+		w := newCrashWorld(t, 40)
+		out := filepath.Join(w.dir, "out")
+		if code := w.run(out, "changed:5", "--reset-sessions"); code != -1 {
+			t.Fatalf("the child was not killed at changed:5 (exit %d)", code)
+		}
+		owed := 0
+		for _, r := range lastRows(t, out) {
+			if r.Status == report.Updated && r.SessionsReset != "true" {
+				owed++
+			}
+		}
+		if owed == 0 {
+			t.Fatal("no row records a change whose reset is owed")
+		}
+		// Without the flag: run.json says the run resets sessions.
+		if code := w.run(out, ""); code != 0 {
+			t.Fatalf("resume: exit %d", code)
+		}
+		gens := w.check(out)
+		w.checkResets(out)
+		t.Logf("%d resets owed at the kill; rows by generation after resume %v", owed, gens)
+	})
+}
+
+// lastRows returns the last row of each line of out's results.csv (a later
+// row of a line supersedes an earlier one).
+func lastRows(t *testing.T, out string) map[int]report.Row {
+	t.Helper()
+	rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := map[int]report.Row{}
+	for _, r := range rows {
+		last[r.Line] = r
+	}
+	return last
+}
+
+// TestSignalDuringStartUpExitsInterrupted sends SIGTERM while the child is
+// held right after its signal handler is installed (before any wiring):
+// the exit is 3 (interrupted, resume), never Go's default death nor 2.
+func TestSignalDuringStartUpExitsInterrupted(t *testing.T) {
+	w := newCrashWorld(t, 5)
+	out := filepath.Join(w.dir, "out")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd, stderr := w.command(ctx, out, "")
+	cmd.Env = append(cmd.Env, "PWROTATE_TEST_PAUSE_AT=start")
+	pr, pw := io.Pipe()
+	cmd.Stderr = io.MultiWriter(stderr, pw)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	paused := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "paused at start") {
+				close(paused)
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case <-paused:
+	case <-ctx.Done():
+		t.Fatal("the child never reached its start-up pause")
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	_ = pw.Close()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("SIGTERM during start-up: %v, want exit 3\n%s", err, stderr)
+	}
+	if n := w.sim.Count("password"); n != 0 {
+		t.Errorf("%d password calls after a signal during start-up, want 0", n)
+	}
+	if code := w.run(out, ""); code != 0 {
+		t.Fatalf("run after the interrupted start: exit %d", code)
 	}
 	w.check(out)
 }

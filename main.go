@@ -3,33 +3,21 @@
 // age before sending them, changes them through a rate-limited worker pool,
 // and leaves a results CSV and a summary. See README.md and SPEC.md.
 //
-// main only parses flags, wires the packages together and maps errors to
-// exit codes.
+// main only installs the signal handler, dispatches to one cmd_*.go file per
+// subcommand and maps errors to exit codes.
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"syscall"
-	"time"
 
-	"pwrotate/console"
-	"pwrotate/demo"
 	"pwrotate/job"
-	"pwrotate/metrics"
-	"pwrotate/report"
-	"pwrotate/rotate"
+	"pwrotate/secret"
 )
 
 // Set with -ldflags "-X main.version=… -X main.commit=…".
@@ -38,514 +26,69 @@ var (
 	commit  = "unknown"
 )
 
-const usage = `usage:
-  pwrotate run   [flags]          plan a rotation; with --apply, carry it out
-  pwrotate open  [flags] PATH...  print sealed passwords as CSV (needs an identity)
-  pwrotate version
+func main() { os.Exit(realMain()) }
 
-'pwrotate run --help' and 'pwrotate open --help' list the flags.
-`
-
-func main() {
+// realMain is the process: the signal handler first of all, so that a
+// SIGTERM during start-up is an interruption (exit 3) and never Go's default
+// death, then the process settings (no core dumps: a crash must not write
+// the passwords in memory to disk), then the command line.
+func realMain() int {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if err := secret.DisableCoreDumps(); err != nil {
+		// Not fatal: the run is still safe unless it crashes.
+		fmt.Fprintf(os.Stderr, "pwrotate: warning: %v\n", err)
+	}
+	testPauseAtStart(sigs)
 	if os.Getenv("GOGC") == "" {
 		// A run holds its whole plan in memory and makes much short-lived
 		// garbage per request: collect at 1.5x the live heap, not 2x, so
 		// that 200,000 users fit in 64 MiB (see README, Performance).
 		debug.SetGCPercent(50)
 	}
-	os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	return dispatch(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, sigs)
 }
 
-// Main runs the command line args and returns the exit code.
+// Main runs the command line args in-process (tests) and returns the exit
+// code. It installs its own signal handler for 'run'.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return dispatch(args, stdin, stdout, stderr, nil)
+}
+
+// dispatch runs one subcommand. sigs, when not nil, is the process's signal
+// channel, installed before anything else.
+func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan os.Signal) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, helpTop)
 		return job.ExitFatal
 	}
 	switch args[0] {
 	case "run":
-		return cmdRun(args[1:], stdin, stdout, stderr)
+		return cmdRun(args[1:], stdin, stdout, stderr, sigs)
+	case "users":
+		return cmdUsers(args[1:], stdout, stderr, sigs)
 	case "open":
 		return cmdOpen(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "pwrotate %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		return job.ExitOK
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return job.ExitOK
+		return cmdHelp(args[1:], stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "pwrotate: unknown command %q\n%s", args[0], usage)
+		fmt.Fprintf(stderr, "pwrotate: error: unknown command %q\npwrotate: hint: the commands are run, users, open and version; 'pwrotate help' says more\n", args[0])
 		return job.ExitFatal
 	}
 }
 
-// runFlags are the flags of 'pwrotate run'.
-type runFlags struct {
-	input, out, baseURL, apiKeyFile, symbolSet string
-	pushgateway, shard, logFormat, progress    string
-	logLevel                                   string
-	apply, resume, resetSessions, includeSelf  bool
-	demo                                       bool
-	recipients, recipientFiles                 listFlag
-	rate                                       float64
-	burst, workers, maxAttempts, maxUsers      int
-	length, digits, symbols, shards            int
-	timeout                                    time.Duration
-}
-
-// listFlag is a repeatable string flag.
-type listFlag []string
-
-func (l *listFlag) String() string     { return strings.Join(*l, ",") }
-func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
-
-func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
-	f := &runFlags{}
-	fs := flag.NewFlagSet("pwrotate run", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	shape := rotate.DefaultShape()
-	fs.StringVar(&f.input, "input", "", "users CSV, - for stdin (required, except with --demo)")
-	fs.BoolVar(&f.apply, "apply", false, "change passwords; without it the run is a dry run (plan)")
-	fs.StringVar(&f.out, "out", "", "output folder (0700; files 0600); required with --apply")
-	fs.BoolVar(&f.resume, "resume", false, "continue the unfinished run in --out (a fresh run if --out is empty)")
-	fs.Var(&f.recipients, "recipient", "age recipient (age1…, age1pq1…, ssh-ed25519 …, ssh-rsa …), repeatable")
-	fs.Var(&f.recipientFiles, "recipients-file", "file of recipients, one a line, # comments; repeatable")
-	fs.StringVar(&f.baseURL, "base-url", "https://rest.ecgrid.io", "API root; https only, except loopback hosts")
-	fs.StringVar(&f.apiKeyFile, "api-key-file", "", "read the API key from this file (else env ECGRID_API_KEY)")
-	fs.Float64Var(&f.rate, "rate", 10, "API calls per second, every call counted; 0 = unlimited")
-	fs.IntVar(&f.burst, "burst", 1, "token bucket burst")
-	fs.IntVar(&f.workers, "workers", 8, "requests in flight at most")
-	fs.DurationVar(&f.timeout, "timeout", 30*time.Second, "one HTTP call")
-	fs.IntVar(&f.maxAttempts, "max-attempts", 5, "attempts per call, the first included")
-	fs.IntVar(&f.length, "length", shape.Length, "generated password length")
-	fs.IntVar(&f.digits, "digits", shape.Digits, "digits in a generated password")
-	fs.IntVar(&f.symbols, "symbols", shape.Symbols, "symbols in a generated password")
-	fs.StringVar(&f.symbolSet, "symbol-set", shape.SymbolSet, "symbols to draw from (ASCII only)")
-	fs.BoolVar(&f.resetSessions, "reset-sessions", false, "after a change, also reset the user's sessions")
-	fs.BoolVar(&f.includeSelf, "include-self", false, "allow rotating the caller's own account")
-	fs.IntVar(&f.maxUsers, "max-users", 0, "refuse a plan larger than N users (0 = no cap)")
-	fs.BoolVar(&f.demo, "demo", false, "use the built-in ECGrid simulator on loopback and the bundled example input")
-	fs.StringVar(&f.pushgateway, "pushgateway", "", "push the run's metrics to this Prometheus Pushgateway at the end")
-	fs.StringVar(&f.shard, "shard", "", "process only shard K/N (K defaults to JOB_COMPLETION_INDEX with --shards)")
-	fs.IntVar(&f.shards, "shards", 0, "number of shards N (with JOB_COMPLETION_INDEX)")
-	fs.StringVar(&f.logFormat, "log-format", "auto", "auto (text on a terminal, JSON otherwise), text, json")
-	fs.StringVar(&f.progress, "progress", "auto", "auto, always, never")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug (shows retries), info, warn, error")
-	return fs, f
-}
-
-// parseArgs applies PWROTATE_<NAME> environment variables, then the
-// arguments; flags and positional arguments may be mixed.
-func parseArgs(fs *flag.FlagSet, args []string, fromEnv bool) ([]string, error) {
-	var envErr error
-	fs.VisitAll(func(fl *flag.Flag) {
-		if !fromEnv {
-			return
-		}
-		name := "PWROTATE_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
-		if v := os.Getenv(name); v != "" && envErr == nil {
-			if err := fs.Set(fl.Name, v); err != nil {
-				envErr = fmt.Errorf("%s: %w", name, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
-	}
-	var rest []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return rest, nil
-		}
-		rest = append(rest, args[0])
-		args = args[1:]
-	}
-}
-
-func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	for _, a := range args {
-		if name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "="); strings.HasPrefix(a, "-") && name == "api-key" {
-			fmt.Fprintln(stderr, "pwrotate run: there is no --api-key flag: a key on the command line leaks into process lists and shell history; set ECGRID_API_KEY or pass --api-key-file")
-			return job.ExitFatal
-		}
-	}
-	fs, f := newRunFlags(stderr)
-	rest, err := parseArgs(fs, args, true)
-	if errors.Is(err, flag.ErrHelp) {
-		return job.ExitOK
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: %v\n", err)
-		return job.ExitFatal
-	}
-	if len(rest) > 0 {
-		fmt.Fprintf(stderr, "pwrotate run: unexpected argument %q (flags only; the input is --input FILE)\n", rest[0])
-		return job.ExitFatal
-	}
-	stderrFile, _ := stderr.(*os.File)
-	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
-
-	prog, err := console.NewProgress(console.ProgressConfig{Out: stderr, Mode: f.progress, Terminal: terminal})
-	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: %v\n", err)
-		return job.ExitFatal
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: --log-level %q: use debug, info, warn or error\n", f.logLevel)
-		return job.ExitFatal
-	}
-	logger, err := console.NewLogger(prog.LogWriter(), f.logFormat, terminal, level)
-	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate run: %v\n", err)
-		return job.ExitFatal
-	}
-	prog.SetLogger(logger)
-
-	cfg, cleanup, err := wire(f, stdin, stdout, logger)
-	defer cleanup()
-	if err != nil {
-		logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
-		return job.ExitFatal
-	}
-	runner := job.New(cfg)
-
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		s, ok := <-sigs
-		if !ok {
-			return
-		}
-		logger.Warn("signal: no new requests; finishing those in flight (a second signal exits at once)", "signal", s.String())
-		cancel()
-		if _, ok := <-sigs; ok {
-			runner.Abort()
-			logger.Error("second signal: exiting at once; run again with --resume")
-			os.Exit(job.ExitInterrupted)
-		}
-	}()
-
-	// The display starts with the updates, once the plan is printed; it goes
-	// on while requests in flight finish after a signal.
-	runner.SetProgress(startingProgress{prog, context.WithoutCancel(ctx)})
-	sum, runErr := runner.Run(ctx)
-	prog.Stop()
-	switch {
-	case runErr == nil:
-	case sum.ExitCode == job.ExitFatal:
-		logger.Error("run failed", "err", runErr, "exitCode", sum.ExitCode)
-	default:
-		logger.Warn("run ended", "reason", runErr, "exitCode", sum.ExitCode)
-	}
-	pushMetrics(f, cfg, sum, logger)
-	logger.Info("summary", "exitCode", sum.ExitCode, "records", sum.Records, "counts", sum.Counts,
-		"apiCalls", sum.APICalls, "retries", sum.Retries, "achievedRate", fmt.Sprintf("%.1f/s", sum.AchievedRate),
-		"interrupted", sum.Interrupted, "outputs", sum.Outputs)
-	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != job.ExitFatal {
-		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
-			filepath.Join(cfg.Out, job.DemoIdentityName), cfg.Out,
-			filepath.Join(cfg.Out, job.DemoIdentityName), filepath.Join(cfg.Out, report.SealedName(1)))
-	}
-	return sum.ExitCode
-}
-
-// startingProgress starts the display when the job knows its total.
-type startingProgress struct {
-	*console.Progress
-	ctx context.Context
-}
-
-func (p startingProgress) SetTotal(n int) {
-	p.Progress.SetTotal(n)
-	p.Start(p.ctx)
-}
-
-// wire turns the flags into a job.Config: validation of every value,
-// recipients, API key, client, generator, demo simulator, shards.
-func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (job.Config, func(), error) {
-	cleanup := func() {}
-	cfg := job.Config{
-		InputPath: f.input, Apply: f.apply, Out: f.out, Resume: f.resume,
-		Endpoint: f.baseURL, Workers: f.workers, ResetSessions: f.resetSessions,
-		IncludeSelf: f.includeSelf, MaxUsers: f.maxUsers, Version: version,
-		Logger: logger, Stdout: stdout,
-	}
-	switch {
-	case f.rate < 0:
-		return cfg, cleanup, fmt.Errorf("--rate %v: must be 0 (unlimited) or more", f.rate)
-	case f.burst < 1:
-		return cfg, cleanup, fmt.Errorf("--burst %d: must be at least 1", f.burst)
-	case f.workers < 1 || f.workers > 1024:
-		return cfg, cleanup, fmt.Errorf("--workers %d: must be between 1 and 1024", f.workers)
-	case f.timeout <= 0:
-		return cfg, cleanup, fmt.Errorf("--timeout %v: must be more than 0", f.timeout)
-	case f.maxAttempts < 1 || f.maxAttempts > 100:
-		return cfg, cleanup, fmt.Errorf("--max-attempts %d: must be between 1 and 100", f.maxAttempts)
-	case f.maxUsers < 0:
-		return cfg, cleanup, fmt.Errorf("--max-users %d: must be 0 (no cap) or more", f.maxUsers)
-	case f.resume && !f.apply:
-		return cfg, cleanup, errors.New("--resume goes with --apply")
-	case f.apply && f.out == "":
-		return cfg, cleanup, errors.New("--out: an output folder is required with --apply")
-	case f.demo && f.input != "":
-		return cfg, cleanup, errors.New("--demo uses the bundled example input: drop --input")
-	case !f.demo && f.input == "":
-		return cfg, cleanup, errors.New("--input: a users CSV is required (or --demo)")
-	}
-	gen, err := rotate.NewGenerator(rotate.Shape{Length: f.length, Digits: f.digits, Symbols: f.symbols, SymbolSet: f.symbolSet})
-	if err != nil {
-		return cfg, cleanup, err
-	}
-	cfg.Generator = gen
-
-	shard, shards, err := parseShard(f.shard, f.shards)
-	if err != nil {
-		return cfg, cleanup, err
-	}
-	rateLimit := f.rate
-	if shards > 1 {
-		cfg.Shard, cfg.Shards = shard, shards
-		rateLimit = f.rate / float64(shards)
-		if cfg.Out != "" {
-			cfg.Out = filepath.Join(cfg.Out, fmt.Sprintf("shard-%d", shard))
-		}
-	}
-
-	apiKey := ""
-	if f.demo {
-		env, err := demo.Start()
-		if err != nil {
-			return cfg, cleanup, err
-		}
-		cleanup = func() { _ = env.Close() }
-		f.baseURL, cfg.Endpoint, apiKey = env.BaseURL, env.BaseURL, env.APIKey
-		cfg.InputData, cfg.InputName = demo.ExampleInput, demo.InputName
-		if f.apply {
-			if entries, _ := os.ReadDir(cfg.Out); len(entries) > 0 && !f.resume {
-				return cfg, cleanup, fmt.Errorf("output folder %s is not empty: pass --resume to continue the run in it, or choose a new folder", cfg.Out)
-			}
-			{
-				rcp, path, err := demo.Identity(cfg.Out)
-				if err != nil {
-					return cfg, cleanup, fmt.Errorf("demo identity: %w", err)
-				}
-				cfg.Recipients = append(cfg.Recipients, rcp)
-				logger.Info("demo: sealing to a fresh identity", "identity", path)
-			}
-		}
-	} else {
-		if apiKey, err = readAPIKey(f.apiKeyFile); err != nil {
-			return cfg, cleanup, err
-		}
-	}
-	cfg.Stdin = stdin
-
-	if len(f.recipients) > 0 || len(f.recipientFiles) > 0 {
-		rs, err := report.ParseRecipients(f.recipients, f.recipientFiles)
-		if err != nil {
-			return cfg, cleanup, err
-		}
-		cfg.Recipients = append(cfg.Recipients, rs...)
-	}
-	if f.apply && len(cfg.Recipients) == 0 {
-		return cfg, cleanup, errors.New("--recipient or --recipients-file: at least one recipient is needed with --apply")
-	}
-
-	run := metrics.NewRun()
-	cfg.Counter = run
-	if apiKey != "" {
-		client, err := rotate.New(rotate.Config{
-			BaseURL: f.baseURL, APIKey: apiKey, Workers: f.workers, Timeout: f.timeout,
-			MaxAttempts: f.maxAttempts, Pacer: job.NewLimiter(rateLimit, f.burst), Observer: run, Logger: logger,
-		})
-		if err != nil {
-			return cfg, cleanup, err
-		}
-		cfg.Client = client
-	} else if _, err := rotate.ValidateBaseURL(f.baseURL); err != nil {
-		return cfg, cleanup, err
-	}
-	if f.pushgateway != "" {
-		if err := metrics.ValidateURL(f.pushgateway); err != nil {
-			return cfg, cleanup, err
-		}
-	}
-	if v := os.Getenv("PWROTATE_TEST_KILL_AT"); v != "" {
-		cfg.Hook = killHook(v)
-	}
-	logger.Info("start", "version", version, "apply", f.apply, "input", inputName(cfg), "out", cfg.Out, "resume", f.resume,
-		"baseURL", f.baseURL, "recipients", len(cfg.Recipients), "rate", rateLimit, "burst", f.burst, "workers", f.workers,
-		"timeout", f.timeout.String(), "maxAttempts", f.maxAttempts, "resetSessions", f.resetSessions,
-		"includeSelf", f.includeSelf, "maxUsers", f.maxUsers, "shard", cfg.Shard, "shards", cfg.Shards, "demo", f.demo,
-		"apiKey", keyState(apiKey))
-	return cfg, cleanup, nil
-}
-
-func inputName(cfg job.Config) string {
-	if cfg.InputName != "" {
-		return cfg.InputName
-	}
-	return cfg.InputPath
-}
-
-func keyState(key string) string {
-	if key == "" {
-		return "none"
-	}
-	return "set"
-}
-
-// readAPIKey reads the key from --api-key-file, else ECGRID_API_KEY.
-func readAPIKey(file string) (string, error) {
-	var key, from string
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("--api-key-file: %w", err)
-		}
-		key, from = strings.TrimSpace(string(b)), "--api-key-file "+file
-		if key == "" {
-			return "", fmt.Errorf("%s: the file is empty", from)
-		}
-	} else {
-		key, from = strings.TrimSpace(os.Getenv("ECGRID_API_KEY")), "ECGRID_API_KEY"
-	}
-	for _, c := range key {
-		if c < 0x21 || c > 0x7e {
-			return "", fmt.Errorf("%s: the API key holds a space, control or non-ASCII character", from)
-		}
-	}
-	return key, nil
-}
-
-// parseShard reads --shard K/N, or --shards N with K from
-// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
-func parseShard(spec string, shards int) (k, n int, err error) {
-	if spec == "" && shards <= 1 {
-		if shards < 0 {
-			return 0, 0, fmt.Errorf("--shards %d: must be 1 or more", shards)
-		}
-		return 0, 1, nil
-	}
-	if spec != "" {
-		ks, ns, ok := strings.Cut(spec, "/")
-		if ok && shards > 1 && ns != strconv.Itoa(shards) {
-			return 0, 0, fmt.Errorf("--shard %s and --shards %d disagree on the number of shards", spec, shards)
-		}
-		if !ok {
-			ns = strconv.Itoa(shards)
-		}
-		if k, err = strconv.Atoi(ks); err != nil {
-			return 0, 0, fmt.Errorf("--shard %q: want K/N", spec)
-		}
-		if n, err = strconv.Atoi(ns); err != nil {
-			return 0, 0, fmt.Errorf("--shard %q: want K/N", spec)
-		}
-	} else {
-		n = shards
-		idx := os.Getenv("JOB_COMPLETION_INDEX")
-		if idx == "" {
-			return 0, 0, fmt.Errorf("--shards %d: give --shard K/N or set JOB_COMPLETION_INDEX", shards)
-		}
-		if k, err = strconv.Atoi(idx); err != nil {
-			return 0, 0, fmt.Errorf("JOB_COMPLETION_INDEX %q: not a number", idx)
-		}
-	}
-	if n < 1 || n > 10000 || k < 0 || k >= n {
-		return 0, 0, fmt.Errorf("--shard %d/%d: need 0 <= K < N <= 10000", k, n)
-	}
-	return k, n, nil
-}
-
-// killHook makes the process kill itself with SIGKILL at a named point of
-// the run ("point" or "point:n"). Only tests set PWROTATE_TEST_KILL_AT.
-func killHook(spec string) func(string, int) {
-	point, nth, _ := strings.Cut(spec, ":")
-	n, _ := strconv.Atoi(nth)
-	if n < 1 {
-		n = 1
-	}
-	return func(p string, i int) {
-		if p == point && i == n {
-			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			time.Sleep(time.Minute)
-		}
-	}
-}
-
-func pushMetrics(f *runFlags, cfg job.Config, sum report.Summary, logger *slog.Logger) {
-	if f.pushgateway == "" {
+// testPauseAtStart holds the process, right after the signal handler is
+// installed, until a signal arrives, which it puts back for the command to
+// find. Only tests set PWROTATE_TEST_PAUSE_AT=start (a signal during
+// start-up must exit 3).
+func testPauseAtStart(sigs chan os.Signal) {
+	if os.Getenv("PWROTATE_TEST_PAUSE_AT") != "start" {
 		return
 	}
-	run, _ := cfg.Counter.(*metrics.Run)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	grouping := map[string]string{}
-	if cfg.Shards > 1 {
-		grouping["shard"] = strconv.Itoa(cfg.Shard)
-	}
-	err := run.Push(ctx, f.pushgateway, "pwrotate", grouping, metrics.Final{
-		Counts: sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
-		ExitCode: sum.ExitCode, Interrupted: sum.Interrupted,
-		// A dry run rotates nothing: it must not silence a "rotation overdue" alert.
-		Success: sum.ExitCode == job.ExitOK && !sum.DryRun,
-	})
-	if err != nil {
-		logger.Warn("pushing metrics failed", "err", err)
-		return
-	}
-	logger.Info("metrics pushed", "pushgateway", metrics.Redact(f.pushgateway))
-}
-
-func cmdOpen(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("pwrotate open", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var identities listFlag
-	var all bool
-	fs.Var(&identities, "identity", "age identity file or unencrypted SSH private key, repeatable (also -i)")
-	fs.Var(&identities, "i", "short for --identity")
-	fs.BoolVar(&all, "all", false, "print every sealed row, not only the live or candidate passwords")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: pwrotate open [--identity FILE]... [--all] PATH...\n  PATH: an output folder or .age files\n")
-		fs.PrintDefaults()
-	}
-	paths, err := parseArgs(fs, args, false)
-	if errors.Is(err, flag.ErrHelp) {
-		return job.ExitOK
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate open: %v\n", err)
-		return job.ExitFatal
-	}
-	if len(identities) == 0 {
-		fmt.Fprintln(stderr, "pwrotate open: --identity: an age identity or SSH private key is needed to open sealed passwords")
-		return job.ExitFatal
-	}
-	if len(paths) == 0 {
-		fmt.Fprintln(stderr, "pwrotate open: give an output folder or .age files")
-		return job.ExitFatal
-	}
-	ids, err := report.ParseIdentities(identities)
-	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate open: %v\n", err)
-		return job.ExitFatal
-	}
-	rows, err := report.Open(paths, ids, all)
-	if err != nil {
-		fmt.Fprintf(stderr, "pwrotate open: %v\n", err)
-		return job.ExitFatal
-	}
-	if err := report.WriteOpenCSV(stdout, rows); err != nil {
-		fmt.Fprintf(stderr, "pwrotate open: %v\n", err)
-		return job.ExitFatal
-	}
-	return job.ExitOK
+	fmt.Fprintln(os.Stderr, "pwrotate: test: paused at start")
+	sigs <- <-sigs
 }

@@ -29,10 +29,10 @@ import (
 // crash tests that kill a real child process.
 func TestMain(m *testing.M) {
 	if os.Getenv("PWROTATE_TEST_AS_MAIN") == "1" {
-		os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+		os.Exit(realMain())
 	}
 	testscript.Main(m, map[string]func(){
-		"pwrotate": func() { os.Exit(Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+		"pwrotate": func() { os.Exit(realMain()) },
 	})
 }
 
@@ -48,8 +48,9 @@ type idKey struct{}
 
 // TestScripts runs the command-line scripts in testdata/script against an
 // in-process ECGrid simulator: $SIM_URL, $ECGRID_API_KEY (NetworkAdmin user
-// 7), $LOW_KEY (NetworkUser), users 1000-1099, and an age identity in
-// $WORK/key.txt whose recipient is $RECIPIENT.
+// 7), $LOW_KEY (NetworkUser), users 1000-1099 (in the directory: network
+// 1+id%3, every tenth Suspended, user 1012 with a formula login), and an
+// age identity in $WORK/key.txt whose recipient is $RECIPIENT.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
@@ -61,6 +62,16 @@ func TestScripts(t *testing.T) {
 			sim.AddUser(scriptOwner, scriptPw)
 			for id := 1000; id < 1100; id++ {
 				sim.AddUser(id, scriptPw)
+				status := "Active"
+				if id%10 == 9 {
+					status = "Suspended"
+				}
+				login := "user-" + strconv.Itoa(id)
+				if id == 1012 {
+					login = "=HYPERLINK(\"http://evil\")"
+				}
+				sim.AddDirectoryUser(ecgridsim.DirUser{UserID: id, Login: login, Email: login + "@example.com",
+					NetworkID: 1 + id%3, MailboxID: 100 + id%3, AuthLevel: "MailboxUser", Status: status})
 			}
 			srv := httptest.NewServer(sim)
 			env.Defer(srv.Close)
@@ -86,7 +97,9 @@ func TestScripts(t *testing.T) {
 			"live":     cmdLive,
 			"simcalls": cmdSimCalls,
 			"simfault": cmdSimFault,
+			"simlist":  cmdSimList,
 			"noleak":   cmdNoLeak,
+			"pushedat": cmdPushedAt,
 		},
 	})
 }
@@ -195,6 +208,30 @@ func cmdSimFault(ts *testscript.TestScript, neg bool, args []string) {
 	sim.Inject(f)
 }
 
+// simlist [cap N] [ignorepage] [object]: set how the simulator pages
+// POST /v2/users/list.
+func cmdSimList(ts *testscript.TestScript, neg bool, args []string) {
+	sim := ts.Value(simKey{}).(*ecgridsim.Server)
+	var b ecgridsim.ListBehavior
+	for i := 0; i < len(args); i++ {
+		switch args[i] {
+		case "cap":
+			i++
+			if i == len(args) {
+				ts.Fatalf("usage: simlist [cap N] [ignorepage] [object]")
+			}
+			b.PageCap, _ = strconv.Atoi(args[i])
+		case "ignorepage":
+			b.IgnorePageNo = true
+		case "object":
+			b.Shape = ecgridsim.ListObject
+		default:
+			ts.Fatalf("simlist: unknown %q", args[i])
+		}
+	}
+	sim.SetListBehavior(b)
+}
+
 // noleak FILE...: none of the files (or folders' files) holds a password
 // the simulator knows, or the API key.
 func cmdNoLeak(ts *testscript.TestScript, neg bool, args []string) {
@@ -234,6 +271,35 @@ func cmdNoLeak(ts *testscript.TestScript, neg bool, args []string) {
 				}
 			}
 		}
+	}
+}
+
+// pushedat PUSHED SUMMARY N: the fake Pushgateway's file PUSHED holds N
+// values of pwrotate_last_success_timestamp_seconds, each the finishedAt
+// recorded in SUMMARY (summary.json), to the millisecond.
+func cmdPushedAt(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 3 {
+		ts.Fatalf("usage: pushedat PUSHED SUMMARY N")
+	}
+	sum, err := report.ReadSummary(ts.MkAbs(args[1]))
+	ts.Check(err)
+	want, _ := strconv.Atoi(args[2])
+	got := 0
+	for _, line := range strings.Split(ts.ReadFile(args[0]), "\n") {
+		v, ok := strings.CutPrefix(line, "pwrotate_last_success_timestamp_seconds ")
+		if !ok {
+			continue
+		}
+		got++
+		f, err := strconv.ParseFloat(v, 64)
+		ts.Check(err)
+		at := time.Unix(0, int64(f*1e9))
+		if d := at.Sub(sum.FinishedAt); d > time.Millisecond || d < -time.Millisecond {
+			ts.Fatalf("push %d: last success at %v, but summary.json says the run finished at %v", got, at.UTC(), sum.FinishedAt)
+		}
+	}
+	if got != want {
+		ts.Fatalf("%d pushes of pwrotate_last_success_timestamp_seconds, want %d", got, want)
 	}
 }
 

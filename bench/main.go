@@ -53,39 +53,49 @@ import (
 
 // Targets of issue 4.
 const (
-	minWrkRatio     = 0.7  // users/s of the whole run over wrk's requests/s
-	minRateAccuracy = 0.98 // achieved over configured rate
-	maxRSS200k      = 64   // MiB at 200,000 users
-	maxRSSGrowth    = 3.0  // RSS(200k) / RSS(20k)
-	maxCPUPer10k    = 0.3  // CPU seconds (user+sys) per 10,000 users
-	callerID        = 1    // the API key's owner, never in the input
-	firstUserID     = 1_000_000
-	benchWorkers    = 64
-	rateWorkers     = 32
-	rateLimit       = 300
-	rateBurst       = 1
-	rateLatencyMin  = 20 * time.Millisecond
-	rateLatencyMax  = 50 * time.Millisecond
-	childTimeLimit  = 10 * time.Minute
-	wrkConnections  = 64
-	wrkThreads      = 2
-	wrkInstallHint  = "apt-get install -y wrk"
-	summaryFileName = report.SummaryName
-	floorArg        = "__floor"           // hidden first argument: run as the floor child
-	floorKeyEnv     = "PWBENCH_FLOOR_KEY" // the simulator key, for the floor child
-	floorPrefix     = "floor:"            // the floor child's one line of output
-	floorDefault    = 100_000
+	minWrkRatio        = 0.7  // users/s of the whole run over wrk's requests/s
+	minRateAccuracy    = 0.98 // achieved over configured rate
+	maxRSS200k         = 64   // MiB at 200,000 users
+	maxRSSGrowth       = 3.0  // RSS(200k) / RSS(20k)
+	maxCPUPer10k       = 0.3  // CPU seconds (user+sys) per 10,000 users
+	callerID           = 1    // the API key's owner, never in the input
+	firstUserID        = 1_000_000
+	benchWorkers       = 64
+	rateWorkers        = 32
+	rateLimit          = 300
+	rateBurst          = 1
+	rateLatencyMin     = 20 * time.Millisecond
+	rateLatencyMax     = 50 * time.Millisecond
+	throttleLimit      = 300  // the throttled server's calls a second (one second of burst, then 429 Retry-After: 1)
+	minFloorRatio20k   = 0.75 // whole process users/s over the floor's requests/s, 20k users (issue 11)
+	minFloorRatio200k  = 0.85 // the same at 200k users
+	maxFloorCPU        = 1.5  // CPU per 10k users over the floor's per 10k requests
+	throttleLatencyMin = 20 * time.Millisecond
+	throttleLatencyMax = 40 * time.Millisecond
+	maxThrottleTime    = 1.15
+	maxThrottleShare   = 0.01
+	childTimeLimit     = 10 * time.Minute
+	wrkConnections     = 64
+	wrkThreads         = 2
+	wrkInstallHint     = "apt-get install -y wrk"
+	summaryFileName    = report.SummaryName
+	floorArg           = "__floor"           // hidden first argument: run as the floor child
+	floorKeyEnv        = "PWBENCH_FLOOR_KEY" // the simulator key, for the floor child
+	floorPrefix        = "floor:"            // the floor child's one line of output
+	floorDefault       = 100_000
 )
 
 type options struct {
-	users     []int
-	rateUsers int
-	skipWrk   bool
-	binary    string
-	wrkDur    time.Duration
-	keep      bool
-	skipFloor bool
-	floorReqs int
+	users         []int
+	rateUsers     int
+	skipWrk       bool
+	binary        string
+	wrkDur        time.Duration
+	keep          bool
+	skipFloor     bool
+	floorReqs     int
+	throttleUsers int
+	throttleRates []int
 }
 
 func main() {
@@ -132,6 +142,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	keep := fs.Bool("keep", false, "keep the temporary folder (inputs, outputs, logs)")
 	skipFloor := fs.Bool("skip-floor", false, "do not measure the net/http floor (a bare client sending the same requests)")
 	floorReqs := fs.Int("floor-requests", floorDefault, "requests the net/http floor sends")
+	throttleUsers := fs.Int("throttle-users", 9000, "users in each throttled-server run (0 skips them)")
+	throttleRates := fs.String("throttle-rates", "400,1000", "comma-separated --rate settings for the throttled-server runs")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -139,9 +151,15 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	opt := options{rateUsers: *rateUsers, skipWrk: *skipWrk, binary: *binary, wrkDur: *wrkDur, keep: *keep,
-		skipFloor: *skipFloor, floorReqs: *floorReqs}
+		skipFloor: *skipFloor, floorReqs: *floorReqs, throttleUsers: *throttleUsers}
 	var err error
-	if opt.users, err = parseUsers(*users); err != nil {
+	if opt.throttleRates, err = parseCounts("--throttle-rates", *throttleRates); err != nil {
+		return options{}, err
+	}
+	if opt.throttleUsers < 0 || opt.throttleUsers > 10_000_000 {
+		return options{}, fmt.Errorf("--throttle-users %d: must be between 0 (skip) and 10000000", opt.throttleUsers)
+	}
+	if opt.users, err = parseCounts("--users", *users); err != nil {
 		return options{}, err
 	}
 	if opt.rateUsers < 0 {
@@ -153,8 +171,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	return opt, nil
 }
 
-// parseUsers reads a list such as "20000,200000".
-func parseUsers(s string) ([]int, error) {
+// parseCounts reads flag's list such as "20000,200000".
+func parseCounts(flag, s string) ([]int, error) {
 	var out []int
 	for f := range strings.SplitSeq(s, ",") {
 		f = strings.TrimSpace(f)
@@ -163,12 +181,12 @@ func parseUsers(s string) ([]int, error) {
 		}
 		n, err := strconv.Atoi(f)
 		if err != nil || n < 1 || n > 10_000_000 {
-			return nil, fmt.Errorf("--users: %q is not a count between 1 and 10000000", f)
+			return nil, fmt.Errorf("%s: %q is not a count between 1 and 10000000", flag, f)
 		}
 		out = append(out, n)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("--users: empty list")
+		return nil, fmt.Errorf("%s: empty list", flag)
 	}
 	return out, nil
 }
@@ -275,6 +293,14 @@ func (b *bench) all(ctx context.Context) (bool, error) {
 	if b.opt.rateUsers > 0 {
 		if err := b.rateAccuracy(ctx, b.opt.rateUsers); err != nil {
 			return false, err
+		}
+	}
+
+	if b.opt.throttleUsers > 0 {
+		for _, r := range b.opt.throttleRates {
+			if err := b.throttled(ctx, b.opt.throttleUsers, r); err != nil {
+				return false, err
+			}
 		}
 	}
 
@@ -571,6 +597,7 @@ func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64, fl *floor
 		for _, line := range overFloor(cpuPer10k, r.summary.AchievedRate, *fl) {
 			fmt.Fprintf(b.out, "  %s\n", line)
 		}
+		b.floorTargets(n, usersPerSec, cpuPer10k, *fl)
 	}
 	return r.maxRSS, nil
 }
@@ -625,6 +652,51 @@ func (b *bench) rateAccuracy(ctx context.Context, n int) error {
 	fmt.Fprintf(b.out, "  max in 1 s window: %d calls (window starting %.3f s into the run)  target <= %d: %s\n",
 		peak, at.Sub(times[0]).Seconds(), limit, b.verdict(peak <= limit, fmt.Sprintf("%d calls in one second", peak)))
 	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB; CPU %.2f s (%.3f s per 10k users)\n", r.maxRSS, r.cpu.Seconds(), r.cpu.Seconds()/float64(n)*10_000)
+	return nil
+}
+
+// throttled runs n users with --rate rate against a simulator that allows
+// throttleLimit calls a second (a token bucket with one second of burst,
+// then 429 with Retry-After: 1) and compares the wall time with the ideal,
+// (n − throttleLimit) / throttleLimit seconds (issue 11).
+func (b *bench) throttled(ctx context.Context, n, rate int) error {
+	sim, url, stop, err := b.simulator()
+	if err != nil {
+		return err
+	}
+	defer stop()
+	sim.SetCallLimit(-1)
+	sim.SetLatency(throttleLatencyMin, throttleLatencyMax)
+	sim.SetRateLimit(throttleLimit)
+	load := loadAvg()
+	r, err := b.runChild(ctx, "throttled-"+strconv.Itoa(rate), n, url, "--rate", strconv.Itoa(rate), "--burst", strconv.Itoa(rateBurst),
+		"--workers", strconv.Itoa(rateWorkers))
+	if err != nil {
+		return err
+	}
+	calls := sim.Calls()
+	times := make([]time.Time, len(calls))
+	limited := 0
+	for i, c := range calls {
+		times[i] = c.At
+		if c.Status == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	ideal := float64(n-throttleLimit) / throttleLimit
+	ratio := r.wall.Seconds() / ideal
+	share := float64(limited) / float64(max(len(calls), 1))
+	peak, _ := maxInWindow(times, time.Second)
+	fmt.Fprintf(b.out, "\nthrottled server: %d users, --rate %d --burst %d --workers %d, latency %s-%s; server allows %d/s (1 s burst, then 429 Retry-After: 1) (load before: %s)\n",
+		n, rate, rateBurst, rateWorkers, throttleLatencyMin, throttleLatencyMax, throttleLimit, load)
+	fmt.Fprintf(b.out, "  wall time:         %.2f s = %.3fx the ideal %.1f s (whole process)  target <= %.2f: %s\n",
+		r.wall.Seconds(), ratio, ideal, maxThrottleTime,
+		b.verdict(ratio <= maxThrottleTime, fmt.Sprintf("throttled --rate %d: %.3fx the ideal", rate, ratio)))
+	fmt.Fprintf(b.out, "  429s:              %d of %d calls = %.2f%%  target <= %.0f%%: %s\n",
+		limited, len(calls), share*100, maxThrottleShare*100,
+		b.verdict(share <= maxThrottleShare, fmt.Sprintf("throttled --rate %d: %.2f%% 429s", rate, share*100)))
+	fmt.Fprintf(b.out, "  max in 1 s window: %d calls  target <= %d: %s\n", peak, rate+rateBurst,
+		b.verdict(peak <= rate+rateBurst, fmt.Sprintf("throttled --rate %d: %d calls in one second", rate, peak)))
 	return nil
 }
 
@@ -750,6 +822,26 @@ func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, err
 		r.cpu.Seconds(), r.cpuPer10k(), maxCPUPer10k)
 	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB\n", r.maxRSS)
 	return r, nil
+}
+
+// floorTargets prints issue 11's targets against the floor: the whole
+// process's users per second at least minFloorRatio(n) of the floor's
+// requests per second, and CPU per 10k users at most maxFloorCPU times the
+// floor's.
+func (b *bench) floorTargets(n int, usersPerSec, cpuPer10k float64, f floorRun) {
+	fr, fc := f.rps(), f.cpuPer10k()
+	if fr <= 0 || fc <= 0 {
+		return
+	}
+	want := minFloorRatio20k
+	if n >= 200_000 {
+		want = minFloorRatio200k
+	}
+	ratio, cpu := usersPerSec/fr, cpuPer10k/fc
+	fmt.Fprintf(b.out, "  whole vs floor:    %.2fx the floor's rate (%.0f users/s vs %.0f/s)  target >= %.2f: %s\n",
+		ratio, usersPerSec, fr, want, b.verdict(ratio >= want, fmt.Sprintf("%d users: %.2fx the floor", n, ratio)))
+	fmt.Fprintf(b.out, "  CPU vs floor:      %.2fx the floor's CPU per 10k  target <= %.2f: %s\n",
+		cpu, maxFloorCPU, b.verdict(cpu <= maxFloorCPU, fmt.Sprintf("%d users: CPU %.2fx the floor's", n, cpu)))
 }
 
 // overFloor compares a pwrotate run (its CPU seconds per 10k users and its

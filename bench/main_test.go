@@ -120,7 +120,7 @@ func TestParseUsers(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
-			got, err := parseUsers(tt.in)
+			got, err := parseCounts("--users", tt.in)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("err = %v, want error %v", err, tt.wantErr)
 			}

@@ -40,9 +40,19 @@ type Env struct {
 	srv     *http.Server
 }
 
+// DirectorySize and DirectorySeed make the demo's user directory
+// (ecgridsim.GenerateDirectory), which `run --demo --select network=1`
+// lists.
+const (
+	DirectorySize = 120
+	DirectorySeed = 2026
+)
+
 // Start serves a simulator on 127.0.0.1 with a fresh random API key
-// (NetworkAdmin), every user ID existing, a little latency, and a few
-// transient faults that the job's retries must absorb.
+// (NetworkAdmin), every user ID existing, a user directory of three
+// networks, a little latency, and a few transient faults that the job's
+// retries must absorb: on the password endpoint, and on the listing (pages
+// capped at 25 users whatever is asked, one 503).
 func Start() (*Env, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -57,6 +67,23 @@ func Start() (*Env, error) {
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1011, Kind: ecgridsim.HTMLError})
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1019, Kind: ecgridsim.ApplyThenDrop})
 	sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: 1031, Kind: ecgridsim.Problem, Status: 502})
+	dir := ecgridsim.GenerateDirectory(DirectorySize, DirectorySeed)
+	for _, u := range dir {
+		sim.AddDirectoryUser(u)
+	}
+	// The caller itself is in network 2, so that network 1 is all others.
+	sim.AddDirectoryUser(ecgridsim.DirUser{UserID: CallerID, Login: "api-user-1", Email: "api-user-1@example.com",
+		FirstName: "Demo", LastName: "Administrator", NetworkID: 2, MailboxID: 201, AuthLevel: "NetworkAdmin", Status: "Active"})
+	sim.SetListBehavior(ecgridsim.ListBehavior{PageCap: 25})
+	sim.Inject(ecgridsim.Fault{Endpoint: "list", Kind: ecgridsim.HTMLError})
+	faulted := 0
+	for _, u := range sim.Directory(ecgridsim.ListFilter{NetworkID: 1, Status: "Active"}) {
+		if u.UserID%5 == 0 && faulted < 2 {
+			kind := []ecgridsim.FaultKind{ecgridsim.TooManyRequests, ecgridsim.ApplyThenDrop}[faulted]
+			sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: u.UserID, Kind: kind, RetryAfter: "1"})
+			faulted++
+		}
+	}
 	base, srv, err := sim.ListenLoopback()
 	if err != nil {
 		return nil, fmt.Errorf("demo simulator: %w", err)

@@ -3,5 +3,6 @@
 // the output) and the tests that keep them, and the repository's Dockerfile,
 // honest: every manifest must decode strictly into its Kubernetes API type and
 // keep the hardening, retry and resume properties that docs/kubernetes.md
-// describes. The package has no code of its own.
+// describes, and the recipes there must stay safe to copy (docs_test.go). The
+// package has no code of its own.
 package deploy

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -27,9 +28,12 @@ type instruction struct {
 	line int
 }
 
-// stage is a build stage: its FROM and the instructions that follow.
+// stage is a build stage: its FROM, the comment lines right above it, and
+// the instructions that follow.
 type stage struct {
 	image, name string
+	comments    []string
+	line        int
 	instrs      []instruction
 }
 
@@ -50,11 +54,19 @@ func (s *stage) find(cmd string) []instruction {
 func parseDockerfile(text string) ([]stage, error) {
 	var stages []stage
 	var buf strings.Builder
+	var comments []string // the comment block right above the next instruction
 	start := 0
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
-		if strings.HasPrefix(line, "#") || (line == "" && buf.Len() == 0) {
+		if strings.HasPrefix(line, "#") {
+			if buf.Len() == 0 {
+				comments = append(comments, strings.TrimSpace(strings.TrimPrefix(line, "#")))
+			}
+			continue
+		}
+		if line == "" && buf.Len() == 0 {
+			comments = nil
 			continue
 		}
 		if buf.Len() == 0 {
@@ -74,14 +86,16 @@ func parseDockerfile(text string) ([]stage, error) {
 			f = slices.DeleteFunc(f, func(s string) bool { return strings.HasPrefix(s, "--") })
 			switch {
 			case len(f) == 1:
-				stages = append(stages, stage{image: f[0]})
+				stages = append(stages, stage{image: f[0], comments: comments, line: start})
 			case len(f) == 3 && strings.EqualFold(f[1], "AS"):
-				stages = append(stages, stage{image: f[0], name: f[2]})
+				stages = append(stages, stage{image: f[0], name: f[2], comments: comments, line: start})
 			default:
 				return nil, fmt.Errorf("line %d: malformed FROM %q", start, args)
 			}
+			comments = nil
 			continue
 		}
+		comments = nil
 		if len(stages) == 0 {
 			if in.cmd != "ARG" {
 				return nil, fmt.Errorf("line %d: %s before the first FROM", start, in.cmd)
@@ -111,6 +125,11 @@ func checkDockerfile(text string) []string {
 	}
 	var p []string
 	final := &stages[len(stages)-1]
+
+	// Every base image pinned by digest, its tag kept in view.
+	for i := range stages {
+		p = append(p, checkBasePin(stages[:i], &stages[i])...)
+	}
 
 	// The final stage: a minimal base, the binary only, non-root, exec form.
 	img := final.image
@@ -142,9 +161,13 @@ func checkDockerfile(text string) []string {
 	if len(users) == 0 {
 		p = append(p, "final stage: no USER: the image would run as root")
 	} else {
-		u, _, _ := strings.Cut(users[len(users)-1].args, ":")
-		if u == "" || u == "root" || u == "0" {
-			p = append(p, fmt.Sprintf("final stage: USER %q is root", users[len(users)-1].args))
+		user := users[len(users)-1].args
+		u, g, _ := strings.Cut(user, ":")
+		switch {
+		case u == "" || u == "root" || u == "0":
+			p = append(p, fmt.Sprintf("final stage: USER %q is root", user))
+		case !numericID(u) || !numericID(g):
+			p = append(p, fmt.Sprintf("final stage: USER %q: want numeric uid:gid (%d:%d): with a user name the kubelet cannot verify runAsNonRoot unless the pod sets runAsUser", user, nonRootID, nonRootID))
 		}
 	}
 	if ep := final.find("ENTRYPOINT"); len(ep) == 0 {
@@ -218,6 +241,35 @@ func checkDockerfile(text string) []string {
 	return p
 }
 
+// numericID reports whether s is a decimal uid or gid other than 0.
+func numericID(s string) bool {
+	n, err := strconv.ParseUint(s, 10, 32)
+	return err == nil && n != 0
+}
+
+// digestRef matches an image reference pinned by digest, with its tag kept:
+// name:tag@sha256:<64 hex>.
+var digestRef = regexp.MustCompile(`^([^@\s]+):([^:@/\s]+)@sha256:[0-9a-f]{64}$`)
+
+// checkBasePin checks that st's base image (unless scratch or an earlier
+// stage) is pinned by digest with its tag in the reference, and that the
+// comment right above the FROM names that tag (and so says what the digest
+// stands for when the reference is read alone).
+func checkBasePin(earlier []stage, st *stage) []string {
+	img := st.image
+	if img == "scratch" || slices.ContainsFunc(earlier, func(e stage) bool { return e.name != "" && e.name == img }) {
+		return nil
+	}
+	m := digestRef.FindStringSubmatch(img)
+	if m == nil {
+		return []string{fmt.Sprintf("line %d: FROM %s: want name:tag@sha256:<digest>: a base image must be pinned by digest (a tag can be moved)", st.line, img)}
+	}
+	if tag := m[1] + ":" + m[2]; !slices.ContainsFunc(st.comments, func(c string) bool { return strings.Contains(c, tag) }) {
+		return []string{fmt.Sprintf("line %d: FROM %s: no comment above it naming %s (and when its digest was read)", st.line, img, tag)}
+	}
+	return nil
+}
+
 func TestDockerfile(t *testing.T) {
 	data, err := os.ReadFile(dockerfilePath)
 	if err != nil {
@@ -236,6 +288,18 @@ func TestDockerfileChecksCatchMistakes(t *testing.T) {
 		t.Fatalf("reading Dockerfile: %v", err)
 	}
 	text := string(data)
+	// The two FROM lines, digests included, as the Dockerfile has them.
+	fromLine := func(prefix string) string {
+		for line := range strings.Lines(text) {
+			if strings.HasPrefix(line, prefix) {
+				return strings.TrimSuffix(line, "\n")
+			}
+		}
+		t.Fatalf("the Dockerfile has no line starting with %q: update this test", prefix)
+		return ""
+	}
+	builderFrom := fromLine("FROM golang:")
+	finalFrom := fromLine("FROM gcr.io/distroless/")
 	tests := []struct {
 		name, old, new, want string
 	}{
@@ -244,14 +308,23 @@ func TestDockerfileChecksCatchMistakes(t *testing.T) {
 		{"version stamp", "-X main.version=${VERSION}", "", "main.version"},
 		{"commit stamp", "-X main.commit=${COMMIT}", "", "main.commit"},
 		{"ARG before FROM only", "ARG VERSION=dev\nARG COMMIT=unknown\n\n# Static", "# Static", "ARG VERSION"},
-		{"root", "USER nonroot:nonroot", "USER root", "root"},
-		{"no user", "USER nonroot:nonroot", "", "no USER"},
+		{"root", "USER 65532:65532", "USER root", "root"},
+		{"root uid", "USER 65532:65532", "USER 0:0", "root"},
+		{"no user", "USER 65532:65532", "", "no USER"},
+		{"named user", "USER 65532:65532", "USER nonroot:nonroot", "numeric"},
+		{"no group", "USER 65532:65532", "USER 65532", "numeric"},
 		{"shell entrypoint", `ENTRYPOINT ["/pwrotate"]`, "ENTRYPOINT /pwrotate", "exec form"},
 		{"shell cmd", `CMD ["run", "--help"]`, "CMD run --help", "CMD"},
-		{"debian final", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM debian:bookworm", "distroless"},
-		{"latest final", "FROM gcr.io/distroless/static-debian12:nonroot", "FROM gcr.io/distroless/static-debian12:latest", "latest"},
+		{"debian final", finalFrom, "FROM debian:bookworm", "distroless"},
+		{"latest final", finalFrom, "FROM gcr.io/distroless/static-debian12:latest", "latest"},
+		{"final by tag only", finalFrom, "FROM gcr.io/distroless/static-debian12:nonroot", "pinned by digest"},
+		{"builder by tag only", builderFrom, "FROM golang:1.26-bookworm AS builder", "pinned by digest"},
+		{"digest without tag", builderFrom, strings.Replace(builderFrom, ":1.26-bookworm", "", 1), "pinned by digest"},
+		{"short digest", builderFrom, builderFrom[:len(builderFrom)-len(" AS builder")-1] + " AS builder", "pinned by digest"},
+		{"tag comment dropped", "# golang:1.26-bookworm, digest", "# builder, digest", "no comment above it naming golang:1.26-bookworm"},
+		{"comment not adjacent", builderFrom, "\n" + builderFrom, "no comment above it"},
 		{"source in image", "COPY --from=builder /pwrotate /pwrotate", "COPY --from=builder /pwrotate /pwrotate\nCOPY . /src", "without --from"},
-		{"single stage", "FROM gcr.io/distroless/static-debian12:nonroot", "", "multi-stage"},
+		{"single stage", finalFrom, "", "multi-stage"},
 		{"modules uncached", "RUN go mod download && go mod verify\n", "", "go mod download"},
 		{"old go", "FROM golang:1.26-bookworm", "FROM golang:1.22-bookworm", "golang:1.26"},
 		{"baked key", "ARG VERSION=dev\nARG COMMIT=unknown\nLABEL", "ARG VERSION=dev\nARG COMMIT=unknown\nENV ECGRID_API_KEY=x\nLABEL", "credential"},
@@ -341,6 +414,7 @@ func checkDockerignore(text string, needed []string) []string {
 		".git/HEAD", "pwrotate", "job/job.test", "cover.out",
 		"passwords-g0001.age", "demo-out/passwords-g0002.age", "demo-out/results.csv",
 		"out/summary.json", "report/testdata/sealed.age", "demo-out/demo-identity.txt", "key.txt",
+		"api-key", "deploy/api-key",
 	} {
 		if !ignored(patterns, f) {
 			p = append(p, fmt.Sprintf("%s is sent to the build context", f))
@@ -423,6 +497,8 @@ func TestDockerignore(t *testing.T) {
 		{"test binaries kept", "**/*.test\n", "", "job/job.test"},
 		{"sources dropped", "# Version control", "*.go\n# Version control", "main.go"},
 		{"exception honoured", "**/key.txt\n", "**/key.txt\n!key.txt\n", "key.txt"},
+		{"api key kept", "**/api-key\n", "", "api-key"},
+		{"api key at the root only", "**/api-key\n", "api-key\n", "deploy/api-key"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -430,6 +506,74 @@ func TestDockerignore(t *testing.T) {
 				t.Fatalf(".dockerignore no longer contains %q: update this test", tt.old)
 			}
 			problems := checkDockerignore(strings.Replace(text, tt.old, tt.new, 1), needed)
+			for _, p := range problems {
+				if strings.HasPrefix(p, tt.want+" ") {
+					return
+				}
+			}
+			t.Errorf("problems = %q, want one naming %q", problems, tt.want)
+		})
+	}
+}
+
+// ---- .gitignore ----
+
+// parseGitignore reads .gitignore patterns with the matcher above: a
+// pattern with no slash but a trailing one matches at any depth, as git does.
+func parseGitignore(text string) []ignorePattern {
+	var b strings.Builder
+	for line := range strings.Lines(text) {
+		t := strings.TrimSpace(line)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		neg := strings.HasPrefix(t, "!")
+		t = strings.TrimPrefix(t, "!")
+		if !strings.Contains(strings.TrimSuffix(t, "/"), "/") {
+			t = "**/" + t
+		}
+		if neg {
+			t = "!" + t
+		}
+		b.WriteString(t + "\n")
+	}
+	return parseDockerignore(b.String())
+}
+
+// checkGitignore returns the secrets and outputs that git would not ignore.
+func checkGitignore(text string) []string {
+	patterns := parseGitignore(text)
+	var p []string
+	for _, f := range []string{"api-key", "deploy/api-key", "pwrotate", "demo-out/results.csv", "out/summary.json"} {
+		if !ignored(patterns, f) {
+			p = append(p, fmt.Sprintf("%s is not in .gitignore", f))
+		}
+	}
+	return p
+}
+
+func TestGitignore(t *testing.T) {
+	data, err := os.ReadFile("../.gitignore")
+	if err != nil {
+		t.Fatalf("reading .gitignore: %v", err)
+	}
+	text := string(data)
+	for _, p := range checkGitignore(text) {
+		t.Error(p)
+	}
+	tests := []struct {
+		name, old, new, want string
+	}{
+		{"api key kept", "\napi-key\n", "\n", "api-key"},
+		{"api key at the root only", "\napi-key\n", "\n/api-key\n", "deploy/api-key"},
+		{"exception honoured", "\napi-key\n", "\napi-key\n!deploy/api-key\n", "deploy/api-key"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(text, tt.old) {
+				t.Fatalf(".gitignore no longer contains %q: update this test", tt.old)
+			}
+			problems := checkGitignore(strings.Replace(text, tt.old, tt.new, 1))
 			for _, p := range problems {
 				if strings.HasPrefix(p, tt.want+" ") {
 					return

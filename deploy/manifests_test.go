@@ -267,20 +267,37 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{"no retries", checkCronJob, func(o *objects) { o.cron.Spec.JobTemplate.Spec.BackoffLimit = nil }, "backoffLimit"},
 		{"no failure policy", checkCronJob, func(o *objects) { o.cron.Spec.JobTemplate.Spec.PodFailurePolicy = nil }, "podFailurePolicy"},
 		{"exit 3 fails the job", checkCronJob, func(o *objects) {
-			r := &o.cron.Spec.JobTemplate.Spec.PodFailurePolicy.Rules[0]
-			r.OnExitCodes.Values = []int32{1, 2, 3}
+			exitRule(o.cron.Spec.JobTemplate.Spec.PodFailurePolicy).OnExitCodes.Values = []int32{1, 2, 3}
 		}, "exit code 3"},
+		{"exit 4 fails the job", checkCronJob, func(o *objects) {
+			exitRule(o.cron.Spec.JobTemplate.Spec.PodFailurePolicy).OnExitCodes.Values = []int32{1, 2, 4}
+		}, "exit code 4"},
+		{"exit 4 retried uncounted", checkCronJob, func(o *objects) {
+			p := o.cron.Spec.JobTemplate.Spec.PodFailurePolicy
+			p.Rules = append(p.Rules, batchv1.PodFailurePolicyRule{
+				Action:      batchv1.PodFailurePolicyActionIgnore,
+				OnExitCodes: &batchv1.PodFailurePolicyOnExitCodesRequirement{Operator: batchv1.PodFailurePolicyOnExitCodesOpIn, Values: []int32{4}},
+			})
+		}, "exit code 4"},
 		{"exit 2 retried", checkCronJob, func(o *objects) {
-			r := &o.cron.Spec.JobTemplate.Spec.PodFailurePolicy.Rules[0]
-			r.OnExitCodes.Values = []int32{1}
+			exitRule(o.cron.Spec.JobTemplate.Spec.PodFailurePolicy).OnExitCodes.Values = []int32{1}
 		}, "exit code 2"},
 		{"rule for another container", checkCronJob, func(o *objects) {
-			*o.cron.Spec.JobTemplate.Spec.PodFailurePolicy.Rules[0].OnExitCodes.ContainerName = "main"
+			*exitRule(o.cron.Spec.JobTemplate.Spec.PodFailurePolicy).OnExitCodes.ContainerName = "main"
 		}, "exit code 1"},
 		{"disruptions counted", checkCronJob, func(o *objects) {
 			p := o.cron.Spec.JobTemplate.Spec.PodFailurePolicy
-			p.Rules = p.Rules[:1]
+			p.Rules = slices.DeleteFunc(p.Rules, func(r batchv1.PodFailurePolicyRule) bool { return r.OnExitCodes == nil })
 		}, "DisruptionTarget"},
+		{"exit-code rule before disruptions", checkCronJob, func(o *objects) {
+			slices.Reverse(o.cron.Spec.JobTemplate.Spec.PodFailurePolicy.Rules)
+		}, "DisruptionTarget rule first"},
+		{"indexed: exit-code rule before disruptions", checkIndexedJob, func(o *objects) {
+			slices.Reverse(o.indexed.Spec.PodFailurePolicy.Rules)
+		}, "DisruptionTarget rule first"},
+		{"indexed: exit 4 fails the index", checkIndexedJob, func(o *objects) {
+			exitRule(o.indexed.Spec.PodFailurePolicy).OnExitCodes.Values = []int32{1, 2, 4}
+		}, "exit code 4"},
 		{"replacement while terminating", checkCronJob, func(o *objects) {
 			v := batchv1.TerminatingOrFailed
 			o.cron.Spec.JobTemplate.Spec.PodReplacementPolicy = &v
@@ -288,7 +305,7 @@ func TestChecksCatchMistakes(t *testing.T) {
 		{"completions differ from shards", checkIndexedJob, func(o *objects) { *o.indexed.Spec.Completions = 3 }, "completions"},
 		{"not indexed", checkIndexedJob, func(o *objects) { o.indexed.Spec.CompletionMode = nil }, "completionMode"},
 		{"FailJob in indexed", checkIndexedJob, func(o *objects) {
-			o.indexed.Spec.PodFailurePolicy.Rules[0].Action = batchv1.PodFailurePolicyActionFailJob
+			exitRule(o.indexed.Spec.PodFailurePolicy).Action = batchv1.PodFailurePolicyActionFailJob
 		}, "FailIndex"},
 		{"no per-index backoff", checkIndexedJob, func(o *objects) { o.indexed.Spec.BackoffLimitPerIndex = nil }, "backoffLimitPerIndex"},
 		{"shards on RWO claim", checkIndexedJob, func(o *objects) {
@@ -429,51 +446,71 @@ func checkJob(js *batchv1.JobSpec, failAction batchv1.PodFailurePolicyAction) []
 	return append(p, checkRunContainer(pod, &pod.Containers[0])...)
 }
 
-// checkFailurePolicy checks which action each exit code of pwrotate gets.
+// disrupted is the condition the control plane puts on a pod it evicts,
+// preempts or drains.
+var disrupted = []corev1.PodCondition{{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue}}
+
+// checkFailurePolicy checks which action each exit code of pwrotate gets,
+// and that a disrupted pod is retried whatever its exit code: the rules are
+// evaluated in order, so the DisruptionTarget rule must come before the
+// exit-code rule.
 func checkFailurePolicy(pfp *batchv1.PodFailurePolicy, failAction batchv1.PodFailurePolicyAction) []string {
 	if pfp == nil {
 		return []string{"podFailurePolicy not set: exit codes 1 and 2 would be retried"}
 	}
 	var p []string
 	for _, code := range []int32{1, 2} {
-		if a, ok := actionForExit(pfp, containerName, code); !ok || a != failAction {
+		if a, ok := actionFor(pfp, containerName, code, nil); !ok || a != failAction {
 			p = append(p, fmt.Sprintf("exit code %d: action %q, want %s (retrying a fatal or finished run does not help)", code, a, failAction))
 		}
 	}
-	// 3 = interrupted: it must count against the backoff limit and be
-	// retried with --resume, neither fail at once nor retry forever.
-	if a, ok := actionForExit(pfp, containerName, 3); ok && a != batchv1.PodFailurePolicyActionCount {
-		p = append(p, fmt.Sprintf("exit code 3: action %q, want Count (the next pod resumes)", a))
+	// 3 = interrupted, 4 = output folder held by another run: both must
+	// count against the backoff limit and be retried with --resume, neither
+	// fail at once (4 failing the Job would terminate the healthy lock
+	// holder) nor retry forever uncounted.
+	for _, code := range []int32{3, 4} {
+		if a, ok := actionFor(pfp, containerName, code, nil); ok && a != batchv1.PodFailurePolicyActionCount {
+			p = append(p, fmt.Sprintf("exit code %d: action %q, want Count (the next pod resumes)", code, a))
+		}
 	}
-	ignored := false
+	// A disrupted pod may exit with anything: 3 after a clean SIGTERM, 2 if
+	// it crashed on the way down, 137 if the grace period ran out.
+	for _, code := range []int32{1, 2, 3, 4, 137} {
+		if a, ok := actionFor(pfp, containerName, code, disrupted); !ok || a != batchv1.PodFailurePolicyActionIgnore {
+			p = append(p, fmt.Sprintf("a disrupted pod (DisruptionTarget) exiting %d gets action %q, want Ignore: put the DisruptionTarget rule first, evictions and drains must neither fail the Job nor use up the backoff limit", code, a))
+			break
+		}
+	}
 	for _, r := range pfp.Rules {
 		if r.OnExitCodes != nil && slices.Contains(r.OnExitCodes.Values, 0) {
 			p = append(p, "exit code 0 in a podFailurePolicy rule")
 		}
-		for _, c := range r.OnPodConditions {
-			if c.Type == corev1.DisruptionTarget && c.Status == corev1.ConditionTrue && r.Action == batchv1.PodFailurePolicyActionIgnore {
-				ignored = true
-			}
-		}
-	}
-	if !ignored {
-		p = append(p, "no Ignore rule for DisruptionTarget: evictions and preemptions would use up the backoff limit")
 	}
 	return p
 }
 
-// actionForExit returns the action of the first rule that matches a
-// container exiting with code, as the Job controller evaluates them.
-func actionForExit(pfp *batchv1.PodFailurePolicy, container string, code int32) (batchv1.PodFailurePolicyAction, bool) {
+// actionFor returns the action of the first rule that matches a pod whose
+// container exited with code and which has conditions, as the Job controller
+// evaluates them: in order, the first match wins.
+func actionFor(pfp *batchv1.PodFailurePolicy, container string, code int32, conditions []corev1.PodCondition) (batchv1.PodFailurePolicyAction, bool) {
 	for _, r := range pfp.Rules {
-		e := r.OnExitCodes
-		if e == nil || (e.ContainerName != nil && *e.ContainerName != container) {
+		if e := r.OnExitCodes; e != nil {
+			if e.ContainerName != nil && *e.ContainerName != container {
+				continue
+			}
+			in := slices.Contains(e.Values, code)
+			if (e.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn && in) ||
+				(e.Operator == batchv1.PodFailurePolicyOnExitCodesOpNotIn && !in && code != 0) {
+				return r.Action, true
+			}
 			continue
 		}
-		in := slices.Contains(e.Values, code)
-		if (e.Operator == batchv1.PodFailurePolicyOnExitCodesOpIn && in) ||
-			(e.Operator == batchv1.PodFailurePolicyOnExitCodesOpNotIn && !in && code != 0) {
-			return r.Action, true
+		for _, pat := range r.OnPodConditions {
+			if slices.ContainsFunc(conditions, func(c corev1.PodCondition) bool {
+				return c.Type == pat.Type && c.Status == pat.Status
+			}) {
+				return r.Action, true
+			}
 		}
 	}
 	return "", false
@@ -871,6 +908,17 @@ func checkCollectPod(o *objects) []string {
 }
 
 // ---- helpers ----
+
+// exitRule returns the policy's first exit-code rule (the one holding 1 and
+// 2), for the tests that break it.
+func exitRule(pfp *batchv1.PodFailurePolicy) *batchv1.PodFailurePolicyRule {
+	for i := range pfp.Rules {
+		if pfp.Rules[i].OnExitCodes != nil {
+			return &pfp.Rules[i]
+		}
+	}
+	panic("no exit-code rule in podFailurePolicy")
+}
 
 // runArgs is a parsed `pwrotate run` command line.
 type runArgs struct {

@@ -1,6 +1,8 @@
 // Package ecgridsim is an in-process simulator of the ECGrid REST v2 API
 // endpoints that pwrotate uses (GET /v2/users/me, POST /v2/users/password,
-// POST /v2/users/reset/{id}), with scripted faults.
+// POST /v2/users/reset/{id}, POST /v2/users/list), with scripted faults and
+// a user directory (see directory.go) that is the truth exports are
+// compared against.
 //
 // It serves the job's tests (through httptest), `pwrotate run --demo` (on
 // loopback) and load benchmarks, so the handler does no per-request logging
@@ -26,7 +28,7 @@ const DefaultCallLimit = 1 << 20
 type Call struct {
 	// At is when the request arrived.
 	At time.Time
-	// Endpoint is "me", "password", "reset" or "other".
+	// Endpoint is "me", "password", "reset", "list" or "other".
 	Endpoint string
 	// UserID is the user the request was about (for "me", the caller); 0
 	// when unknown or invalid.
@@ -54,6 +56,10 @@ type Server struct {
 	lastRefill time.Time
 
 	faults []*pendingFault
+
+	dir          []DirUser   // the directory, in listing order
+	dirIndex     map[int]int // userId -> index in dir
+	listBehavior ListBehavior
 
 	calls     []Call
 	callLimit int
@@ -186,7 +192,7 @@ func (s *Server) SetCallLimit(n int) {
 }
 
 // Count returns how many requests were seen for the endpoint name: "me",
-// "password", "reset" or "other".
+// "password", "reset", "list" or "other".
 func (s *Server) Count(name string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

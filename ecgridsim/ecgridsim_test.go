@@ -394,6 +394,14 @@ func TestFaults(t *testing.T) {
 				t.Fatalf("body %s", r.body)
 			}
 		}},
+		{"Refusal", Fault{Kind: Refusal}, adminKey, false, 200, func(t *testing.T, r result) {
+			if r.err != nil || r.status != 200 {
+				t.Fatalf("status %d err %v", r.status, r.err)
+			}
+			if e := r.env(t); e.Success || e.ErrorCode != "" || e.Message != "" || string(e.Data) != "false" || bytes.Contains(r.body, []byte("errorCode")) {
+				t.Fatalf("body %s", r.body)
+			}
+		}},
 		{"HugeBody", Fault{Kind: HugeBody}, adminKey, false, 200, func(t *testing.T, r result) {
 			if r.err != nil || r.status != 200 || len(r.body) != 20<<20 || !strings.HasPrefix(r.header.Get("Content-Type"), "text/html") {
 				t.Fatalf("status %d err %v len %d type %q", r.status, r.err, len(r.body), r.header.Get("Content-Type"))

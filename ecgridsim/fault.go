@@ -53,6 +53,9 @@ const (
 	SlowDrip
 	// Redirect answers 307 to Fault.Location (default "/v2/moved").
 	Redirect
+	// Refusal answers 200 {"success":false,"data":false} with no errorCode
+	// and no message: an unexplained refusal.
+	Refusal
 )
 
 var faultNames = [...]string{
@@ -72,6 +75,7 @@ var faultNames = [...]string{
 	HugeBody:        "HugeBody",
 	SlowDrip:        "SlowDrip",
 	Redirect:        "Redirect",
+	Refusal:         "Refusal",
 }
 
 // String returns the kind's Go name, e.g. "ApplyThenDrop".
@@ -85,7 +89,7 @@ func (k FaultKind) String() string {
 // Fault is a scripted misbehaviour. Inject queues it; each request checks
 // the queue in order and meets the first fault that matches it.
 type Fault struct {
-	// Endpoint is "me", "password", "reset", or "" for any request.
+	// Endpoint is "me", "password", "reset", "list", or "" for any request.
 	Endpoint string
 	// UserID restricts the fault to requests about that user; 0 matches any.
 	UserID int
@@ -170,6 +174,8 @@ func fixedResponse(f *Fault) response {
 		return response{status: http.StatusOK, ctype: ctJSON, body: invalidJSONBody}
 	case DataFalse:
 		return response{status: http.StatusOK, ctype: ctJSON, body: dataFalseBody}
+	case Refusal:
+		return response{status: http.StatusOK, ctype: ctJSON, body: refusalBody}
 	case Redirect:
 		return response{status: http.StatusTemporaryRedirect, location: orString(f.Location, defaultLocation)}
 	}
@@ -182,6 +188,7 @@ var (
 		"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
 	invalidJSONBody = []byte(`{"success":true,"data":tr<!-- upstream truncated -->`)
 	dataFalseBody   = []byte(`{"success":true,"data":false}`)
+	refusalBody     = []byte(`{"success":false,"data":false}`)
 	// dripBody is what SlowDrip sends: it looks like a success but is never
 	// finished (the closing brace never comes; spaces pad a long Hold).
 	dripBody = []byte(`{"success":true,"data":true`)

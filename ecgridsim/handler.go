@@ -24,10 +24,11 @@ const (
 	epMe
 	epPassword
 	epReset
+	epList
 	numEndpoints
 )
 
-var endpointNames = [numEndpoints]string{"other", "me", "password", "reset"}
+var endpointNames = [numEndpoints]string{"other", "me", "password", "reset", "list"}
 
 func (e endpoint) String() string { return endpointNames[e] }
 
@@ -36,6 +37,7 @@ const (
 	pathMe       = "/v2/users/me"
 	pathPassword = "/v2/users/password"
 	pathReset    = "/v2/users/reset/"
+	pathList     = "/v2/users/list"
 )
 
 // authLevels ranks the ECGrid AuthLevels; an unknown name ranks 0.
@@ -133,8 +135,9 @@ type request struct {
 	methodOK bool
 	allow    string // the method the endpoint wants
 	key      string
-	userID   int    // 0 when unknown or invalid
-	password string // password endpoint only
+	userID   int        // 0 when unknown or invalid
+	password string     // password endpoint only
+	list     *listQuery // list endpoint only
 	bad      *response
 }
 
@@ -151,6 +154,8 @@ func parse(r *http.Request) request {
 		req.ep, req.allow = epPassword, http.MethodPost
 	case strings.HasPrefix(p, pathReset):
 		req.ep, req.allow = epReset, http.MethodPost
+	case p == pathList:
+		req.ep, req.allow = epList, http.MethodPost
 	default:
 		return req
 	}
@@ -167,6 +172,8 @@ func parse(r *http.Request) request {
 		req.userID = id
 	case epPassword:
 		parsePasswordBody(r, &req)
+	case epList:
+		parseListBody(r, &req)
 	}
 	return req
 }
@@ -188,6 +195,23 @@ func parseID(s string) (int, bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// readJSONBody checks the Content-Type and reads a body of at most MaxBody
+// bytes; on failure it returns the answer to give.
+func readJSONBody(r *http.Request) ([]byte, *response) {
+	ct, _, _ := strings.Cut(r.Header.Get("Content-Type"), ";")
+	if !strings.EqualFold(strings.TrimSpace(ct), "application/json") {
+		return nil, &respBadCType
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		return nil, &respBadJSON
+	}
+	if len(b) > MaxBody {
+		return nil, &respTooBig
+	}
+	return b, nil
 }
 
 func parsePasswordBody(r *http.Request, req *request) {
@@ -316,6 +340,9 @@ func (s *Server) process(req *request) response {
 	}
 	if req.bad != nil {
 		return *req.bad
+	}
+	if req.ep == epList {
+		return s.listPageLocked(req.list)
 	}
 	u, exists := s.lookupLocked(req.userID)
 	if !exists {

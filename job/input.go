@@ -225,7 +225,7 @@ type inputParser struct {
 	count  int
 
 	arena    inputArena
-	valid    []uint64 // userId<<32 | index of each record valid but for duplicates
+	ids      []uint64 // userId<<32 | index of each record with a parsable userId, valid or not
 	seed     maphash.Seed
 	pwHashes []uint64    // of the given passwords not kept (invalid records)
 	echoes   []inputEcho // invalid records that show their userId cell
@@ -394,9 +394,11 @@ func (p *inputParser) addRecord(rec []string, line int, pe *csv.ParseError) erro
 	if r.UserID == 0 && rawID != "" && r.RawUserID != inputHiddenCell {
 		p.echoes = append(p.echoes, inputEcho{index: p.count, hash: p.hash(rawID)})
 	}
+	if r.UserID != 0 {
+		p.ids = append(p.ids, uint64(r.UserID)<<32|uint64(p.count))
+	}
 	if r.Invalid == "" {
 		r.Password = secret.Password(p.arena.clone(pw))
-		p.valid = append(p.valid, uint64(r.UserID)<<32|uint64(p.count))
 	} else if pw != "" {
 		p.pwHashes = append(p.pwHashes, p.hash(pw))
 	}
@@ -414,24 +416,30 @@ func (p *inputParser) addRecord(rec []string, line int, pe *csv.ParseError) erro
 const inputChunkRecords = 4096
 
 // markDuplicates makes invalid every record whose userId repeats that of an
-// earlier record valid so far ("duplicate of line N").
+// earlier record ("duplicate of line N", N the first record with that ID),
+// whether or not the earlier record is valid: an ID is planned at most once,
+// and fixing line N's password never turns a later line into a second
+// change. A record already invalid for its own reason keeps that reason.
 func (p *inputParser) markDuplicates() {
-	slices.Sort(p.valid) // by userId, then input order
+	slices.Sort(p.ids) // by userId, then input order
 	first := -1
-	for i, key := range p.valid {
+	for i, key := range p.ids {
 		idx := int(key & (1<<32 - 1))
-		if i == 0 || key>>32 != p.valid[i-1]>>32 {
+		if i == 0 || key>>32 != p.ids[i-1]>>32 {
 			first = idx
 			continue
 		}
 		r := &p.in.Records[idx]
+		if r.Invalid != "" {
+			continue
+		}
 		r.Invalid = "duplicate of line " + strconv.Itoa(p.in.Records[first].Line)
 		if !r.Password.Empty() {
 			p.pwHashes = append(p.pwHashes, p.hash(r.Password.Reveal()))
 			r.Password = ""
 		}
 	}
-	p.valid = nil
+	p.ids = nil
 }
 
 // hash hashes a cell, trimmed, to compare userId and password cells.

@@ -31,8 +31,9 @@ var fuzzReasons = regexp.MustCompile(`^(userId "(.*)" is not an integer in 1\.\.
 	`|password begins or ends with a space)$`)
 
 // FuzzReadInput checks that no input makes ReadInput panic, hang or break
-// its promises: lines increasing, valid ids unique and in range, no given
-// password in a reason, the same outcome however the source splits reads.
+// its promises: lines increasing, valid ids in range and never repeating
+// an earlier record's (valid or not), no given password in a reason, the
+// same outcome however the source splits reads.
 // Limits are lowered so that small inputs reach them.
 func FuzzReadInput(f *testing.F) {
 	f.Add([]byte("userId,newPassword\n1,Aa1!aaaa\n2,\n"))
@@ -68,17 +69,20 @@ func FuzzReadInput(f *testing.F) {
 		}
 		lines := bytes.Count(data, []byte("\n")) + 1
 		prev := 1
-		ids := make(map[int]bool)
+		ids := make(map[int]bool) // of every earlier record, valid or not
 		for _, r := range in.Records {
 			if r.Line <= prev || r.Line > lines {
 				t.Fatalf("record line %d after line %d (input has %d lines)", r.Line, prev, lines)
 			}
 			prev = r.Line
-			if r.Invalid == "" {
-				if r.UserID < 1 || r.UserID > maxInputUserID || ids[r.UserID] {
-					t.Fatalf("line %d: valid id %d out of range or repeated", r.Line, r.UserID)
-				}
+			seen := ids[r.UserID]
+			if r.UserID != 0 {
 				ids[r.UserID] = true
+			}
+			if r.Invalid == "" {
+				if r.UserID < 1 || r.UserID > maxInputUserID || seen {
+					t.Fatalf("line %d: valid id %d out of range or repeating an earlier record", r.Line, r.UserID)
+				}
 				if id, ok := parseInputUserID(r.RawUserID); !ok || id != r.UserID {
 					t.Fatalf("line %d: RawUserID %q for id %d", r.Line, r.RawUserID, r.UserID)
 				}

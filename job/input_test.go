@@ -137,7 +137,7 @@ func TestReadInputFixtures(t *testing.T) {
 			{line: 8, raw: "0x1F", invalid: `userId "0x1F" is not an integer`},
 			{line: 9, invalid: "userId is empty"},
 			{line: 10, id: 3001, invalid: "password breaks the rule: missing uppercase, digit, symbol"},
-			{line: 11, id: 3001}, // the earlier 3001 is invalid: not a duplicate
+			{line: 11, id: 3001, invalid: "duplicate of line 10"}, // the earlier 3001 is invalid: still a repeat
 			{line: 12, id: 3002, password: "Aa1!good"},
 			{line: 13, id: 3002, invalid: "duplicate of line 12"},
 			{line: 14, id: 3003, invalid: "password breaks the rule: missing uppercase"},
@@ -195,11 +195,32 @@ func TestReadInputRecords(t *testing.T) {
 		{"non-ascii digits", "userId\n١٢\n", []want{{line: 2, invalid: `userId "١٢" is not an integer`}}},
 		{"control chars shown safely", "userId\na\u202eb\n", []want{{line: 2, raw: "a\uFFFDb", invalid: "userId \"a\uFFFDb\""}}},
 		{"long id truncated", "userId\n" + strings.Repeat("z", 100) + "\n", []want{{line: 2, raw: strings.Repeat("z", 32) + "…", invalid: "userId \"" + strings.Repeat("z", 32) + "…\" is not"}}},
-		{"duplicate of first valid", "userId,password\n9,bad\n9,Aa1!ok\n9,Bb2!ok\n9,\n", []want{
+		{"duplicate of first parsable", "userId,password\n9,bad\n9,Aa1!ok\n9,Bb2!ok\n9,\n", []want{
 			{line: 2, id: 9, invalid: "password breaks the rule"},
-			{line: 3, id: 9, password: "Aa1!ok"},
-			{line: 4, id: 9, invalid: "duplicate of line 3"},
-			{line: 5, id: 9, invalid: "duplicate of line 3"},
+			{line: 3, id: 9, invalid: "duplicate of line 2"},
+			{line: 4, id: 9, invalid: "duplicate of line 2"},
+			{line: 5, id: 9, invalid: "duplicate of line 2"},
+		}},
+		{"duplicate of invalid password", "userId,password\n5,abc\n5,\n", []want{
+			{line: 2, id: 5, invalid: "password breaks the rule"},
+			{line: 3, id: 5, invalid: "duplicate of line 2"},
+		}},
+		{"duplicate of unparsable record", "userId,password\n6,a\"b\n6,\n", []want{
+			{line: 2, id: 6, invalid: "cannot be parsed"},
+			{line: 3, id: 6, invalid: "duplicate of line 2"},
+		}},
+		{"duplicate of bad utf8 record", "userId,name\n7,\xff\n7,ok\n", []want{
+			{line: 2, id: 7, invalid: "not valid UTF-8"},
+			{line: 3, id: 7, invalid: "duplicate of line 2"},
+		}},
+		{"repeat invalid on its own keeps its reason", "userId,password\n8,\n8,short\n", []want{
+			{line: 2, id: 8},
+			{line: 3, id: 8, invalid: "password breaks the rule"},
+		}},
+		{"unparsable ids are not duplicates", "userId\nabc\nabc\n\n10\n", []want{
+			{line: 2, raw: "abc", invalid: `userId "abc"`},
+			{line: 3, raw: "abc", invalid: `userId "abc"`},
+			{line: 5, id: 10},
 		}},
 		{"bare quote then recovery", "userId,password\n1,a\"b\n2,\n", []want{{line: 2, id: 1, invalid: "cannot be parsed"}, {line: 3, id: 2}}},
 		{"extraneous quote on last line", "userId,password\n1,\n2,\"Aa1!\"x", []want{{line: 2, id: 1}, {line: 3, id: 2, invalid: "cannot be parsed"}}},

@@ -11,10 +11,14 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
+	"os"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,6 +37,7 @@ const (
 	ExitFatal       = 1 // could not start, or a fatal error
 	ExitIncomplete  = 2 // finished, but some records failed or were invalid, or a reset failed
 	ExitInterrupted = 3 // interrupted by a signal: run again with --resume
+	ExitBusy        = 4 // the output folder is held by another run: try again later
 )
 
 // Progress is told about every finished record (console.Progress).
@@ -49,10 +54,17 @@ type Counter interface {
 
 // Config is everything a run needs; main builds it from the flags.
 type Config struct {
-	InputPath     string    // "-" for Stdin
-	Stdin         io.Reader // read when InputPath is "-"
-	InputData     []byte    // read instead of InputPath when non-nil (--demo)
-	InputName     string    // the name InputData goes by
+	InputPath string    // "-" for Stdin
+	Stdin     io.Reader // read when InputPath is "-"
+	InputData []byte    // read instead of InputPath when non-nil (--demo)
+	InputName string    // the name InputData goes by
+	// Select, when set, takes the users from ECGrid instead of an input
+	// (run --select): listed through Client, snapshotted to
+	// OUT/SnapshotName before the plan; a resume reads the snapshot.
+	Select *rotate.UserFilter
+	// ListProgress, when set, is told after each page of a --select
+	// listing: the page number, its users, the users listed so far.
+	ListProgress  func(pageNo, pageUsers, total int)
 	Apply         bool
 	Out           string // output folder; optional in a dry run
 	Resume        bool
@@ -73,7 +85,11 @@ type Config struct {
 	// Hook, when set, is called at named points of the run (tests use it
 	// to kill the process at an exact step). n counts occurrences.
 	Hook func(point string, n int)
-	Now  func() time.Time
+	// Now is the clock (default time.Now); Sleep waits for d or until ctx
+	// is done (default a timer). Tests replace both to see the waits of a
+	// resume without waiting.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
 }
 
 // ExitError is a run's failure with the exit code it maps to.
@@ -97,6 +113,15 @@ type Runner struct {
 
 	mu      sync.Mutex
 	results *report.ResultsFile
+	// files writes the output folder's files, calling cfg.Hook inside
+	// every atomic write ("atomic-NAME", n counting writes of NAME).
+	files report.Files
+	// resets is set when the run resets sessions after each change:
+	// --reset-sessions, or a manifest that says the run was started so.
+	resets bool
+	// beat marks the run as active (heartbeat: run.json's mtime).
+	beat func()
+	sel  *Selection // what --select listed
 }
 
 // New returns a Runner for cfg.
@@ -113,7 +138,20 @@ func New(cfg Config) *Runner {
 	if cfg.Hook == nil {
 		cfg.Hook = func(string, int) {}
 	}
-	return &Runner{cfg: cfg, log: cfg.Logger}
+	if cfg.Sleep == nil {
+		cfg.Sleep = sleep
+	}
+	r := &Runner{cfg: cfg, log: cfg.Logger}
+	var hookMu sync.Mutex
+	seen := map[string]int{}
+	r.files.Hook = func(point string) {
+		hookMu.Lock()
+		seen[point]++
+		n := seen[point]
+		hookMu.Unlock()
+		cfg.Hook(point, n)
+	}
+	return r
 }
 
 // SetProgress sets the display told about each finished record.
@@ -163,7 +201,11 @@ func (r *Runner) Run(ctx context.Context) (report.Summary, error) {
 		sum.Shard = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
 	}
 	err := r.run(ctx, &sum)
-	sum.FinishedAt = cfg.Now().UTC()
+	if sum.FinishedAt.IsZero() {
+		// Not recorded in summary.json by the run (which sets it when it
+		// writes one, and keeps the folder's when it was already complete).
+		sum.FinishedAt = cfg.Now().UTC()
+	}
 	if err != nil {
 		var ee *ExitError
 		if errors.As(err, &ee) {
@@ -182,24 +224,40 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		if cfg.Apply && len(cfg.Recipients) == 0 {
 			return fatal("--recipient: at least one recipient is needed with --apply")
 		}
+		if err := CheckLayout(cfg.Out, cfg.Shard, cfg.Shards); err != nil {
+			return &ExitError{Code: ExitFatal, Err: err}
+		}
 		var err error
 		if out, err = OpenOut(cfg.Out, cfg.Resume); err != nil {
+			if errors.Is(err, ErrBusy) {
+				return &ExitError{Code: ExitBusy, Err: err}
+			}
 			return &ExitError{Code: ExitFatal, Err: err}
 		}
 		defer out.Close()
+		out.Files = r.files
 		cfg.Hook("locked", 1)
 	}
 
-	in, err := r.readInputCtx(ctx)
+	in, err := r.input(ctx, out)
 	if err != nil {
 		return err
 	}
 	sum.Input, sum.InputSHA256 = in.Name, in.SHA256
 
+	r.resets = cfg.ResetSessions
 	if out != nil {
 		m, ok, err := out.ReadManifest()
 		if err != nil {
 			return &ExitError{Code: ExitFatal, Err: err}
+		}
+		if ok && m.ResetSessions && !r.resets {
+			r.log.Info("the run was started with --reset-sessions: resetting sessions as it promised", "out", out.Path)
+			r.resets = true
+		}
+		if ok && m.Shard != sum.Shard {
+			return fatal("output folder %s holds %s (run.json); this run is %s: a folder is bound to the shard layout of its first run",
+				out.Path, layoutName(m.Shard), layoutName(sum.Shard))
 		}
 		if ok && m.InputSHA256 != in.SHA256 {
 			return fatal("--resume: %s holds a run of %s (sha256 %.12s…), not of this input %s (sha256 %.12s…): refusing to mix them",
@@ -210,9 +268,17 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 			return fatal("output folder %s holds a dry run's plan, not a run: choose another --out", out.Path)
 		}
 		if ok {
-			if perr == nil && prev.Complete {
+			owed := false
+			if perr == nil && prev.Complete && r.resets && prev.ExitCode == ExitIncomplete {
+				if owed, err = resetsOwed(out.File(ResultsName)); err != nil {
+					return fatal("results: %w", err)
+				}
+			}
+			if perr == nil && prev.Complete && !owed {
 				r.log.Info("run already complete: nothing to do", "out", out.Path, "exitCode", prev.ExitCode)
 				*sum = prev
+				// The rotation happened when the folder says, not now: a
+				// re-run must not look like a fresh success to the alerts.
 				if prev.ExitCode != ExitOK {
 					return &ExitError{Code: prev.ExitCode, Err: fmt.Errorf("run in %s already complete with exit code %d", out.Path, prev.ExitCode)}
 				}
@@ -373,8 +439,14 @@ func (r *Runner) passwords(p *plan, use func(i int, pw secret.Password, fromInpu
 }
 
 // pwArena holds a plan's passwords in one buffer, in pending order: one
-// allocation instead of one per user (a plan can be millions long), and
-// wiped when the run ends.
+// allocation instead of one per user (a plan can be millions long). wipe
+// zeroes that buffer when the run ends. That is hygiene, not a guarantee:
+// it does not reach the copies made on the way, which stay in freed memory
+// until it is reused: the generator's and the input's strings, the
+// secret.Password that at returns (a conversion copies), the request body's
+// copies in net/http's and crypto/tls's buffers, age's plaintext chunks,
+// goroutine stacks copied as they grow, and pages the kernel swapped out.
+// What keeps them off disk on a crash is secret.DisableCoreDumps.
 type pwArena struct {
 	buf []byte
 	end []uint32 // end[i] is where password i ends in buf
@@ -397,7 +469,8 @@ func (a *pwArena) at(i int) secret.Password {
 	return secret.Password(a.buf[start:a.end[i]])
 }
 
-// wipe overwrites the passwords in memory.
+// wipe zeroes the arena's buffer; see pwArena for the copies it does not
+// reach.
 func (a *pwArena) wipe() { clear(a.buf) }
 
 func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
@@ -437,7 +510,7 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 		for _, rec := range p.records {
 			rows = append(rows, r.baseRow(rec, report.Planned))
 		}
-		res, _, err := report.OpenResults(out.File(ResultsName))
+		res, _, err := r.files.OpenResults(out.File(ResultsName))
 		if err != nil {
 			return fatal("results: %w", err)
 		}
@@ -449,7 +522,8 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 			return fatal("results: %w", err)
 		}
 		sum.Outputs = []string{out.File(ResultsName), out.File(SummaryName)}
-		if err := report.WriteSummary(out.File(SummaryName), *sum); err != nil {
+		sum.FinishedAt = r.cfg.Now().UTC()
+		if err := r.files.WriteSummary(out.File(SummaryName), *sum); err != nil {
 			return fatal("summary: %w", err)
 		}
 	}
@@ -492,7 +566,14 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	}
 	invalid := len(p.records) - p.valid
 	fmt.Fprintf(w, "pwrotate plan — %s\n", mode)
-	fmt.Fprintf(w, "  input:     %s (sha256 %s), %d records\n", p.in.Name, p.in.SHA256, len(p.records))
+	fmt.Fprintf(w, "  input:     %s, %d records (sha256 %.16s…)\n", p.in.Name, len(p.records), p.in.SHA256)
+	if sel := r.Selection(); sel != nil {
+		where := "not kept (pass --out to keep it for review)"
+		if sel.Snapshot != "" {
+			where = "snapshot " + sel.Snapshot
+		}
+		fmt.Fprintf(w, "  selection: %s from POST %s/v2/users/list, %s listed, %s\n", sel.Spec, r.cfg.Endpoint, plural(sel.Listed, "user"), where)
+	}
 	fmt.Fprintf(w, "  to change: %s (%d generated, %d from the input)\n", plural(p.valid, "user"), p.valid-fromInput, fromInput)
 	fmt.Fprintf(w, "  invalid:   %d\n", invalid)
 	shown := 0
@@ -525,6 +606,20 @@ type runCounts struct {
 	resetFailed int
 }
 
+// replace counts row instead of old, a row of the same line.
+func (c *runCounts) replace(old, row report.Row) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.byStatus[old.Status]--
+	if old.SessionsReset == "false" {
+		c.resetFailed--
+	}
+	c.byStatus[row.Status]++
+	if row.SessionsReset == "false" {
+		c.resetFailed++
+	}
+}
+
 func (c *runCounts) add(row report.Row) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -534,7 +629,9 @@ func (c *runCounts) add(row report.Row) {
 	}
 }
 
-var errFatalAPI = errors.New("the API refused the key")
+// errFatalAPI stops a run: the API refused the key (401/403), or its
+// certificate failed verification.
+var errFatalAPI = errors.New("stopping the run")
 
 // syncEvery is the batch of recorded outcomes after which results are
 // fsynced, besides the syncer's once a second.
@@ -542,7 +639,13 @@ const syncEvery = 256
 
 func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Summary) (err error) {
 	cfg := r.cfg
-	res, existing, err := report.OpenResults(out.File(ResultsName))
+	// When an earlier run last showed signs of life, read before this run
+	// touches a file (opening the results may repair their tail).
+	lastActivity, err := lastActivityIn(out)
+	if err != nil {
+		return fatal("output folder %s: %w", out.Path, err)
+	}
+	res, existing, err := r.files.OpenResults(out.File(ResultsName))
 	if err != nil {
 		return fatal("results: %w", err)
 	}
@@ -558,16 +661,24 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	counts := &runCounts{byStatus: map[report.Status]int{}}
 	// Records are in input order, so their lines ascend: find a recorded
 	// row's record by binary search (no map: a plan can be millions long).
+	// A later row of a line supersedes an earlier one (a session reset
+	// recorded after its change): walk them from the last.
 	p.recorded = make([]bool, len(p.records))
-	for _, row := range existing {
+	var owed []owedReset
+	for k := len(existing) - 1; k >= 0; k-- {
+		row := existing[k]
 		i := sort.Search(len(p.records), func(i int) bool { return p.records[i].Line >= row.Line })
 		if i < len(p.records) && p.records[i].Line == row.Line && !p.recorded[i] {
 			p.recorded[i] = true
 			counts.add(row)
+			if r.resets && resetOwed(row) {
+				owed = append(owed, owedReset{row: row})
+			}
 		}
 	}
+	slices.SortFunc(owed, func(a, b owedReset) int { return a.row.Line - b.row.Line })
 	if len(existing) > 0 {
-		r.log.Info("resuming", "out", out.Path, "recorded", len(existing))
+		r.log.Info("resuming", "out", out.Path, "recorded", len(existing), "sessionResetsOwed", len(owed))
 	}
 	existing = nil
 	var invalidRows []report.Row
@@ -586,6 +697,14 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	gens, err := report.SealedGenerations(out.Path)
 	if err != nil {
 		return fatal("sealed files: %w", err)
+	}
+	if len(gens) == 0 || len(p.pending) == 0 {
+		// No earlier run sent a change whose outcome is unknown.
+		lastActivity = time.Time{}
+	}
+	r.beat = func() {
+		t := cfg.Now()
+		_ = os.Chtimes(out.File(ManifestName), t, t)
 	}
 	gen := 1
 	if len(gens) > 0 {
@@ -608,10 +727,14 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		}
 	}
 
-	if _, ok, err := out.ReadManifest(); err != nil {
+	if m, ok, err := out.ReadManifest(); err != nil {
 		return &ExitError{Code: ExitFatal, Err: err}
-	} else if !ok {
-		m := Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard}
+	} else if !ok || (r.resets && !m.ResetSessions) {
+		if !ok {
+			m = Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard,
+				Selection: r.Selection()}
+		}
+		m.ResetSessions = r.resets
 		if err := out.WriteManifest(m); err != nil {
 			return fatal("writing %s: %w", ManifestName, err)
 		}
@@ -672,7 +795,15 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	if cfg.Counter != nil {
 		calls0 = cfg.Counter.Calls()
 	}
-	recordedNow, poolErr := r.pool(ctx, p, gen, res, counts)
+	poolErr := r.resetOwedSessions(ctx, owed, res, counts)
+	owed = nil
+	recordedNow := 0
+	if poolErr == nil && ctx.Err() == nil && len(p.todo) > 0 && !lastActivity.IsZero() {
+		r.waitOutLateChanges(ctx, lastActivity, len(p.todo), gen)
+	}
+	if poolErr == nil && ctx.Err() == nil {
+		recordedNow, poolErr = r.pool(ctx, p, gen, res, counts)
+	}
 	applyDur := cfg.Now().Sub(applyStart)
 	syncErr := res.Sync()
 
@@ -718,7 +849,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		if err := res.Close(); err != nil {
 			return fatal("results: %w", err)
 		}
-		if err := report.RewriteSorted(out.File(ResultsName)); err != nil {
+		if err := r.files.RewriteSorted(out.File(ResultsName)); err != nil {
 			return fatal("results: %w", err)
 		}
 		failed := total - sum.Counts[string(report.Updated)]
@@ -732,7 +863,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 		sum.ExitCode = ee.Code
 	}
 	sum.FinishedAt = cfg.Now().UTC()
-	if err := report.WriteSummary(out.File(SummaryName), *sum); err != nil && runErr == nil {
+	if err := r.files.WriteSummary(out.File(SummaryName), *sum); err != nil && runErr == nil {
 		runErr = fatal("summary: %w", err)
 	}
 	return runErr
@@ -746,11 +877,12 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 
-	// The syncer makes results durable at least every second.
+	// The syncer makes results durable at least every second, and touches
+	// run.json (the heartbeat a later --resume reads) as often.
 	syncDone := make(chan struct{})
 	go func() {
 		defer close(syncDone)
-		t := time.NewTicker(time.Second)
+		t := time.NewTicker(heartbeatEvery)
 		defer t.Stop()
 		for {
 			select {
@@ -761,11 +893,13 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 					cancel(fmt.Errorf("recording results: %w", err))
 					return
 				}
+				r.beat()
 			}
 		}
 	}()
 
-	var answered, recordedN atomic.Int64
+	r.beat()
+	var answered, changed, recordedN atomic.Int64
 	var g errgroup.Group
 	g.SetLimit(cfg.Workers)
 	for i := range p.todo {
@@ -796,16 +930,22 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 			}
 			if o.OK {
 				row.Status = report.Updated
-				if cfg.ResetSessions {
-					ro := cfg.Client.ResetSessions(ctx, userID)
-					row.SessionsReset = strconv.FormatBool(ro.OK)
-					if !ro.OK {
-						row.Error = "password changed; session reset failed: " + errText(ro.Err)
-						r.log.Warn("session reset failed", "line", line, "user", userID, "reason", errText(ro.Err))
-						if ro.Fatal {
-							cancel(fmt.Errorf("%w: %v (no further requests sent)", errFatalAPI, ro.Err))
-						}
+				if r.resets {
+					// The change and its reset are one unit: the change is
+					// recorded first, saying the reset is owed (a kill now
+					// leaves that for --resume), and the reset runs even
+					// if the run is being stopped.
+					row.SessionsReset, row.Error = "false", resetOwedText
+					row.FinishedAt = cfg.Now().UTC()
+					if err := res.Append(row); err != nil {
+						cfg.Hook("record-failed", int(answered.Load()))
+						cancel(fmt.Errorf("recording results: %w", err))
+						return nil
 					}
+					cfg.Hook("changed", int(changed.Add(1)))
+					uctx, ucancel := r.unitContext(ctx)
+					r.resetSessions(uctx, &row, cancel)
+					ucancel()
 				}
 			} else {
 				row.Status = report.Failed
@@ -844,6 +984,178 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 		return recorded, err
 	}
 	return recorded, nil
+}
+
+// heartbeatEvery is how often a run's pool marks run.json (its mtime) as
+// a sign of life while it sends changes.
+const heartbeatEvery = time.Second
+
+// lastActivityIn returns when the run in out last showed signs of life:
+// the latest mtime of run.json (the pool's heartbeat), results.csv,
+// summary.json and the sealed files.
+func lastActivityIn(out *OutDir) (time.Time, error) {
+	var last time.Time
+	entries, err := os.ReadDir(out.Path)
+	if err != nil {
+		return last, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		switch {
+		case name == ManifestName, name == ResultsName, name == SummaryName:
+		case strings.HasPrefix(name, "passwords-g") && strings.HasSuffix(name, ".age"):
+		default:
+			continue
+		}
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return last, err
+		}
+		if fi.ModTime().After(last) {
+			last = fi.ModTime()
+		}
+	}
+	return last, nil
+}
+
+// waitOutLateChanges waits, before a resumed run sends generation gen to
+// users whose outcome an earlier run did not record, until twice --timeout
+// (plus one heartbeat) has passed since that run's last activity: a change
+// it sent may still be applied by a slow server, and must not land after,
+// and overwrite, the new generation. An interruption ends the wait (ctx).
+func (r *Runner) waitOutLateChanges(ctx context.Context, lastActivity time.Time, users, gen int) {
+	timeout := r.cfg.Client.Timeout()
+	until := lastActivity.Add(2*timeout + heartbeatEvery)
+	wait := until.Sub(r.cfg.Now())
+	if wait <= 0 {
+		return
+	}
+	r.log.Warn("waiting before sending a new generation: an earlier run may have sent these users a change that a slow server could still apply, after and over the new password",
+		"users", users, "generation", gen, "wait", wait.Round(time.Millisecond).String(),
+		"earlierRunLastActive", lastActivity.UTC().Format(time.RFC3339Nano), "rule", "2 x --timeout "+timeout.String()+" + 1s heartbeat since its last activity")
+	if err := r.cfg.Sleep(ctx, wait); err != nil {
+		r.log.Warn("wait interrupted", "err", err)
+	}
+}
+
+// resetOwedText is the error of a row whose change is recorded and whose
+// session reset has not been done yet.
+const resetOwedText = "password changed; session reset not done yet"
+
+// resetOwed reports whether row is a change whose session reset did not
+// happen (failed, interrupted, or the process stopped before it).
+func resetOwed(row report.Row) bool {
+	return row.Status == report.Updated && row.UserID > 0 && row.SessionsReset != "true"
+}
+
+// resetsOwed reports whether the results file at path holds a row whose
+// session reset is owed.
+func resetsOwed(path string) (bool, error) {
+	rows, err := report.ReadResults(path)
+	if err != nil {
+		return false, err
+	}
+	last := map[int]report.Row{}
+	for _, row := range rows {
+		last[row.Line] = row
+	}
+	for _, row := range last {
+		if resetOwed(row) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// owedReset is an updated row whose session reset a resumed run does.
+type owedReset struct {
+	row report.Row
+}
+
+// unitContext returns the context for the rest of a unit of work whose
+// change succeeded (its session reset): it is not cancelled with ctx (a
+// signal, or another worker's 401), but ends one --timeout after ctx does,
+// so that a stopping run still ends in bounded time. Call cancel when done.
+func (r *Runner) unitContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	grace := r.cfg.Client.Timeout()
+	go func() {
+		select {
+		case <-uctx.Done():
+			return
+		case <-ctx.Done():
+		}
+		t := time.NewTimer(grace)
+		defer t.Stop()
+		select {
+		case <-uctx.Done():
+		case <-t.C:
+			cancel()
+		}
+	}()
+	return uctx, cancel
+}
+
+// resetSessions resets the sessions of row's user and says so in row
+// (SessionsReset, Error, FinishedAt). A 401/403 stops the run through
+// stop.
+func (r *Runner) resetSessions(ctx context.Context, row *report.Row, stop context.CancelCauseFunc) {
+	ro := r.cfg.Client.ResetSessions(ctx, row.UserID)
+	row.SessionsReset = strconv.FormatBool(ro.OK)
+	row.Error = ""
+	if !ro.OK {
+		row.Error = "password changed; session reset failed: " + errText(ro.Err)
+		r.log.Warn("session reset failed", "line", row.Line, "user", row.UserID, "reason", errText(ro.Err))
+		if ro.Fatal {
+			stop(fmt.Errorf("%w: %v (no further requests sent)", errFatalAPI, ro.Err))
+		}
+	}
+	row.FinishedAt = r.cfg.Now().UTC()
+}
+
+// resetOwedSessions does the session resets that an earlier run owes
+// (rows updated whose reset failed, was interrupted, or never ran), and
+// records each as a new row of its line. A reset that is interrupted stays
+// owed. It returns a fatal error (401/403, results not writable).
+func (r *Runner) resetOwedSessions(ctx context.Context, owed []owedReset, res *report.ResultsFile, counts *runCounts) error {
+	if len(owed) == 0 {
+		return nil
+	}
+	r.log.Info("resetting the sessions an earlier run owes", "users", len(owed))
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var g errgroup.Group
+	g.SetLimit(r.cfg.Workers)
+	for i := range owed {
+		if ctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			if ctx.Err() != nil {
+				return nil
+			}
+			old := owed[i].row
+			row := old
+			r.resetSessions(ctx, &row, cancel)
+			if row.SessionsReset != "true" && ctx.Err() != nil {
+				return nil // interrupted: still owed
+			}
+			if err := res.Append(row); err != nil {
+				cancel(fmt.Errorf("recording results: %w", err))
+				return nil
+			}
+			counts.replace(old, row)
+			return nil
+		})
+	}
+	_ = g.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
 }
 
 // plural says "1 user", "2 users".

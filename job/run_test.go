@@ -228,9 +228,12 @@ func TestApplyWithFaults(t *testing.T) {
 		{Endpoint: "password", UserID: u(8), Kind: ecgridsim.Envelope, Status: 400, Code: "InvalidParameter"},
 		{Endpoint: "password", UserID: u(9), Kind: ecgridsim.ServerError, Times: 10},    // every attempt fails
 		{Endpoint: "password", UserID: u(10), Kind: ecgridsim.ApplyThenDrop, Times: 10}, // applied, never answered
-		{Endpoint: "password", UserID: u(11), Kind: ecgridsim.DataFalse},                // final
+		{Endpoint: "password", UserID: u(11), Kind: ecgridsim.DataFalse},                // no errorCode: retried
 		{Endpoint: "password", UserID: u(12), Kind: ecgridsim.Empty, Status: 502},
 		{Endpoint: "password", UserID: u(13), Kind: ecgridsim.InvalidJSON},
+		{Endpoint: "password", UserID: u(15), Kind: ecgridsim.Refusal, Times: 2},                    // unexplained: retried
+		{Endpoint: "password", UserID: u(16), Kind: ecgridsim.SuccessFalse, Code: "ObjectNotFound"}, // explained: final
+		{Endpoint: "password", UserID: u(17), Kind: ecgridsim.Refusal, Times: 10},                   // refused every time
 	}
 	for _, f := range faults {
 		w.sim.Inject(f)
@@ -249,8 +252,9 @@ func TestApplyWithFaults(t *testing.T) {
 	want := map[int]report.Status{
 		u(1): report.Updated, u(2): report.Updated, u(3): report.Updated, u(4): report.Updated,
 		u(5): report.Updated, u(6): report.Updated, u(7): report.Updated, u(8): report.Failed,
-		u(9): report.Failed, u(10): report.Failed, u(11): report.Failed, u(12): report.Updated,
-		u(13): report.Updated, u(14): report.Updated, 99999: report.Failed,
+		u(9): report.Failed, u(10): report.Failed, u(11): report.Updated, u(12): report.Updated,
+		u(13): report.Updated, u(14): report.Updated, u(15): report.Updated, u(16): report.Failed,
+		u(17): report.Failed, 99999: report.Failed,
 	}
 	for id, st := range want {
 		if byUser[id].Status != st {
@@ -259,6 +263,20 @@ func TestApplyWithFaults(t *testing.T) {
 	}
 	if r := byUser[u(10)]; !strings.Contains(r.Error, "outcome unknown") {
 		t.Errorf("user %d applied but never answered: error %q does not say the outcome is unknown", u(10), r.Error)
+	}
+	// An unexplained refusal (200, success or data false, no errorCode) is
+	// retried with the same password: checkInvariant saw the live password
+	// equal the one sealed.
+	for id, attempts := range map[int]int{u(11): 2, u(15): 3, u(17): 5} {
+		if r := byUser[id]; r.Attempts != attempts || r.HTTPStatus != 200 {
+			t.Errorf("user %d: %d attempts, status %d; want %d, 200 (an unexplained refusal is retried)", id, r.Attempts, r.HTTPStatus, attempts)
+		}
+	}
+	if r := byUser[u(17)]; !strings.Contains(r.Error, "no errorCode") {
+		t.Errorf("user %d: error %q does not say the refusal was unexplained", u(17), r.Error)
+	}
+	if r := byUser[u(16)]; r.Attempts != 1 || r.HTTPStatus != 200 || r.ErrorCode != "ObjectNotFound" {
+		t.Errorf("user %d: 200 with errorCode ObjectNotFound must be final after one attempt, got %d attempts, status %d, code %q", u(16), r.Attempts, r.HTTPStatus, r.ErrorCode)
 	}
 	if r := byUser[u(8)]; r.HTTPStatus != 400 || r.Attempts != 1 {
 		t.Errorf("user %d: 400 must be final after one attempt, got status %d after %d", u(8), r.HTTPStatus, r.Attempts)
@@ -360,6 +378,31 @@ func TestSessionResetFailureIsExit2(t *testing.T) {
 	byUser := w.checkInvariant(out)
 	if r := byUser[firstUser+1]; r.Status != report.Updated || r.SessionsReset != "false" {
 		t.Errorf("row %+v: want updated with sessionsReset false", r)
+	}
+
+	// The reset is still owed: --resume does it (and only it), records it,
+	// and the run then exits 0. Resumed again, there is nothing left to do.
+	for i, flag := range []bool{true, false} {
+		passwordCalls := w.sim.Count("password")
+		cfg.Resume, cfg.ResetSessions = true, flag // the manifest remembers the flag
+		sum, err := job.New(cfg).Run(context.Background())
+		if sum.ExitCode != job.ExitOK {
+			t.Fatalf("resume %d: exit %d (%v), want 0", i+1, sum.ExitCode, err)
+		}
+		byUser = w.checkInvariant(out)
+		if r := byUser[firstUser+1]; r.Status != report.Updated || r.SessionsReset != "true" || r.Error != "" || r.Generation != 1 {
+			t.Errorf("resume %d: row %+v: want updated, generation 1, sessionsReset true", i+1, r)
+		}
+		if got := w.sim.Resets(firstUser + 1); got != 1 {
+			t.Errorf("resume %d: user %d had %d session resets, want 1", i+1, firstUser+1, got)
+		}
+		if n := w.sim.Count("password"); n != passwordCalls {
+			t.Errorf("resume %d: %d password changes, want none", i+1, n-passwordCalls)
+		}
+	}
+	rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+	if err != nil || len(rows) != 3 {
+		t.Errorf("results after the resumes: %d rows, %v; want 3", len(rows), err)
 	}
 }
 

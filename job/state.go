@@ -35,23 +35,75 @@ type Manifest struct {
 	InputSHA256 string    `json:"inputSha256"`
 	StartedAt   time.Time `json:"startedAt"`
 	Shard       string    `json:"shard,omitempty"`
+	// ResetSessions records that the run resets the sessions of every user
+	// it changes: a resume owes those resets even without the flag.
+	ResetSessions bool `json:"resetSessions,omitempty"`
+	// Selection is set for a run --select: the filter, how many users
+	// were listed, and the snapshot's path and sha256.
+	Selection *Selection `json:"selection,omitempty"`
 }
 
 // OutDir is an output folder held by this process (flock on .lock, released
 // by the kernel even on kill -9, so a lock is never stale for long).
 type OutDir struct {
 	Path string
-	lock *os.File
+	// Files writes the folder's files (run.json here); its Hook is the
+	// run's test hook.
+	Files report.Files
+	lock  *os.File
 }
 
 // ours reports whether name is a file a run leaves in its output folder.
 func ours(name string) bool {
 	switch name {
-	case LockName, ManifestName, ResultsName, SummaryName, DemoIdentityName:
+	case LockName, ManifestName, ResultsName, SummaryName, DemoIdentityName, SnapshotName:
+		return true
+	}
+	if _, ok := ourTemp(name); ok {
 		return true
 	}
 	return strings.HasPrefix(name, "passwords-g") || strings.HasPrefix(name, ".tmp-") ||
 		strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, ResultsName+".")
+}
+
+// ourTemp reports whether name is the temporary file of an atomic write
+// that a run makes in its output folder (run.json, results.csv,
+// summary.json, a sealed file), left behind by a process killed inside
+// that write, and returns the final name.
+func ourTemp(name string) (string, bool) {
+	final, ok := report.TempFinal(name)
+	if !ok {
+		return "", false
+	}
+	switch final {
+	case ManifestName, ResultsName, SummaryName, SnapshotName:
+		return final, true
+	}
+	return final, strings.HasPrefix(final, "passwords-g")
+}
+
+// clearTemps removes the temporary files that a process killed inside an
+// atomic write left in dir. Call it holding the folder's lock: then no
+// write of another run is under way.
+func clearTemps(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("output folder %s: %w", dir, err)
+	}
+	removed := false
+	for _, e := range entries {
+		if _, ok := ourTemp(e.Name()); !ok || !e.Type().IsRegular() {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("output folder %s: removing the leftover %s of an interrupted write: %w", dir, e.Name(), err)
+		}
+		removed = true
+	}
+	if removed {
+		return report.SyncDir(dir)
+	}
+	return nil
 }
 
 // OpenOut creates (0700) and locks the output folder. Without resume the
@@ -108,6 +160,12 @@ func OpenOut(path string, resume bool) (*OutDir, error) {
 		_, _ = lf.WriteAt([]byte(fmt.Sprintf("pid %d host %s\n", os.Getpid(), host)), 0)
 		_ = lf.Sync()
 	}
+	if resume {
+		if err := clearTemps(path); err != nil {
+			lf.Close()
+			return nil, err
+		}
+	}
 	return &OutDir{Path: path, lock: lf}, nil
 }
 
@@ -127,7 +185,13 @@ func (o *OutDir) File(name string) string { return filepath.Join(o.Path, name) }
 
 // ReadManifest returns the folder's run.json, or ok=false if there is none.
 func (o *OutDir) ReadManifest() (m Manifest, ok bool, err error) {
-	b, err := os.ReadFile(o.File(ManifestName))
+	return readManifest(o.Path)
+}
+
+// readManifest returns dir's run.json, or ok=false if there is none.
+func readManifest(dir string) (m Manifest, ok bool, err error) {
+	path := filepath.Join(dir, ManifestName)
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return m, false, nil
 	}
@@ -135,9 +199,90 @@ func (o *OutDir) ReadManifest() (m Manifest, ok bool, err error) {
 		return m, false, fmt.Errorf("reading %s: %w", ManifestName, err)
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
-		return m, false, fmt.Errorf("reading %s: %w", o.File(ManifestName), err)
+		return m, false, fmt.Errorf("reading %s: %w", path, err)
 	}
 	return m, true, nil
+}
+
+// layoutName names a shard layout as run.json records it ("K/N", or ""
+// for a run without shards).
+func layoutName(shard string) string {
+	if shard == "" {
+		return "a run without shards"
+	}
+	return "shard " + shard
+}
+
+// CheckLayout refuses an output folder laid out for another sharding than
+// this run's (shard of shards; shards <= 1: no sharding). out is the run's
+// own folder: OUT for a run without shards, OUT/shard-K for shard K (whose
+// parent OUT is then checked too). A folder is bound to its layout: its
+// run.json must name the same shard; a run without shards must not find
+// shard-* folders in OUT; a shard must not find a run without shards in
+// OUT, nor a shard of another number of shards beside it. The error names
+// both layouts. Nothing is created or changed.
+func CheckLayout(out string, shard, shards int) error {
+	this := ""
+	if shards > 1 {
+		this = fmt.Sprintf("%d/%d", shard, shards)
+	}
+	const hint = "a folder is bound to the shard layout of its first run: use the same --shard/--shards, or choose another --out"
+	m, ok, err := readManifest(out)
+	if err != nil {
+		return err
+	}
+	if ok && m.Shard != this {
+		return fmt.Errorf("output folder %s holds %s (run.json); this run is %s: %s", out, layoutName(m.Shard), layoutName(this), hint)
+	}
+	if shards <= 1 {
+		entries, err := os.ReadDir(out)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("output folder %s: %w", out, err)
+		}
+		for _, e := range entries {
+			if !e.IsDir() || !strings.HasPrefix(e.Name(), "shard-") {
+				continue
+			}
+			what := "a sharded run"
+			if sm, ok, _ := readManifest(filepath.Join(out, e.Name())); ok && sm.Shard != "" {
+				what = layoutName(sm.Shard)
+			}
+			return fmt.Errorf("output folder %s holds %s (in %s); this run is %s: %s", out, what, e.Name(), layoutName(this), hint)
+		}
+		return nil
+	}
+	if filepath.Base(out) != fmt.Sprintf("shard-%d", shard) {
+		return nil
+	}
+	parent := filepath.Dir(out)
+	entries, err := os.ReadDir(parent)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("output folder %s: %w", parent, err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() {
+			if name == ManifestName || name == ResultsName || name == SummaryName ||
+				strings.HasPrefix(name, "passwords-g") && strings.HasSuffix(name, ".age") {
+				return fmt.Errorf("output folder %s holds %s (%s); this run is %s: %s", parent, layoutName(""), name, layoutName(this), hint)
+			}
+			continue
+		}
+		if !strings.HasPrefix(name, "shard-") || name == filepath.Base(out) {
+			continue
+		}
+		sm, ok, err := readManifest(filepath.Join(parent, name))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if _, n, found := strings.Cut(sm.Shard, "/"); !found || n != fmt.Sprint(shards) {
+			return fmt.Errorf("output folder %s holds %s (in %s); this run is %s: %s", parent, layoutName(sm.Shard), name, layoutName(this), hint)
+		}
+	}
+	return nil
 }
 
 // WriteManifest writes run.json atomically.
@@ -146,5 +291,5 @@ func (o *OutDir) WriteManifest(m Manifest) error {
 	if err != nil {
 		return err
 	}
-	return report.WriteFileAtomic(o.File(ManifestName), append(b, '\n'), 0o600)
+	return o.Files.WriteFileAtomic(o.File(ManifestName), append(b, '\n'), 0o600)
 }

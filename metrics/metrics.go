@@ -11,10 +11,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +115,25 @@ func (r *Run) Calls() int64 { return r.totalCalls.Load() }
 // Retries returns the number of retries counted so far, all endpoints.
 func (r *Run) Retries() int64 { return r.totalRetries.Load() }
 
+// Answers returns the number of HTTP attempts answered with httpStatus so
+// far, all endpoints (Answers(429): the calls the server rate-limited).
+func (r *Run) Answers(httpStatus int) int64 {
+	var n int64
+	if httpStatus >= 0 && httpStatus < maxCode {
+		for i := range r.calls {
+			n += r.calls[i][httpStatus].Load()
+		}
+	}
+	r.mu.Lock()
+	for k, v := range r.otherCalls {
+		if k.code == httpStatus {
+			n += v
+		}
+	}
+	r.mu.Unlock()
+	return n
+}
+
 // Final is the outcome of a run, pushed along with the counters.
 type Final struct {
 	// Counts holds the records by status: updated, failed, invalid, pending.
@@ -128,6 +149,10 @@ type Final struct {
 	// Success reports exit code 0; only then is
 	// pwrotate_last_success_timestamp_seconds pushed.
 	Success bool
+	// CompletedAt, when set, is when the rotation really ended (a re-run of
+	// a complete folder pushes the folder's time, not now), for
+	// pwrotate_last_success_timestamp_seconds.
+	CompletedAt time.Time
 }
 
 // Push sends the run's metrics to the Pushgateway at rawURL (http or https,
@@ -139,8 +164,8 @@ type Final struct {
 // the last successful run stays in the gateway and "time since last success"
 // alerts keep working.
 //
-// Credentials in the URL's userinfo are sent as HTTP basic auth and never
-// appear in an error. Push gives up when ctx is done, and after PushTimeout.
+// Credentials in the URL's userinfo are sent as HTTP basic auth (refused
+// over plain http except to a loopback host) and never appear in an error. Push gives up when ctx is done, and after PushTimeout.
 // On interruption, pass a context that is not the cancelled run context
 // (for example context.WithoutCancel with a short timeout).
 func (r *Run) Push(ctx context.Context, rawURL, job string, grouping map[string]string, f Final) error {
@@ -183,7 +208,9 @@ func (r *Run) Push(ctx context.Context, rawURL, job string, grouping map[string]
 	return nil
 }
 
-// ValidateURL checks a --pushgateway URL without pushing anything.
+// ValidateURL checks a --pushgateway URL without pushing anything: http or
+// https, a host, no query or fragment, and credentials (user:password@)
+// only over https or to a loopback host.
 func ValidateURL(rawURL string) error {
 	_, _, err := parsePushURL(rawURL)
 	return err
@@ -219,8 +246,22 @@ func parsePushURL(rawURL string) (base string, user *url.Userinfo, err error) {
 	case u.RawQuery != "" || u.Fragment != "":
 		u.RawQuery, u.Fragment = "", ""
 		return "", nil, fmt.Errorf("--pushgateway %s: a query or fragment is not allowed", u.Redacted())
+	case user != nil && u.Scheme == "http" && !isLoopback(u.Hostname()):
+		// Basic auth over plain http crosses the network in clear, as
+		// --base-url refuses for the API key.
+		return "", nil, fmt.Errorf("--pushgateway %s: credentials (user:password@) are sent in clear over http: use https, or http only to a loopback host", u.Redacted())
 	}
 	return u.String(), user, nil
+}
+
+// isLoopback reports whether host is "localhost" or a loopback IP address
+// (as --base-url allows plain http to).
+func isLoopback(host string) bool {
+	if strings.EqualFold(strings.TrimSuffix(host, "."), "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // registerFinal registers the gauges that describe the run's outcome.
@@ -256,8 +297,12 @@ func (r *Run) registerFinal(reg *prometheus.Registry, f Final) error {
 		gauge("pwrotate_last_run_timestamp_seconds", "Unix time at which the run ended.", stamp),
 	}
 	if f.Success {
+		success := stamp
+		if !f.CompletedAt.IsZero() {
+			success = float64(f.CompletedAt.UnixNano()) / 1e9
+		}
 		cs = append(cs, gauge("pwrotate_last_success_timestamp_seconds",
-			"Unix time at which the last successful run (exit code 0) ended.", stamp))
+			"Unix time at which the last successful run (exit code 0) ended.", success))
 	}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {

@@ -206,6 +206,8 @@ func TestPushErrors(t *testing.T) {
 		{"no host", "http://ops:" + secretPart + "@/", "pwrotate", "--pushgateway"},
 		{"query", "http://gw:9091/?token=" + secretPart, "pwrotate", "--pushgateway"},
 		{"unparsable", "http://ops:" + secretPart + "@gw:port x/", "pwrotate", "--pushgateway"},
+		{"credentials over http", "http://ops:" + secretPart + "@gw.example:9091", "pwrotate", "in clear over http"},
+		{"user only over http", "http://ops@10.0.0.5:9091", "pwrotate", "in clear over http"},
 		{"empty job", failing.URL, "", "job"},
 	}
 	for _, tt := range tests {
@@ -219,6 +221,40 @@ func TestPushErrors(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), secretPart) {
 				t.Errorf("error leaks the URL's credentials: %q", err)
+			}
+		})
+	}
+}
+
+// TestValidateURLCredentials: basic-auth credentials in a --pushgateway URL
+// only over https, or over http to a loopback host (as --base-url).
+func TestValidateURLCredentials(t *testing.T) {
+	const secretPart = "s3cretPW"
+	tests := []struct {
+		url string
+		ok  bool
+	}{
+		{"https://ops:" + secretPart + "@gw.example:9091", true},
+		{"http://gw.example:9091", true},
+		{"HTTP://ops:" + secretPart + "@gw.example:9091", false},
+		{"http://ops:" + secretPart + "@gw.example:9091", false},
+		{"http://ops:" + secretPart + "@10.0.0.5:9091/prefix", false},
+		{"http://ops@gw.example", false},
+		{"http://ops:" + secretPart + "@[fd00::1]:9091", false},
+		{"http://ops:" + secretPart + "@localhost:9091", true},
+		{"http://ops:" + secretPart + "@LOCALHOST.:9091", true},
+		{"http://ops:" + secretPart + "@127.0.0.2:9091", true},
+		{"http://ops:" + secretPart + "@[::1]:9091", true},
+		{"http://ops:" + secretPart + "@localhost.example.com:9091", false},
+	}
+	for _, tt := range tests {
+		t.Run(Redact(tt.url), func(t *testing.T) {
+			err := ValidateURL(tt.url)
+			if (err == nil) != tt.ok {
+				t.Fatalf("ValidateURL: %v, want ok=%v", err, tt.ok)
+			}
+			if err != nil && (strings.Contains(err.Error(), secretPart) || !strings.Contains(err.Error(), "--pushgateway")) {
+				t.Errorf("error %q leaks the credentials or does not name --pushgateway", err)
 			}
 		})
 	}

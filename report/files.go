@@ -14,21 +14,84 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 )
+
+// Hook is called at named points inside the file writes of this package
+// (the crash tests kill the process there). A nil Hook does nothing.
+type Hook func(point string)
+
+func (h Hook) call(point string) {
+	if h != nil {
+		h(point)
+	}
+}
+
+// Files writes the files of an output folder, calling Hook at
+// "atomic-NAME" (NAME the final file name, e.g. "atomic-summary.json")
+// inside every atomic write: after the temporary file is complete and
+// fsynced, before it is renamed. The zero value is ready to use; the
+// package-level functions of the same names use it.
+type Files struct {
+	Hook Hook
+}
+
+// TempFinal reports whether name is a temporary file that this package
+// creates while writing a file atomically (".NAME.DIGITS.tmp" from
+// WriteFileAtomic, "passwords-gNNNN.age.tmp" from Seal), and returns the
+// final name it stands for. A process killed inside such a write leaves
+// the temporary file behind; it holds nothing the final file does not.
+func TempFinal(name string) (final string, ok bool) {
+	if base, ok := strings.CutSuffix(name, sealedSuffix+tmpSuffix); ok {
+		if _, ok := sealedGen(base + sealedSuffix); ok {
+			return base + sealedSuffix, true
+		}
+		return "", false
+	}
+	rest, ok := strings.CutPrefix(name, ".")
+	if !ok {
+		return "", false
+	}
+	if rest, ok = strings.CutSuffix(rest, tmpSuffix); !ok {
+		return "", false
+	}
+	dot := strings.LastIndexByte(rest, '.')
+	if dot <= 0 || dot == len(rest)-1 {
+		return "", false
+	}
+	for _, c := range rest[dot+1:] {
+		if c < '0' || c > '9' {
+			return "", false
+		}
+	}
+	return rest[:dot], true
+}
 
 // WriteFileAtomic writes data to path so that path holds either its old
 // content or all of data, never a mix: it writes a temporary file in the same
 // folder, fsyncs it, renames it over path and fsyncs the folder.
 func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
-	return writeAtomic(path, perm, func(w io.Writer) error {
+	return Files{}.WriteFileAtomic(path, data, perm)
+}
+
+// WriteFileAtomic is the package-level WriteFileAtomic, calling f.Hook.
+func (f Files) WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return f.writeAtomic(path, perm, func(w io.Writer) error {
 		_, err := w.Write(data)
 		return err
 	})
 }
 
+// WriteFileAtomicFunc is WriteFileAtomic with the content streamed by fill
+// through a buffered writer: path holds its old content or all that fill
+// wrote, fsynced; an error from fill leaves path as it was.
+func WriteFileAtomicFunc(path string, perm os.FileMode, fill func(w io.Writer) error) error {
+	return Files{}.writeAtomic(path, perm, fill)
+}
+
 // writeAtomic is WriteFileAtomic with the content streamed by fill through a
 // buffered writer.
-func writeAtomic(path string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
+func (f Files) writeAtomic(path string, perm os.FileMode, fill func(w io.Writer) error) (err error) {
 	dir, base := filepath.Split(path)
 	if dir == "" {
 		dir = "."
@@ -59,6 +122,7 @@ func writeAtomic(path string, perm os.FileMode, fill func(w io.Writer) error) (e
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
+	f.Hook.call("atomic-" + base)
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}

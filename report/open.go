@@ -48,6 +48,7 @@ type OpenRow struct {
 // from it. Generations are only meaningful within one folder (each shard
 // has its own).
 type openGroup struct {
+	tree     int // index of the path (folder tree) the folder was found under
 	dir      string
 	results  string // "" when the folder has no results.csv
 	sealed   []string
@@ -77,11 +78,27 @@ func Open(paths []string, ids []age.Identity, all bool) ([]OpenRow, error) {
 	}
 	var out []OpenRow
 	nsealed := 0
+	// One tree (a folder and its shard-* folders) gives each user at most
+	// one live password: a user updated in two of its folders means two
+	// runs (say a sharded and an unsharded one) wrote there.
+	type treeUser struct{ tree, user int }
+	liveIn := map[treeUser]string{}
 	for _, g := range groups {
 		nsealed += len(g.sealed)
 		rows, err := openGroupRows(g, ids, all)
 		if err != nil {
 			return nil, err
+		}
+		for _, r := range rows {
+			if r.Status != OpenUpdated {
+				continue
+			}
+			k := treeUser{g.tree, r.UserID}
+			if dir, ok := liveIn[k]; ok && dir != g.dir {
+				return nil, fmt.Errorf("open: user %d is updated in both %s and %s, so two runs wrote into %s: refusing to tell which password is live; open each folder on its own",
+					r.UserID, dir, g.dir, paths[g.tree])
+			}
+			liveIn[k] = g.dir
 		}
 		out = append(out, rows...)
 	}
@@ -99,6 +116,7 @@ func Open(paths []string, ids []age.Identity, all bool) ([]OpenRow, error) {
 func collectGroups(paths []string) ([]*openGroup, error) {
 	var groups []*openGroup
 	byDir := map[string]*openGroup{}
+	tree := 0
 	group := func(dir string) (*openGroup, error) {
 		abs, err := filepath.Abs(dir)
 		if err != nil {
@@ -107,7 +125,7 @@ func collectGroups(paths []string) ([]*openGroup, error) {
 		if g, ok := byDir[abs]; ok {
 			return g, nil
 		}
-		g := &openGroup{dir: dir, seenFile: map[string]bool{}}
+		g := &openGroup{tree: tree, dir: dir, seenFile: map[string]bool{}}
 		res := filepath.Join(dir, ResultsName)
 		if st, err := os.Stat(res); err == nil && st.Mode().IsRegular() {
 			g.results = res
@@ -141,7 +159,8 @@ func collectGroups(paths []string) ([]*openGroup, error) {
 		}
 		return nil
 	}
-	for _, p := range paths {
+	for i, p := range paths {
+		tree = i
 		st, err := os.Stat(p)
 		if err != nil {
 			return nil, fmt.Errorf("open: %w", err)

@@ -251,3 +251,35 @@ func TestWriteOpenCSV(t *testing.T) {
 		t.Fatalf("got %q, want %q", b.String(), want)
 	}
 }
+
+// TestOpenRefusesTwoLiveFoldersInOneTree: a user updated in a folder and
+// in one of its shard-* folders has two "live" passwords: open refuses,
+// naming both folders. Two trees given as two paths are judged apart.
+func TestOpenRefusesTwoLiveFoldersInOneTree(t *testing.T) {
+	fx := newFixture(t)
+	root := filepath.Join(t.TempDir(), "out")
+	twoGenerations(t, fx, root) // user 1 updated with g1, user 2 with g2
+	shard := filepath.Join(root, "shard-0")
+	if err := os.MkdirAll(shard, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fx.seal(t, shard, 1, 2)
+	writeRows(t, filepath.Join(shard, ResultsName), []Row{
+		{Line: 3, UserID: 2, Status: Updated, Generation: 1, Attempts: 1, FinishedAt: time.Now()},
+	})
+	for _, all := range []bool{false, true} {
+		_, err := Open([]string{root}, fx.ids, all)
+		if err == nil || !strings.Contains(err.Error(), "user 2 is updated in both") || !strings.Contains(err.Error(), "shard-0") {
+			t.Errorf("all=%v: %v, want a refusal naming user 2 and both folders", all, err)
+		}
+	}
+	// Each folder on its own, or as two trees, opens.
+	if _, err := Open([]string{shard}, fx.ids, false); err != nil {
+		t.Errorf("the shard folder alone: %v", err)
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	twoGenerations(t, fx, other)
+	if _, err := Open([]string{shard, other}, fx.ids, false); err != nil {
+		t.Errorf("two trees, user 2 updated in each: %v", err)
+	}
+}

@@ -402,9 +402,14 @@ var errClosed = errors.New("results file is closed")
 // repaired by truncating the file after the last good record; a bad record
 // that is not the last one is an error naming its line.
 func OpenResults(path string) (*ResultsFile, []Row, error) {
+	return Files{}.OpenResults(path)
+}
+
+// OpenResults is the package-level OpenResults, calling fl.Hook.
+func (fl Files) OpenResults(path string) (*ResultsFile, []Row, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := WriteFileAtomic(path, []byte(headerLine), 0o600); err != nil {
+		if err := fl.WriteFileAtomic(path, []byte(headerLine), 0o600); err != nil {
 			return nil, nil, fmt.Errorf("creating results: %w", err)
 		}
 		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
@@ -563,7 +568,8 @@ func (f *ResultsFile) Close() error {
 }
 
 // RewriteSorted rewrites the results file with its rows sorted by input
-// line (stable: rows of one line keep their order), atomically. A torn last
+// line, one row a line, atomically: of several rows of one line (a later
+// row supersedes an earlier one), the last written is kept. A torn last
 // record is dropped. No ResultsFile may be open on path.
 //
 // It streams: one pass validates every record and keeps only its line and
@@ -574,6 +580,11 @@ func (f *ResultsFile) Close() error {
 // cells) is encoded again as Append would, so the result is the same as
 // writing every row anew.
 func RewriteSorted(path string) error {
+	return Files{}.RewriteSorted(path)
+}
+
+// RewriteSorted is the package-level RewriteSorted, calling f.Hook.
+func (f Files) RewriteSorted(path string) error {
 	src, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("reading results: %w", err)
@@ -600,7 +611,17 @@ func RewriteSorted(path string) error {
 		return fmt.Errorf("reading %s: %w", path, err)
 	}
 	slices.SortStableFunc(idx, func(a, b sortEntry) int { return cmp.Compare(a.line, b.line) })
-	return writeAtomic(path, 0o600, func(w io.Writer) error {
+	// A later row of a line supersedes the earlier ones (a session reset
+	// done by a resumed run is recorded as a new row): keep the last.
+	kept := idx[:0]
+	for i, e := range idx {
+		if i+1 < len(idx) && idx[i+1].line == e.line {
+			continue
+		}
+		kept = append(kept, e)
+	}
+	idx = kept
+	return f.writeAtomic(path, 0o600, func(w io.Writer) error {
 		if _, err := io.WriteString(w, headerLine); err != nil {
 			return err
 		}

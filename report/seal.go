@@ -301,10 +301,13 @@ func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[in
 // writeSealedRows writes the plaintext CSV of a sealed file to w.
 func writeSealedRows(w io.Writer, gen int, rows iter.Seq2[int, secret.Password]) error {
 	// Rows are sealedRecords, written without reflection (gocsv costs twice
-	// as much and allocates per cell, BenchmarkRowCodec): built in one reused buffer and handed to age in
-	// 64 KiB pieces, no allocation per row. age buffers and encrypts in 64
-	// KiB chunks, so plaintext only exists in memory. ReadSealed reads them
-	// back with gocsv (TestRowCodecsAgree).
+	// as much and allocates per cell, BenchmarkRowCodec): built in one
+	// reused buffer and handed to age in 64 KiB pieces, no allocation per
+	// row. age buffers and encrypts in 64 KiB chunks, so plaintext only
+	// exists in memory. The row buffer and the bufio buffer are zeroed at
+	// the end; age's chunk buffer keeps its last plaintext until the garbage
+	// collector frees it (not zeroed). ReadSealed reads the rows back with
+	// gocsv (TestRowCodecsAgree).
 	bw := bufio.NewWriterSize(w, 64<<10)
 	genCell := strconv.Itoa(gen)
 	buf := make([]byte, 0, 256)
@@ -426,7 +429,7 @@ func parseIdentityFile(name string) ([]age.Identity, error) {
 	if err != nil {
 		return nil, fmt.Errorf("identity file %s: %w", name, err)
 	}
-	defer clear(data)
+	defer clear(data) // the file's bytes; the parsed identities hold their own copies
 	trimmed := bytes.TrimSpace(data)
 	switch {
 	case bytes.HasPrefix(trimmed, []byte("age-encryption.org/")),

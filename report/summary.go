@@ -55,6 +55,11 @@ type Summary struct {
 // Nil maps and slices are written as {} and [], and a rate that is not a
 // finite number as 0.
 func WriteSummary(path string, s Summary) error {
+	return Files{}.WriteSummary(path, s)
+}
+
+// WriteSummary is the package-level WriteSummary, calling f.Hook.
+func (f Files) WriteSummary(path string, s Summary) error {
 	if s.Counts == nil {
 		s.Counts = map[string]int{}
 	}
@@ -69,7 +74,7 @@ func WriteSummary(path string, s Summary) error {
 		return fmt.Errorf("writing summary: %w", err)
 	}
 	data = append(data, '\n')
-	return WriteFileAtomic(path, data, 0o600)
+	return f.WriteFileAtomic(path, data, 0o600)
 }
 
 // ReadSummary reads a summary written by WriteSummary.

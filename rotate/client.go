@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +54,16 @@ type Pacer interface {
 	Throttle(retryAfter time.Duration)
 }
 
+// Confirmer is a Pacer that also learns of every answer the server did not
+// throttle (any status but a 429 or RateLimitExceeded, or a retryable
+// answer with a Retry-After): the rate the server accepts, which an
+// adaptive Pacer measures.
+type Confirmer interface {
+	Pacer
+	// Confirm reports one such answer. It must not block.
+	Confirm()
+}
+
 // Observer receives the client's metrics. Its methods must be safe for
 // concurrent use and must not block.
 type Observer interface {
@@ -89,6 +100,7 @@ type Client struct {
 	backoffBase time.Duration
 	backoffMax  time.Duration
 	pacer       Pacer
+	confirmer   Confirmer // pacer, when it is one
 	obs         Observer
 	log         *slog.Logger
 	now         func() time.Time
@@ -106,7 +118,7 @@ type Outcome struct {
 	HTTPStatus  int    // status of the last answer received (0: none)
 	ErrorCode   string // ECGrid errorCode or RFC 7807 title of the last answer, sanitized; "" if none
 	Unknown     bool   // not OK, and some attempt may have been applied without us seeing the answer
-	Fatal       bool   // 401/403 or InvalidAPIKey/AccessDenied: the whole run must stop
+	Fatal       bool   // 401/403, InvalidAPIKey/AccessDenied, or a server certificate that fails verification: the whole run must stop
 	Interrupted bool   // ctx was cancelled before a final answer: record no final outcome
 	Err         error  // nil when OK; one line of at most 200 bytes, never a secret or raw HTML
 }
@@ -143,6 +155,7 @@ func New(cfg Config) (*Client, error) {
 		log:         cfg.Logger,
 		now:         time.Now,
 	}
+	c.confirmer, _ = cfg.Pacer.(Confirmer)
 	switch {
 	case c.timeout < 0:
 		return nil, fmt.Errorf("--timeout %s: must be positive", c.timeout)
@@ -189,6 +202,9 @@ func New(cfg Config) (*Client, error) {
 	c.hdrPost["Content-Type"] = []string{"application/json"}
 	return c, nil
 }
+
+// Timeout returns how long one attempt may take (Config.Timeout).
+func (c *Client) Timeout() time.Duration { return c.timeout }
 
 // endpointURL returns the URL of the API path p under the base URL.
 func (c *Client) endpointURL(p string) string {
@@ -295,6 +311,9 @@ func (c *Client) ChangePassword(ctx context.Context, userID int, pw secret.Passw
 		return Outcome{Err: errors.New("password is not valid UTF-8: not sent")}
 	}
 	body := passwordBody(userID, pw.Reveal())
+	// Zero this copy of the body when the call ends. The copies net/http
+	// and crypto/tls make while sending it stay in their pooled buffers
+	// until reused: that is out of our reach.
 	defer clear(body)
 	return c.call(ctx, call{
 		endpoint: endpointPassword,
@@ -329,6 +348,12 @@ type call struct {
 	userID   int    // for logs; 0 for Me
 	secret   string // a password in body, scrubbed from messages
 	onOK     func(answer)
+	// check, when set, reads a confirmed answer's data; an error makes the
+	// attempt a final failure (the answer is well formed but unusable).
+	check func(answer) error
+	// maxBody bounds the answer body (0: maxBody); with check set, a longer
+	// answer is a final failure instead of being cut.
+	maxBody int64
 }
 
 // attemptResult is the result of one attempt.
@@ -369,6 +394,8 @@ func (c *Client) call(ctx context.Context, cl call) Outcome {
 		// retryable answer that names a Retry-After.
 		if c.pacer != nil && (res.v.throttle || res.hasRA && res.v.retry) {
 			c.pacer.Throttle(res.retryAfter)
+		} else if c.confirmer != nil && res.status != 0 {
+			c.confirmer.Confirm()
 		}
 		if res.v.ok {
 			out.OK, out.Unknown, out.Err = true, false, nil
@@ -494,20 +521,34 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return attemptResult{v: c.transportVerdict(err, actx, wrote.Load(), cl.endpoint != endpointMe, "", scrub)}
+		return attemptResult{v: c.transportVerdict(err, actx, wrote.Load(), isMutating(cl.endpoint), "", scrub)}
 	}
-	data, readErr := readBounded(resp.Body)
+	limit := int64(maxBody)
+	if cl.maxBody > 0 {
+		limit = cl.maxBody
+	}
+	data, cut, readErr := readBounded(resp.Body, limit)
 	status := resp.StatusCode
 	ra, hasRA := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 	res := attemptResult{status: status, retryAfter: ra, hasRA: hasRA}
 	if readErr != nil && status >= 200 && status < 300 {
 		// An unreadable success: the change may have been applied.
-		v := c.transportVerdict(readErr, actx, true, cl.endpoint != endpointMe, "HTTP "+strconv.Itoa(status)+": reading the answer: ", scrub)
+		v := c.transportVerdict(readErr, actx, true, isMutating(cl.endpoint), "HTTP "+strconv.Itoa(status)+": reading the answer: ", scrub)
 		res.v = v
+		return res
+	}
+	if cut && cl.check != nil && status >= 200 && status < 300 {
+		res.v = verdict{msg: httpMessage(status, "", "answer larger than "+byteSize(limit)+": not read")}
 		return res
 	}
 	a := decodeAnswer(status, resp.Header, data)
 	res.v = judge(a, cl.endpoint, scrub)
+	if res.v.ok && cl.check != nil {
+		if err := cl.check(a); err != nil {
+			res.v = verdict{msg: clean(scrub(err.Error()), maxMessage)}
+			return res
+		}
+	}
 	if res.v.ok && cl.onOK != nil {
 		cl.onOK(a)
 	}
@@ -517,6 +558,14 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 // transportVerdict judges an attempt that got no (complete) answer. sent
 // says whether the request may have reached the server.
 func (c *Client) transportVerdict(err error, actx context.Context, sent, mutating bool, prefix string, scrub func(string) string) verdict {
+	if msg, ok := certificateProblem(err); ok {
+		// The server's certificate is not trusted (unknown authority, wrong
+		// host name, expired): no request left, and every further call,
+		// this one retried or another user's, would meet the same
+		// certificate (or the same interception). Not retried, and the
+		// whole run stops, as for a refused key.
+		return verdict{fatal: true, msg: clean(prefix+"TLS certificate verification failed: "+scrub(msg)+" (request not sent; not retried)", maxMessage)}
+	}
 	v := verdict{retry: true, unknown: sent && mutating}
 	var what string
 	var ne net.Error
@@ -535,6 +584,30 @@ func (c *Client) transportVerdict(err error, actx context.Context, sent, mutatin
 	return v
 }
 
+// certificateProblem reports whether err is a failure to verify the
+// server's TLS certificate, and returns the verifier's own words (e.g.
+// "x509: certificate signed by unknown authority").
+func certificateProblem(err error) (string, bool) {
+	var cve *tls.CertificateVerificationError
+	if errors.As(err, &cve) && cve.Err != nil {
+		return cve.Err.Error(), true
+	}
+	var (
+		unknownCA x509.UnknownAuthorityError
+		invalid   x509.CertificateInvalidError
+		hostname  x509.HostnameError
+	)
+	switch {
+	case errors.As(err, &unknownCA):
+		return unknownCA.Error(), true
+	case errors.As(err, &invalid):
+		return invalid.Error(), true
+	case errors.As(err, &hostname):
+		return hostname.Error(), true
+	}
+	return "", false
+}
+
 // unwrapURLError drops the *url.Error wrapper, whose message repeats the
 // method and URL.
 func unwrapURLError(err error) error {
@@ -545,17 +618,32 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// readBounded reads at most maxBody bytes of body, discards at most
-// maxDrain more so the connection can be reused, and closes it. A body
-// longer than that is cut (the connection is then closed, not reused).
-func readBounded(body io.ReadCloser) ([]byte, error) {
+// readBounded reads at most limit bytes of body, discards at most maxDrain
+// more so the connection can be reused, and closes it. A body longer than
+// limit is cut (cut is then true; past maxDrain the connection is closed,
+// not reused).
+func readBounded(body io.ReadCloser, limit int64) (data []byte, cut bool, err error) {
 	defer body.Close()
-	data, err := io.ReadAll(io.LimitReader(body, maxBody))
+	data, err = io.ReadAll(io.LimitReader(body, limit+1))
+	if int64(len(data)) > limit {
+		data, cut = data[:limit], true
+	}
 	if err != nil {
-		return data, err
+		return data, cut, err
 	}
 	_, _ = io.CopyN(io.Discard, body, maxDrain)
-	return data, nil
+	return data, cut, nil
+}
+
+// byteSize prints a size in bytes as "64 KiB" or "8 MiB".
+func byteSize(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return strconv.FormatInt(n>>20, 10) + " MiB"
+	}
+	if n >= 1<<10 && n%(1<<10) == 0 {
+		return strconv.FormatInt(n>>10, 10) + " KiB"
+	}
+	return strconv.FormatInt(n, 10) + " bytes"
 }
 
 // MinAPIKeyLength is the shortest API key New accepts.

@@ -3,15 +3,18 @@ package rotate
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -257,8 +260,12 @@ func TestChangePasswordAnswers(t *testing.T) {
 		want  want
 	}{
 		{"success", reply(200, okBody), want{attempts: 1, status: 200, ok: true}},
-		{"data false is final", reply(200, `{"success":true,"data":false}`),
-			want{attempts: 1, status: 200, msg: "HTTP 200: not applied (data: false)"}},
+		{"data false without errorCode retried", reply(200, `{"success":true,"data":false}`),
+			want{attempts: 3, status: 200, unknown: true, msg: "HTTP 200: not applied (data: false, no errorCode)"}},
+		{"success false without errorCode retried", reply(200, `{"success":false,"data":false}`),
+			want{attempts: 3, status: 200, unknown: true, msg: "HTTP 200: success: false (no errorCode)"}},
+		{"data false with errorCode final", reply(200, `{"success":true,"errorCode":"InvalidParameter","data":false}`),
+			want{attempts: 1, status: 200, code: "InvalidParameter", msg: "HTTP 200 InvalidParameter: not applied (data: false)"}},
 		{"200 success false is final", reply(200, `{"success":false,"errorCode":"InvalidParameter","message":"nope"}`),
 			want{attempts: 1, status: 200, code: "InvalidParameter", msg: "HTTP 200 InvalidParameter: nope"}},
 		{"200 InternalError retried", reply(200, `{"success":false,"errorCode":"InternalError"}`),
@@ -426,22 +433,36 @@ func TestMe(t *testing.T) {
 }
 
 func TestRetryThenSuccessSendsSamePassword(t *testing.T) {
-	api := newFakeAPI(t, reply(503, "<html><title>busy</title></html>"), reply(200, okBody))
-	e := newTestClient(t, api.srv.URL, nil)
-	out := e.c.ChangePassword(t.Context(), 1042, testPW)
-	checkOutcome(t, e, out)
-	if !out.OK || out.Attempts != 2 || out.HTTPStatus != 200 || out.Unknown || out.ErrorCode != "" {
-		t.Fatalf("outcome %+v, want OK after 2 attempts", out)
+	tests := []struct {
+		name   string
+		first  http.HandlerFunc
+		status string // in the debug log
+		reason string // in the debug log
+	}{
+		{"503 html", reply(503, "<html><title>busy</title></html>"), "status=503", "busy (html)"},
+		{"unexplained success false", reply(200, `{"success":false,"data":false}`), "status=200", "success: false (no errorCode)"},
+		{"unexplained data false", reply(200, `{"success":true,"data":false}`), "status=200", "data: false, no errorCode"},
 	}
-	reqs := api.requests()
-	if len(reqs) != 2 || !bytes.Equal(reqs[0].body, reqs[1].body) || !bytes.Contains(reqs[0].body, []byte(testPW.Reveal())) {
-		t.Fatal("the retry did not resend the same password")
-	}
-	logs := e.logs.String()
-	for _, s := range []string{"retrying ECGrid call", "user=1042", "attempt=1", "status=503", "reason=", "busy (html)"} {
-		if !strings.Contains(logs, s) {
-			t.Errorf("debug log lacks %q", s)
-		}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			api := newFakeAPI(t, tt.first, reply(200, okBody))
+			e := newTestClient(t, api.srv.URL, nil)
+			out := e.c.ChangePassword(t.Context(), 1042, testPW)
+			checkOutcome(t, e, out)
+			if !out.OK || out.Attempts != 2 || out.HTTPStatus != 200 || out.Unknown || out.ErrorCode != "" {
+				t.Fatalf("outcome %+v, want OK after 2 attempts", out)
+			}
+			reqs := api.requests()
+			if len(reqs) != 2 || !bytes.Equal(reqs[0].body, reqs[1].body) || !bytes.Contains(reqs[0].body, []byte(testPW.Reveal())) {
+				t.Fatal("the retry did not resend the same password")
+			}
+			logs := e.logs.String()
+			for _, s := range []string{"retrying ECGrid call", "user=1042", "attempt=1", tt.status, "reason=", tt.reason} {
+				if !strings.Contains(logs, s) {
+					t.Errorf("debug log lacks %q", s)
+				}
+			}
+		})
 	}
 }
 
@@ -625,6 +646,68 @@ func TestRefusedConnectionIsNotUnknown(t *testing.T) {
 	}
 	if !strings.HasSuffix(out.Err.Error(), "(request not sent)") {
 		t.Fatalf("Err %q", out.Err)
+	}
+}
+
+// TestCertificateErrorsAreNotRetried: a server certificate that fails
+// verification ends the call after one attempt (one TLS handshake), known
+// not sent, fatal for the run, with a message naming the certificate
+// problem.
+func TestCertificateErrorsAreNotRetried(t *testing.T) {
+	var handshakes atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("a request went through a certificate that fails verification")
+	}))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	srv.TLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		handshakes.Add(1)
+		return nil, nil
+	}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	trusting := srv.Client() // trusts the test CA, whose certificate is not valid for "localhost"
+	_, port, _ := net.SplitHostPort(srv.Listener.Addr().String())
+	tests := []struct {
+		name string
+		base string
+		hc   *http.Client
+		want string
+	}{
+		{"unknown authority", srv.URL, nil, "x509: certificate signed by unknown authority"},
+		{"wrong host name", "https://localhost:" + port, trusting, "x509: certificate is valid for"},
+	}
+	for _, tt := range tests {
+		for _, endpoint := range []string{endpointMe, endpointPassword, endpointReset} {
+			t.Run(tt.name+"/"+endpoint, func(t *testing.T) {
+				handshakes.Store(0)
+				e := newTestClient(t, tt.base, func(c *Config) { c.MaxAttempts = 5; c.HTTPClient = tt.hc })
+				var out Outcome
+				switch endpoint {
+				case endpointMe:
+					_, out = e.c.Me(t.Context())
+				case endpointPassword:
+					out = e.c.ChangePassword(t.Context(), 1042, testPW)
+				default:
+					out = e.c.ResetSessions(t.Context(), 1042)
+				}
+				checkOutcome(t, e, out)
+				if out.OK || out.Unknown || !out.Fatal || out.Interrupted || out.Attempts != 1 || out.HTTPStatus != 0 {
+					t.Errorf("outcome %+v, want a fatal failure, known not sent, after 1 attempt", out)
+				}
+				if n := handshakes.Load(); n != 1 {
+					t.Errorf("the server saw %d TLS handshakes, want 1 (certificate errors are not retried)", n)
+				}
+				if msg := out.Err.Error(); !strings.Contains(msg, "TLS certificate verification failed") || !strings.Contains(msg, tt.want) || !strings.Contains(msg, "not retried") {
+					t.Errorf("Err %q, want it to name the certificate problem (%q)", msg, tt.want)
+				}
+				e.pacer.mu.Lock()
+				waits := e.pacer.waits
+				e.pacer.mu.Unlock()
+				if waits != 1 {
+					t.Errorf("pacer waited %d times, want 1", waits)
+				}
+			})
+		}
 	}
 }
 
@@ -964,5 +1047,33 @@ func TestAuthLevel(t *testing.T) {
 	}
 	if !(LevelNetworkAdmin > LevelNetworkUser && LevelRoot > LevelTechOps && LevelGeneral > LevelUnknown) {
 		t.Error("order broken")
+	}
+}
+
+// confirmingPacer is a fakePacer that also counts Confirm calls.
+type confirmingPacer struct {
+	fakePacer
+	confirms int
+}
+
+func (p *confirmingPacer) Confirm() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.confirms++
+}
+
+// TestConfirmCountsAcceptedAnswers: an adaptive pacer learns of every
+// answer the server gave that was not a throttle (here a 500, then a 200),
+// and not of the 429.
+func TestConfirmCountsAcceptedAnswers(t *testing.T) {
+	api := newFakeAPI(t, reply(429, ""), reply(500, ""), reply(200, okBody))
+	p := &confirmingPacer{}
+	e := newTestClient(t, api.srv.URL, func(c *Config) { c.Pacer = p; c.MaxAttempts = 5 })
+	out := e.c.ChangePassword(t.Context(), 1042, testPW)
+	if !out.OK || out.Attempts != 3 {
+		t.Fatalf("outcome %+v", out)
+	}
+	if p.confirms != 2 || len(p.throttles) != 1 {
+		t.Fatalf("%d confirms and %d throttles, want 2 (the 500 and the 200) and 1 (the 429)", p.confirms, len(p.throttles))
 	}
 }

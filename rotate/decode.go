@@ -283,7 +283,14 @@ const (
 	endpointMe       = "me"
 	endpointPassword = "password"
 	endpointReset    = "reset"
+	endpointList     = "list"
 )
+
+// isMutating reports whether a call to endpoint changes something on the
+// server, so that a lost answer leaves its outcome unknown.
+func isMutating(endpoint string) bool {
+	return endpoint == endpointPassword || endpoint == endpointReset
+}
 
 // judge decides what answer a means for a call to endpoint. scrub removes
 // secrets from the server's text; it may be nil.
@@ -291,7 +298,7 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 	if scrub == nil {
 		scrub = func(s string) string { return s }
 	}
-	mutating := endpoint != endpointMe
+	mutating := isMutating(endpoint)
 	v := verdict{code: clean(scrub(a.code), maxCode)}
 	fail := func(detail string) verdict {
 		v.msg = httpMessage(a.status, v.code, detail)
@@ -339,6 +346,13 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 		if detail == "" {
 			detail = "success: false"
 		}
+		if v.code == "" {
+			// An unexplained refusal: retried like a 5xx, with the same
+			// password (the change is idempotent). With an errorCode the
+			// server said why: final, as its status says.
+			v.retry, v.unknown = true, mutating
+			return fail(detail + " (no errorCode)")
+		}
 		return fail(detail)
 	}
 	if endpoint == endpointMe {
@@ -349,11 +363,20 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 		v.ok, v.code = true, ""
 		return v
 	}
+	if endpoint == endpointList {
+		// The call's check reads the page.
+		v.ok, v.code = true, ""
+		return v
+	}
 	switch d := string(bytes.TrimSpace(a.data)); d {
 	case "true":
 		v.ok, v.code = true, ""
 		return v
 	case "false":
+		if v.code == "" {
+			v.retry, v.unknown = true, true // unexplained, as success: false
+			return fail("not applied (data: false, no errorCode)")
+		}
 		return fail("not applied (data: false)")
 	default:
 		v.retry, v.unknown = true, true

@@ -189,7 +189,7 @@ func swapFirstWithLetter(pw string) (string, error) {
 	j := letters[n.Int64()]
 	b[0], b[j] = b[j], b[0]
 	s := string(b)
-	clear(b)
+	clear(b) // the returned string is a copy, and Go strings cannot be zeroed
 	return s, nil
 }
 

@@ -279,3 +279,47 @@ func BenchmarkGenerate(b *testing.B) {
 		}
 	}
 }
+
+// TestGenerateUniformPositions: digits, symbols and letters are spread
+// over every position alike (a uniform arrangement), and every letter of
+// both cases and every digit is drawn. Bounds are 14 standard deviations
+// wide: a failure means a bias, not bad luck.
+func TestGenerateUniformPositions(t *testing.T) {
+	const n = 30_000
+	g, err := NewGenerator(DefaultShape())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := g.Shape()
+	digitsAt := make([]int, s.Length)
+	symbolsAt := make([]int, s.Length)
+	chars := map[byte]int{}
+	for range n {
+		p, err := g.Generate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pw := p.Reveal()
+		for i := 0; i < len(pw); i++ {
+			chars[pw[i]]++
+			switch {
+			case isDigit(pw[i]):
+				digitsAt[i]++
+			case !isLower(pw[i]) && !isUpper(pw[i]):
+				symbolsAt[i]++
+			}
+		}
+	}
+	wantD, wantS := float64(s.Digits)/float64(s.Length), float64(s.Symbols)/float64(s.Length)
+	for i := range s.Length {
+		if f := float64(digitsAt[i]) / n; f < wantD-0.03 || f > wantD+0.03 {
+			t.Errorf("position %d holds a digit in %.3f of passwords, want %.3f", i, f, wantD)
+		}
+		if f := float64(symbolsAt[i]) / n; f < wantS-0.03 || f > wantS+0.03 {
+			t.Errorf("position %d holds a symbol in %.3f of passwords, want %.3f", i, f, wantS)
+		}
+	}
+	if want := 52 + 10 + len(s.SymbolSet); len(chars) != want {
+		t.Errorf("%d distinct characters drawn, want %d", len(chars), want)
+	}
+}

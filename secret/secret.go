@@ -4,6 +4,13 @@
 // nowhere else. Password makes the accidental routes (a log attribute, a %v
 // of a struct, an error message, JSON) print "[redacted]" instead; the only
 // way to the characters is an explicit call to Reveal.
+//
+// In memory a password has several copies (the generator's string, the
+// plan's buffer, the request body, net/http's and crypto/tls's buffers,
+// age's plaintext chunks), and Go strings cannot be zeroed: the buffers
+// pwrotate owns are zeroed after use, the others stay in freed memory until
+// reused. DisableCoreDumps keeps all of them off disk if the process
+// crashes.
 package secret
 
 import (

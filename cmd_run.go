@@ -1,0 +1,448 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"pwrotate/console"
+	"pwrotate/demo"
+	"pwrotate/job"
+	"pwrotate/metrics"
+	"pwrotate/report"
+	"pwrotate/rotate"
+)
+
+// runFlags are the flags of 'pwrotate run'.
+type runFlags struct {
+	connFlags
+	input, selectSpec, out, symbolSet         string
+	pushgateway, shard, progress              string
+	apply, resume, resetSessions, includeSelf bool
+	demo                                      bool
+	recipients, recipientFiles                listFlag
+	workers, maxUsers                         int
+	length, digits, symbols, shards           int
+}
+
+func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
+	f := &runFlags{}
+	fs := flag.NewFlagSet("pwrotate run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	shape := rotate.DefaultShape()
+	fs.StringVar(&f.input, "input", "", "users CSV, - for stdin (required, except with --select or --demo)")
+	fs.StringVar(&f.selectSpec, "select", "", "take the users from ECGrid instead: network=N[,mailbox=M][,auth-level=L][,status=S|any] (status Active unless given); snapshot in OUT/input.csv")
+	fs.BoolVar(&f.apply, "apply", false, "change passwords; without it the run is a dry run (plan)")
+	fs.StringVar(&f.out, "out", "", "output folder (0700; files 0600); required with --apply")
+	fs.BoolVar(&f.resume, "resume", false, "continue the unfinished run in --out (a fresh run if --out is empty)")
+	fs.Var(&f.recipients, "recipient", "age recipient (age1…, age1pq1…, ssh-ed25519 …, ssh-rsa …), repeatable")
+	fs.Var(&f.recipientFiles, "recipients-file", "file of recipients, one a line, # comments; repeatable")
+	f.connFlags.register(fs)
+	fs.IntVar(&f.workers, "workers", 8, "requests in flight at most")
+	fs.IntVar(&f.length, "length", shape.Length, "generated password length")
+	fs.IntVar(&f.digits, "digits", shape.Digits, "digits in a generated password")
+	fs.IntVar(&f.symbols, "symbols", shape.Symbols, "symbols in a generated password")
+	fs.StringVar(&f.symbolSet, "symbol-set", shape.SymbolSet, "symbols to draw from (ASCII only)")
+	fs.BoolVar(&f.resetSessions, "reset-sessions", false, "after a change, also reset the user's sessions")
+	fs.BoolVar(&f.includeSelf, "include-self", false, "allow rotating the caller's own account")
+	fs.IntVar(&f.maxUsers, "max-users", 0, "refuse a plan larger than N users (0 = no cap)")
+	fs.BoolVar(&f.demo, "demo", false, "use the built-in ECGrid simulator on loopback and the bundled example input")
+	fs.StringVar(&f.pushgateway, "pushgateway", "", "push the run's metrics to this Prometheus Pushgateway at the end")
+	fs.StringVar(&f.shard, "shard", "", "process only shard K/N (K defaults to JOB_COMPLETION_INDEX with --shards)")
+	fs.IntVar(&f.shards, "shards", 0, "number of shards N (with JOB_COMPLETION_INDEX)")
+	fs.StringVar(&f.progress, "progress", "auto", "auto, always, never")
+	return fs, f
+}
+
+// cmdRun is 'pwrotate run'. sigs is the process's signal channel, or nil
+// when Main runs in-process (tests): then cmdRun installs its own.
+func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan os.Signal) int {
+	if sigs == nil {
+		sigs = make(chan os.Signal, 2)
+		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(sigs)
+	}
+	stderrFile, _ := stderr.(*os.File)
+	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
+	if terminal {
+		if refuseKeyFlag("run", args, io.Discard) {
+			console.WriteError(stderr, "there is no --api-key flag: a key on the command line leaks into process lists and shell history",
+				"set ECGRID_API_KEY, or pass --api-key-file FILE")
+			return job.ExitFatal
+		}
+	} else if refuseKeyFlag("run", args, stderr) {
+		return job.ExitFatal
+	}
+	fs, f := newRunFlags(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	rest, err := parseArgs(fs, args, true)
+	if errors.Is(err, flag.ErrHelp) {
+		writeHelp(stdout, "run")
+		return job.ExitOK
+	}
+	if err != nil {
+		startError(stderr, terminal, "run", err, "")
+		return job.ExitFatal
+	}
+	// A person reads the screens: a terminal, and no --log-format asked for.
+	human := terminal && f.logFormat == "auto"
+	if len(rest) > 0 {
+		startError(stderr, human, "run", fmt.Errorf("unexpected argument %q (flags only; the input is --input FILE)", rest[0]), "")
+		return job.ExitFatal
+	}
+
+	prog, err := console.NewProgress(console.ProgressConfig{Out: stderr, Mode: f.progress, Terminal: terminal})
+	if err != nil {
+		startError(stderr, human, "run", err, "")
+		return job.ExitFatal
+	}
+	var logger *slog.Logger
+	if human {
+		logger, err = f.humanLogger(prog.LogWriter())
+	} else {
+		logger, err = f.logger(prog.LogWriter(), terminal)
+	}
+	if err != nil {
+		startError(stderr, human, "run", err, "")
+		return job.ExitFatal
+	}
+	prog.SetLogger(logger)
+	screen := prog.LogWriter()
+
+	// Signals are watched before the wiring: one that arrives during
+	// start-up (or was caught before cmdRun) interrupts, exit 3.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var runner *job.Runner
+	runnerSet := make(chan struct{})
+	go func() {
+		s, ok := <-sigs
+		if !ok {
+			return
+		}
+		logger.Warn("signal: no new requests; finishing those in flight (a second signal exits at once)", "signal", s.String())
+		cancel()
+		if _, ok := <-sigs; ok {
+			select {
+			case <-runnerSet:
+				runner.Abort()
+			default:
+			}
+			logger.Error("second signal: exiting at once; run again with --resume")
+			os.Exit(job.ExitInterrupted)
+		}
+	}()
+
+	cfg, cleanup, err := wire(f, stdin, stdout, logger)
+	defer cleanup()
+	if err != nil {
+		if human {
+			runError(screen, f, args, err)
+		} else {
+			logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
+		}
+		return job.ExitFatal
+	}
+	if ctx.Err() != nil {
+		if human {
+			console.WriteError(screen, "interrupted during start-up: nothing was sent", "run the same command again")
+		} else {
+			logger.Warn("interrupted during start-up: nothing was sent; run the same command again", "exitCode", job.ExitInterrupted)
+		}
+		return job.ExitInterrupted
+	}
+	if human {
+		console.WriteHeader(screen, runHeader(f, cfg))
+	}
+	runner = job.New(cfg)
+	close(runnerSet)
+
+	// The display starts with the updates, once the plan is printed; it goes
+	// on while requests in flight finish after a signal.
+	runner.SetProgress(startingProgress{prog, context.WithoutCancel(ctx)})
+	sum, runErr := runner.Run(ctx)
+	prog.Stop()
+	if human {
+		if runErr != nil && (sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy) {
+			runError(screen, f, args, runErr)
+		}
+		pushMetrics(f, cfg, sum, logger)
+		if started(sum) {
+			console.WriteSummary(screen, runFinal(f, cfg, sum, args))
+		}
+		return sum.ExitCode
+	}
+	switch {
+	case runErr == nil:
+	case sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy:
+		logger.Error("run failed", "err", runErr, "exitCode", sum.ExitCode)
+	default:
+		logger.Warn("run ended", "reason", runErr, "exitCode", sum.ExitCode)
+	}
+	pushMetrics(f, cfg, sum, logger)
+	logger.Info("summary", "exitCode", sum.ExitCode, "records", sum.Records, "counts", sum.Counts,
+		"apiCalls", sum.APICalls, "retries", sum.Retries, "achievedRate", fmt.Sprintf("%.1f/s", sum.AchievedRate),
+		"interrupted", sum.Interrupted, "outputs", sum.Outputs)
+	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != job.ExitFatal {
+		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
+			filepath.Join(cfg.Out, job.DemoIdentityName), cfg.Out,
+			filepath.Join(cfg.Out, job.DemoIdentityName), filepath.Join(cfg.Out, report.SealedName(1)))
+	}
+	return sum.ExitCode
+}
+
+// startingProgress starts the display when the job knows its total.
+type startingProgress struct {
+	*console.Progress
+	ctx context.Context
+}
+
+func (p startingProgress) SetTotal(n int) {
+	p.Progress.SetTotal(n)
+	p.Start(p.ctx)
+}
+
+// wire turns the flags into a job.Config: validation of every value,
+// recipients, API key, client, generator, demo simulator, shards.
+func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (job.Config, func(), error) {
+	cleanup := func() {}
+	cfg := job.Config{
+		InputPath: f.input, Apply: f.apply, Out: f.out, Resume: f.resume,
+		Endpoint: f.baseURL, Workers: f.workers, ResetSessions: f.resetSessions,
+		IncludeSelf: f.includeSelf, MaxUsers: f.maxUsers, Version: version,
+		Logger: logger, Stdout: stdout,
+	}
+	if err := f.connFlags.validate(); err != nil {
+		return cfg, cleanup, err
+	}
+	switch {
+	case f.workers < 1 || f.workers > 1024:
+		return cfg, cleanup, fmt.Errorf("--workers %d: must be between 1 and 1024", f.workers)
+	case f.maxUsers < 0:
+		return cfg, cleanup, fmt.Errorf("--max-users %d: must be 0 (no cap) or more", f.maxUsers)
+	case f.resume && !f.apply:
+		return cfg, cleanup, errors.New("--resume goes with --apply")
+	case f.apply && f.out == "":
+		return cfg, cleanup, errors.New("--out: an output folder is required with --apply")
+	case f.selectSpec != "" && f.input != "":
+		return cfg, cleanup, errors.New("--select and --input: give one; --select takes the users from ECGrid, --input from a file")
+	case f.demo && f.input != "":
+		return cfg, cleanup, errors.New("--demo uses the bundled example input (or --select): drop --input")
+	case !f.demo && f.input == "" && f.selectSpec == "":
+		return cfg, cleanup, errors.New("--input: a users CSV is required (or --select, or --demo)")
+	}
+	if f.selectSpec != "" {
+		sel, err := job.ParseSelect(f.selectSpec)
+		if err != nil {
+			return cfg, cleanup, err
+		}
+		if f.shards > 1 || f.shard != "" {
+			// Each shard would list for itself, and two listings may differ:
+			// a user could fall between shards.
+			return cfg, cleanup, errors.New("--select with --shard/--shards: each shard would list on its own and may see another set; export once with 'pwrotate users' and give every shard that file as --input")
+		}
+		cfg.Select = &sel
+		cfg.ListProgress = listLogger(logger, console.DefaultInterval)
+	}
+	gen, err := rotate.NewGenerator(rotate.Shape{Length: f.length, Digits: f.digits, Symbols: f.symbols, SymbolSet: f.symbolSet})
+	if err != nil {
+		return cfg, cleanup, err
+	}
+	cfg.Generator = gen
+
+	shard, shards, err := parseShard(f.shard, f.shards)
+	if err != nil {
+		return cfg, cleanup, err
+	}
+	rateLimit := f.rate
+	if shards > 1 {
+		cfg.Shard, cfg.Shards = shard, shards
+		rateLimit = f.rate / float64(shards)
+		if cfg.Out != "" {
+			cfg.Out = filepath.Join(cfg.Out, fmt.Sprintf("shard-%d", shard))
+		}
+	}
+
+	apiKey := ""
+	if f.demo {
+		env, err := demo.Start()
+		if err != nil {
+			return cfg, cleanup, err
+		}
+		cleanup = func() { _ = env.Close() }
+		f.baseURL, cfg.Endpoint, apiKey = env.BaseURL, env.BaseURL, env.APIKey
+		if cfg.Select == nil {
+			cfg.InputData, cfg.InputName = demo.ExampleInput, demo.InputName
+		}
+		if f.apply {
+			if entries, _ := os.ReadDir(cfg.Out); len(entries) > 0 && !f.resume {
+				return cfg, cleanup, fmt.Errorf("output folder %s is not empty: pass --resume to continue the run in it, or choose a new folder", cfg.Out)
+			}
+			{
+				rcp, path, err := demo.Identity(cfg.Out)
+				if err != nil {
+					return cfg, cleanup, fmt.Errorf("demo identity: %w", err)
+				}
+				cfg.Recipients = append(cfg.Recipients, rcp)
+				logger.Info("demo: sealing to a fresh identity", "identity", path)
+			}
+		}
+	} else {
+		if apiKey, err = readAPIKey(f.apiKeyFile); err != nil {
+			return cfg, cleanup, err
+		}
+	}
+	cfg.Stdin = stdin
+
+	if len(f.recipients) > 0 || len(f.recipientFiles) > 0 {
+		rs, err := report.ParseRecipients(f.recipients, f.recipientFiles)
+		if err != nil {
+			return cfg, cleanup, err
+		}
+		cfg.Recipients = append(cfg.Recipients, rs...)
+	}
+	if f.apply && len(cfg.Recipients) == 0 {
+		return cfg, cleanup, errors.New("--recipient or --recipients-file: at least one recipient is needed with --apply")
+	}
+
+	run := metrics.NewRun()
+	cfg.Counter = run
+	if apiKey != "" {
+		lim := job.NewLimiter(rateLimit, f.burst)
+		lim.SetLogger(logger)
+		client, err := rotate.New(rotate.Config{
+			BaseURL: f.baseURL, APIKey: apiKey, Workers: f.workers, Timeout: f.timeout,
+			MaxAttempts: f.maxAttempts, Pacer: lim, Observer: run, Logger: logger,
+		})
+		if err != nil {
+			return cfg, cleanup, err
+		}
+		cfg.Client = client
+	} else if _, err := rotate.ValidateBaseURL(f.baseURL); err != nil {
+		return cfg, cleanup, err
+	}
+	if f.pushgateway != "" {
+		if err := metrics.ValidateURL(f.pushgateway); err != nil {
+			return cfg, cleanup, err
+		}
+	}
+	if v := os.Getenv("PWROTATE_TEST_KILL_AT"); v != "" {
+		cfg.Hook = killHook(v)
+	}
+	logger.Info("start", "version", version, "apply", f.apply, "input", inputName(cfg), "out", cfg.Out, "resume", f.resume,
+		"baseURL", f.baseURL, "recipients", len(cfg.Recipients), "rate", rateLimit, "burst", f.burst, "workers", f.workers,
+		"timeout", f.timeout.String(), "maxAttempts", f.maxAttempts, "resetSessions", f.resetSessions,
+		"includeSelf", f.includeSelf, "maxUsers", f.maxUsers, "shard", cfg.Shard, "shards", cfg.Shards, "demo", f.demo,
+		"apiKey", keyState(apiKey))
+	return cfg, cleanup, nil
+}
+
+func inputName(cfg job.Config) string {
+	if cfg.Select != nil {
+		return "--select " + cfg.Select.String()
+	}
+	if cfg.InputName != "" {
+		return cfg.InputName
+	}
+	return cfg.InputPath
+}
+
+func keyState(key string) string {
+	if key == "" {
+		return "none"
+	}
+	return "set"
+}
+
+// parseShard reads --shard K/N, or --shards N with K from
+// JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+func parseShard(spec string, shards int) (k, n int, err error) {
+	if spec == "" && shards <= 1 {
+		if shards < 0 {
+			return 0, 0, fmt.Errorf("--shards %d: must be 1 or more", shards)
+		}
+		return 0, 1, nil
+	}
+	if spec != "" {
+		ks, ns, ok := strings.Cut(spec, "/")
+		if ok && shards > 1 && ns != strconv.Itoa(shards) {
+			return 0, 0, fmt.Errorf("--shard %s and --shards %d disagree on the number of shards", spec, shards)
+		}
+		if !ok {
+			ns = strconv.Itoa(shards)
+		}
+		if k, err = strconv.Atoi(ks); err != nil {
+			return 0, 0, fmt.Errorf("--shard %q: want K/N", spec)
+		}
+		if n, err = strconv.Atoi(ns); err != nil {
+			return 0, 0, fmt.Errorf("--shard %q: want K/N", spec)
+		}
+	} else {
+		n = shards
+		idx := os.Getenv("JOB_COMPLETION_INDEX")
+		if idx == "" {
+			return 0, 0, fmt.Errorf("--shards %d: give --shard K/N or set JOB_COMPLETION_INDEX", shards)
+		}
+		if k, err = strconv.Atoi(idx); err != nil {
+			return 0, 0, fmt.Errorf("JOB_COMPLETION_INDEX %q: not a number", idx)
+		}
+	}
+	if n < 1 || n > 10000 || k < 0 || k >= n {
+		return 0, 0, fmt.Errorf("--shard %d/%d: need 0 <= K < N <= 10000", k, n)
+	}
+	return k, n, nil
+}
+
+// killHook makes the process kill itself with SIGKILL at a named point of
+// the run ("point" or "point:n"). Only tests set PWROTATE_TEST_KILL_AT.
+func killHook(spec string) func(string, int) {
+	point, nth, _ := strings.Cut(spec, ":")
+	n, _ := strconv.Atoi(nth)
+	if n < 1 {
+		n = 1
+	}
+	return func(p string, i int) {
+		if p == point && i == n {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			time.Sleep(time.Minute)
+		}
+	}
+}
+
+func pushMetrics(f *runFlags, cfg job.Config, sum report.Summary, logger *slog.Logger) {
+	if f.pushgateway == "" {
+		return
+	}
+	run, _ := cfg.Counter.(*metrics.Run)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	grouping := map[string]string{}
+	if cfg.Shards > 1 {
+		grouping["shard"] = strconv.Itoa(cfg.Shard)
+	}
+	err := run.Push(ctx, f.pushgateway, "pwrotate", grouping, metrics.Final{
+		Counts: sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
+		ExitCode: sum.ExitCode, Interrupted: sum.Interrupted,
+		// A dry run rotates nothing: it must not silence a "rotation overdue" alert.
+		Success: sum.ExitCode == job.ExitOK && !sum.DryRun,
+		// A re-run of a complete folder changed nothing: it reports when
+		// the rotation really happened (summary.json), not now.
+		CompletedAt: sum.FinishedAt,
+	})
+	if err != nil {
+		logger.Warn("pushing metrics failed", "err", err)
+		return
+	}
+	logger.Info("metrics pushed", "pushgateway", metrics.Redact(f.pushgateway))
+}

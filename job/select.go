@@ -1,0 +1,172 @@
+package job
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strconv"
+	"strings"
+
+	"pwrotate/directory"
+	"pwrotate/report"
+	"pwrotate/rotate"
+)
+
+// SnapshotName is the file in the output folder that holds the listing of
+// a run --select: the run's input, read again by --resume.
+const SnapshotName = "input.csv"
+
+// Selection is what a run --select listed. run.json records it (member
+// "selection"), and Runner.Selection returns it for summary.json.
+type Selection struct {
+	// Filter is the filter sent to POST /v2/users/list (no status: any).
+	Filter rotate.UserFilter `json:"filter"`
+	// Spec is the filter as --select takes it, e.g.
+	// "network=1,status=Active".
+	Spec string `json:"spec"`
+	// Listed is how many users the listing held (the snapshot's records).
+	Listed int `json:"listed"`
+	// Snapshot is the path of OUT/input.csv; "" in a dry run without --out.
+	Snapshot string `json:"snapshot,omitempty"`
+	// SnapshotSHA256 is the hex sha256 of the snapshot's bytes (the same
+	// as the run's inputSha256).
+	SnapshotSHA256 string `json:"snapshotSha256"`
+}
+
+// ParseSelect reads a --select value, "network=N[,mailbox=M]
+// [,auth-level=L][,status=S|any]": keys once each, network required,
+// status Active unless given. Names are matched case-insensitively and
+// returned in their ECGrid spelling.
+func ParseSelect(spec string) (rotate.UserFilter, error) {
+	f := rotate.UserFilter{Status: rotate.DefaultStatus}
+	seen := map[string]bool{}
+	for _, part := range strings.Split(spec, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		key, val, ok := strings.Cut(part, "=")
+		key, val = strings.ToLower(strings.TrimSpace(key)), strings.TrimSpace(val)
+		if !ok || val == "" {
+			return f, fmt.Errorf("--select %q: %q is not key=value", spec, part)
+		}
+		if seen[key] {
+			return f, fmt.Errorf("--select %q: %s given twice", spec, key)
+		}
+		seen[key] = true
+		var err error
+		switch key {
+		case "network", "mailbox":
+			n, perr := strconv.Atoi(val)
+			if perr != nil || n < 1 {
+				return f, fmt.Errorf("--select %q: %s=%s: want an ID from 1", spec, key, val)
+			}
+			if key == "network" {
+				f.NetworkID = n
+			} else {
+				f.MailboxID = n
+			}
+		case "auth-level", "authlevel":
+			f.AuthLevel, err = rotate.ParseLevelName(val)
+		case "status":
+			f.Status, err = rotate.ParseStatus(val)
+		default:
+			return f, fmt.Errorf("--select %q: unknown key %q (want network, mailbox, auth-level, status)", spec, key)
+		}
+		if err != nil {
+			return f, fmt.Errorf("--select %q: %w", spec, err)
+		}
+	}
+	if f.NetworkID == 0 {
+		return f, fmt.Errorf("--select %q: network=N is required (the listing must be bounded to one network)", spec)
+	}
+	return f, f.Check()
+}
+
+// Selection returns what the run's --select listed (or read back from the
+// snapshot), or nil for a run of an input file or before the input is
+// known.
+func (r *Runner) Selection() *Selection {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sel == nil {
+		return nil
+	}
+	s := *r.sel
+	return &s
+}
+
+func (r *Runner) setSelection(s *Selection) {
+	r.mu.Lock()
+	r.sel = s
+	r.mu.Unlock()
+}
+
+// input reads the run's input: the input file, or for --select the
+// snapshot of an earlier listing in the output folder, else a new listing
+// (snapshotted there before anything else happens).
+func (r *Runner) input(ctx context.Context, out *OutDir) (*Input, error) {
+	if r.cfg.Select == nil {
+		return r.readInputCtx(ctx)
+	}
+	cfg := r.cfg
+	f := *cfg.Select
+	sel := &Selection{Filter: f, Spec: f.String()}
+	if out != nil {
+		sel.Snapshot = out.File(SnapshotName)
+		m, hasRun, err := out.ReadManifest()
+		if err != nil {
+			return nil, &ExitError{Code: ExitFatal, Err: err}
+		}
+		if hasRun && m.Selection == nil {
+			return nil, fatal("--select: %s holds a run of the input %s, not of a --select listing: refusing to mix them", out.Path, m.Input)
+		}
+		if hasRun && m.Selection.Spec != sel.Spec {
+			return nil, fatal("--resume: %s holds a run of --select %s, not of --select %s: refusing to mix them", out.Path, m.Selection.Spec, sel.Spec)
+		}
+		in, err := ReadInputFile(sel.Snapshot)
+		switch {
+		case err == nil:
+			// A resumed run keeps its target set: never list again.
+			sel.Listed, sel.SnapshotSHA256 = len(in.Records), in.SHA256
+			r.setSelection(sel)
+			r.log.Info("--select: reading the snapshot of the earlier listing; not listing again", "snapshot", sel.Snapshot, "users", sel.Listed)
+			return in, nil
+		case hasRun || !errors.Is(err, fs.ErrNotExist):
+			return nil, fatal("--select: the snapshot of the listing: %w", err)
+		}
+	}
+	if cfg.Client == nil {
+		return nil, fatal("--select lists users through the API: set ECGRID_API_KEY or pass --api-key-file")
+	}
+	r.log.Info("--select: listing users", "filter", sel.Spec)
+	users, err := cfg.Client.ListUsers(ctx, f, rotate.ListOptions{OnPage: cfg.ListProgress})
+	if err != nil {
+		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+			return nil, &ExitError{Code: ExitInterrupted, Err: fmt.Errorf("interrupted while listing users: %w", err)}
+		}
+		return nil, fatal("--select %s: listing users: %w", sel.Spec, err)
+	}
+	var buf bytes.Buffer
+	if err := directory.Write(&buf, users); err != nil {
+		return nil, fatal("--select: %w", err)
+	}
+	name := "ECGrid users " + sel.Spec
+	if out != nil {
+		if err := report.WriteFileAtomic(sel.Snapshot, buf.Bytes(), 0o600); err != nil {
+			return nil, fatal("--select: snapshot: %w", err)
+		}
+		name = sel.Snapshot
+		cfg.Hook("snapshot", 1)
+	}
+	in, err := ReadInput(bytes.NewReader(buf.Bytes()), name)
+	if err != nil {
+		return nil, fatal("--select %s: %w", sel.Spec, err)
+	}
+	sel.Listed, sel.SnapshotSHA256 = len(users), in.SHA256
+	r.setSelection(sel)
+	r.log.Info("--select: listed", "filter", sel.Spec, "users", sel.Listed, "snapshot", sel.Snapshot)
+	return in, nil
+}

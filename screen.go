@@ -1,0 +1,210 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"pwrotate/console"
+	"pwrotate/job"
+	"pwrotate/metrics"
+	"pwrotate/report"
+)
+
+// Wiring of the screens a person sees at a terminal (package console draws
+// them). A person is at the terminal when stderr is a terminal and
+// --log-format is auto; otherwise the logs stay exactly as they are.
+
+// humanLogger is the logger of a person at a terminal, at --log-level.
+func (c *connFlags) humanLogger(w io.Writer) (*slog.Logger, error) {
+	if _, err := c.logger(io.Discard, true); err != nil {
+		return nil, err // names --log-format or --log-level
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.logLevel))
+	return slog.New(console.NewHumanHandler(w, level)), nil
+}
+
+// singleDashFlag finds Go's "-name" in the flag package's errors.
+var singleDashFlag = regexp.MustCompile(`(flag|defined:) -([a-z])`)
+
+// startError reports an error that stops a command before it could start:
+// on a terminal "pwrotate: error: …" and a hint, else the plain line it
+// always was.
+func startError(stderr io.Writer, human bool, cmd string, err error, resume string) {
+	msg := err.Error()
+	if !human {
+		_, _ = io.WriteString(stderr, "pwrotate "+cmd+": "+msg+"\n")
+		return
+	}
+	msg = singleDashFlag.ReplaceAllString(msg, "$1 --$2")
+	console.WriteError(stderr, msg, console.Hint(msg, console.HintContext{Command: cmd, Resume: resume}))
+}
+
+// shellArgs writes args for a shell: plain words as they are, the rest in
+// single quotes.
+func shellArgs(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if a != "" && strings.Trim(a, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=.,/:@+%") == "" {
+			out[i] = a
+		} else {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// hasFlag reports whether args set the named flag (--name, -name, --name=…).
+func hasFlag(args []string, name string) bool {
+	for _, a := range args {
+		n, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// runCommand is 'pwrotate run ARGS' plus the extra words.
+func runCommand(args []string, extra ...string) string {
+	s := "pwrotate run " + shellArgs(args)
+	if len(extra) > 0 {
+		s += " " + strings.Join(extra, " ")
+	}
+	return s
+}
+
+// runError shows a person the error that stopped a run, with its hint.
+func runError(w io.Writer, f *runFlags, args []string, err error) {
+	msg := err.Error()
+	console.WriteError(w, msg, console.Hint(msg, console.HintContext{Command: "run", Resume: resumeCommand(f, args)}))
+}
+
+// started reports whether a run got far enough for its summary to say
+// something: a fatal error or a busy folder before any outcome is an error
+// line alone.
+func started(sum report.Summary) bool {
+	if sum.ExitCode != job.ExitFatal && sum.ExitCode != job.ExitBusy {
+		return true
+	}
+	for k, n := range sum.Counts {
+		if k != "pending" && n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// resumeCommand is the command that resumes this run, or "" when there is
+// nothing to resume (a dry run).
+func resumeCommand(f *runFlags, args []string) string {
+	if !f.apply || f.out == "" {
+		return ""
+	}
+	if hasFlag(args, "resume") {
+		return runCommand(args)
+	}
+	return runCommand(args, "--resume")
+}
+
+// runHeader is the start header of a run.
+func runHeader(f *runFlags, cfg job.Config) console.Header {
+	rate := f.rate
+	if cfg.Shards > 1 {
+		rate /= float64(cfg.Shards)
+	}
+	h := console.Header{
+		Version: version, Apply: f.apply, Resume: f.resume, Input: inputName(cfg),
+		Endpoint: f.baseURL, Demo: f.demo, Rate: rate, Burst: f.burst, Workers: f.workers,
+		Out: cfg.Out, Sealed: len(cfg.Recipients), Reset: f.resetSessions,
+	}
+	if cfg.Shards > 1 {
+		h.Shard = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
+	}
+	if f.demo && f.apply {
+		h.DemoIdentity = filepath.Join(cfg.Out, job.DemoIdentityName)
+	}
+	return h
+}
+
+// runFinal is the closing summary of a run.
+func runFinal(f *runFlags, cfg job.Config, sum report.Summary, args []string) console.Final {
+	fin := console.Final{
+		DryRun: sum.DryRun, ExitCode: sum.ExitCode, Counts: sum.Counts,
+		Elapsed: sum.FinishedAt.Sub(sum.StartedAt), APICalls: sum.APICalls, Retries: sum.Retries,
+		Rate: sum.AchievedRate, Interrupted: sum.Interrupted, Outputs: sum.Outputs,
+	}
+	fin.RateLimited = -1
+	if run, ok := cfg.Counter.(*metrics.Run); ok && (run.Calls() > 0 || sum.APICalls == 0) {
+		// Counted by this process; a re-run of a complete folder shows the
+		// earlier run's summary, whose 429s were not recorded.
+		fin.RateLimited = int(run.Answers(429))
+	}
+	failed, invalid := sum.Counts[string(report.Failed)], sum.Counts[string(report.Invalid)]
+	fin.ProblemsTotal = failed + invalid
+	results := ""
+	if cfg.Out != "" {
+		results = filepath.Join(cfg.Out, job.ResultsName)
+		if probs, err := console.ReadProblems(results, console.MaxProblems); err == nil {
+			fin.Problems = probs
+			fin.ProblemsIn = results
+			fin.ProblemsTotal = max(fin.ProblemsTotal, len(probs))
+		}
+	}
+
+	input := inputName(cfg)
+	switch {
+	case sum.ExitCode == job.ExitInterrupted:
+		if r := resumeCommand(f, args); r != "" {
+			fin.Next = append(fin.Next, console.NextStep{What: "Finish the run: nothing recorded is lost, and it goes on where it stopped:", Command: r})
+		} else {
+			fin.Next = append(fin.Next, console.NextStep{What: "Nothing was changed; run the same command again:", Command: runCommand(args)})
+		}
+		return fin
+	case sum.ExitCode == job.ExitFatal:
+		if r := resumeCommand(f, args); r != "" {
+			fin.Next = append(fin.Next, console.NextStep{What: "Fix the cause above, then finish the run:", Command: r})
+		}
+		return fin
+	case sum.DryRun:
+		if invalid > 0 {
+			fin.Next = append(fin.Next, console.NextStep{What: "Fix the invalid records in " + input + ", then check again:", Command: runCommand(args)})
+		}
+		if sum.Counts[string(report.Planned)] > 0 {
+			var extra []string
+			extra = append(extra, "--apply")
+			if !hasFlag(args, "out") {
+				if f.demo {
+					extra = append(extra, "--out demo-out")
+				} else {
+					extra = append(extra, "--out DIR")
+				}
+			}
+			if !f.demo && !hasFlag(args, "recipient") && !hasFlag(args, "recipients-file") {
+				extra = append(extra, "--recipient age1...")
+			}
+			fin.Next = append(fin.Next, console.NextStep{What: "Carry out the plan:", Command: runCommand(args, extra...)})
+		}
+		return fin
+	}
+	if sum.Counts[string(report.Updated)] > 0 || failed > 0 {
+		key := "KEY.txt"
+		what := "Read the new passwords (KEY.txt: the age identity of a --recipient):"
+		if f.demo {
+			key = filepath.Join(cfg.Out, job.DemoIdentityName)
+			what = "Read the new passwords (the demo sealed them to " + key + "):"
+		}
+		fin.Next = append(fin.Next, console.NextStep{What: what, Command: "pwrotate open --identity " + shellArgs([]string{key, cfg.Out})})
+	}
+	if failed > 0 {
+		fin.Next = append(fin.Next, console.NextStep{What: "Failed users were not confirmed changed ('open' shows any unconfirmed candidate). Fix the cause, then rotate them again: their userIds are the rows of " + results + " with status failed; use a new --out."})
+	}
+	if invalid > 0 {
+		fin.Next = append(fin.Next, console.NextStep{What: "Invalid records were not sent: fix them in " + input + " and rotate those users with a new --out."})
+	}
+	return fin
+}
