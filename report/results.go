@@ -79,7 +79,7 @@ type Row struct {
 
 // ResultsHeader is the exact header row of results.csv: the csv tags of
 // its row struct, in order.
-var ResultsHeader = csvHeader[resultsRecord]()
+var ResultsHeader = CSVHeader[resultsRecord]()
 
 const (
 	maxCellBytes = 300

@@ -36,11 +36,11 @@ type resultsRecord struct {
 	Line           count    `csv:"line"`
 	UserID         userCell `csv:"userId"`
 	Status         Status   `csv:"status"`
-	Generation     optCount `csv:"generation"`
+	Generation     OptCount `csv:"generation"`
 	Attempts       count    `csv:"attempts"`
-	HTTPStatus     optCount `csv:"httpStatus"`
-	ErrorCode      safeText `csv:"errorCode"`
-	Error          safeText `csv:"error"`
+	HTTPStatus     OptCount `csv:"httpStatus"`
+	ErrorCode      SafeText `csv:"errorCode"`
+	Error          SafeText `csv:"error"`
 	PasswordSource string   `csv:"passwordSource"`
 	SessionsReset  string   `csv:"sessionsReset"`
 	FinishedAt     stamp    `csv:"finishedAt"`
@@ -67,11 +67,11 @@ func (r *Row) csvRecord() resultsRecord {
 		Line:           count(r.Line),
 		UserID:         userCell{id: r.UserID, raw: r.RawUserID},
 		Status:         r.Status,
-		Generation:     optCount(r.Generation),
+		Generation:     OptCount(r.Generation),
 		Attempts:       count(r.Attempts),
-		HTTPStatus:     optCount(r.HTTPStatus),
-		ErrorCode:      safeText(r.ErrorCode),
-		Error:          safeText(r.Error),
+		HTTPStatus:     OptCount(r.HTTPStatus),
+		ErrorCode:      SafeText(r.ErrorCode),
+		Error:          SafeText(r.Error),
 		PasswordSource: r.PasswordSource,
 		SessionsReset:  r.SessionsReset,
 		FinishedAt:     stamp{r.FinishedAt},
@@ -165,11 +165,11 @@ func (c *count) UnmarshalCSV(s string) error {
 	return err
 }
 
-// optCount is a count written as an empty cell when 0.
-type optCount int
+// OptCount is a count (or an ID) written as an empty cell when 0.
+type OptCount int
 
 // MarshalCSV writes c in decimal, or nothing for 0.
-func (c optCount) MarshalCSV() (string, error) {
+func (c OptCount) MarshalCSV() (string, error) {
 	if c == 0 {
 		return "", nil
 	}
@@ -177,9 +177,9 @@ func (c optCount) MarshalCSV() (string, error) {
 }
 
 // UnmarshalCSV reads a decimal count; an empty cell is 0.
-func (c *optCount) UnmarshalCSV(s string) error {
+func (c *OptCount) UnmarshalCSV(s string) error {
 	n, err := parseCount(s)
-	*c = optCount(n)
+	*c = OptCount(n)
 	return err
 }
 
@@ -220,15 +220,15 @@ func (u *userCell) UnmarshalCSV(s string) error {
 	return nil
 }
 
-// safeText is free text that a person may open in a spreadsheet: written
-// through SafeCell, read as it is.
-type safeText string
+// SafeText is a cell of free text that a person may open in a
+// spreadsheet: written through SafeCell, read as it is.
+type SafeText string
 
 // MarshalCSV writes SafeCell(t).
-func (t safeText) MarshalCSV() (string, error) { return SafeCell(string(t)), nil }
+func (t SafeText) MarshalCSV() (string, error) { return SafeCell(string(t)), nil }
 
 // UnmarshalCSV keeps the cell as it is.
-func (t *safeText) UnmarshalCSV(s string) error { *t = safeText(s); return nil }
+func (t *SafeText) UnmarshalCSV(s string) error { *t = SafeText(s); return nil }
 
 // stamp is a time written as RFC 3339 with nanoseconds in UTC, or an empty
 // cell for the zero time.
@@ -303,8 +303,9 @@ func badCell(err error, header []string) error {
 	return errors.New("record does not decode")
 }
 
-// csvHeader returns the header row gocsv writes for rows of type T.
-func csvHeader[T any]() []string {
+// CSVHeader returns the header row gocsv writes for rows of type T: the csv
+// tags of its fields, in order.
+func CSVHeader[T any]() []string {
 	var w headerWriter
 	if err := gocsv.MarshalCSV(&[]T{}, &w); err != nil || w.header == nil {
 		panic(fmt.Sprintf("report: no CSV header for %T: %v", *new(T), err))

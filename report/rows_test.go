@@ -38,7 +38,7 @@ func TestRowCodecsAgree(t *testing.T) {
 		for name, tt := range map[string]struct{ got, want []string }{
 			"results": {ResultsHeader, strings.Split("line,userId,status,generation,attempts,httpStatus,errorCode,error,passwordSource,sessionsReset,finishedAt", ",")},
 			"sealed":  {sealedHeader, []string{"userId", "password", "generation"}},
-			"open":    {csvHeader[openRecord](), []string{"userId", "password", "status", "generation"}},
+			"open":    {CSVHeader[openRecord](), []string{"userId", "password", "status", "generation"}},
 		} {
 			if !reflect.DeepEqual(tt.got, tt.want) {
 				t.Errorf("%s header %q, want %q", name, tt.got, tt.want)

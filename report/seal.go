@@ -195,7 +195,7 @@ type Sealed struct {
 
 // sealedHeader is the header row of a sealed file's plaintext CSV: the csv
 // tags of sealedRecord.
-var sealedHeader = csvHeader[sealedRecord]()
+var sealedHeader = CSVHeader[sealedRecord]()
 
 const (
 	sealedPrefix = "passwords-g"
