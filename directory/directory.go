@@ -12,14 +12,29 @@ import (
 	"io"
 	"os"
 	"slices"
-	"strconv"
+
+	"github.com/gocarina/gocsv"
 
 	"pwrotate/report"
 	"pwrotate/rotate"
 )
 
+// userRow is one row of the export, marshalled by gocsv: the csv tags are
+// the header.
+type userRow struct {
+	UserID    int             `csv:"userId"`
+	Login     report.SafeText `csv:"login"`
+	Email     report.SafeText `csv:"email"`
+	FirstName report.SafeText `csv:"firstName"`
+	LastName  report.SafeText `csv:"lastName"`
+	NetworkID report.OptCount `csv:"networkId"`
+	MailboxID report.OptCount `csv:"mailboxId"`
+	AuthLevel report.SafeText `csv:"authLevel"`
+	Status    report.SafeText `csv:"status"`
+}
+
 // Header is the export's header row.
-var Header = []string{"userId", "login", "email", "firstName", "lastName", "networkId", "mailboxId", "authLevel", "status"}
+var Header = report.CSVHeader[userRow]()
 
 // Write writes users to w as CSV: Header, then one row per user in userId
 // order (users is sorted in place). Text cells go through report.SafeCell (a
@@ -37,37 +52,28 @@ func Write(w io.Writer, users []rotate.User) error {
 			return fmt.Errorf("user export: user %d listed twice", u.UserID)
 		}
 	}
+	// Rows go to gocsv 256 at a time: a listing can hold millions of users.
 	cw := csv.NewWriter(w)
-	if err := cw.Write(Header); err != nil {
-		return fmt.Errorf("user export: %w", err)
-	}
-	rec := make([]string, len(Header))
-	for _, u := range users {
-		rec[0] = strconv.Itoa(u.UserID)
-		rec[1] = report.SafeCell(u.Login)
-		rec[2] = report.SafeCell(u.Email)
-		rec[3] = report.SafeCell(u.FirstName)
-		rec[4] = report.SafeCell(u.LastName)
-		rec[5] = idCell(u.NetworkID)
-		rec[6] = idCell(u.MailboxID)
-		rec[7] = report.SafeCell(u.AuthLevel)
-		rec[8] = report.SafeCell(u.Status)
-		if err := cw.Write(rec); err != nil {
+	batch := make([]userRow, 0, min(len(users), 256))
+	marshal := gocsv.MarshalCSV // the first call writes the header
+	for first := true; first || len(users) > 0; first = false {
+		batch = batch[:0]
+		for len(users) > 0 && len(batch) < cap(batch) {
+			u := users[0]
+			users = users[1:]
+			batch = append(batch, userRow{
+				UserID: u.UserID, Login: report.SafeText(u.Login), Email: report.SafeText(u.Email),
+				FirstName: report.SafeText(u.FirstName), LastName: report.SafeText(u.LastName),
+				NetworkID: report.OptCount(u.NetworkID), MailboxID: report.OptCount(u.MailboxID),
+				AuthLevel: report.SafeText(u.AuthLevel), Status: report.SafeText(u.Status),
+			})
+		}
+		if err := marshal(&batch, cw); err != nil {
 			return fmt.Errorf("user export: %w", err)
 		}
-	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
-		return fmt.Errorf("user export: %w", err)
+		marshal = gocsv.MarshalCSVWithoutHeaders
 	}
 	return nil
-}
-
-func idCell(id int) string {
-	if id == 0 {
-		return ""
-	}
-	return strconv.Itoa(id)
 }
 
 // WriteFile writes the export to path atomically (a temporary file in the

@@ -147,3 +147,27 @@ func TestWriteFile(t *testing.T) {
 		t.Fatalf("stdout %q %v", out.String(), err)
 	}
 }
+
+// TestWriteManyRows checks the export across gocsv batches: one header,
+// every user once, in order.
+func TestWriteManyRows(t *testing.T) {
+	var users []rotate.User
+	for id := 700; id >= 1; id-- {
+		users = append(users, rotate.User{UserID: id, Login: "=u" + strconv.Itoa(id), NetworkID: id % 3})
+	}
+	var b bytes.Buffer
+	if err := directory.Write(&b, users); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != 701 || lines[0] != strings.Join(directory.Header, ",") {
+		t.Fatalf("%d lines, header %q", len(lines), lines[0])
+	}
+	for i, l := range lines[1:] {
+		id := i + 1
+		want := strconv.Itoa(id) + ",'=u" + strconv.Itoa(id) + ",,,," + map[bool]string{true: "", false: strconv.Itoa(id % 3)}[id%3 == 0] + ",,,"
+		if l != want {
+			t.Fatalf("line %d = %q, want %q", i+2, l, want)
+		}
+	}
+}

@@ -10,10 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"filippo.io/age"
+	"github.com/gocarina/gocsv"
 
 	"pwrotate/secret"
 )
@@ -278,25 +278,29 @@ func openGroupRows(g *openGroup, ids []age.Identity, all bool) ([]OpenRow, error
 }
 
 // WriteOpenCSV writes rows as CSV "userId,password,status,generation" with
-// a header row; the passwords are written as they are.
+// a header row (openRecord, marshalled by gocsv); the passwords are written
+// as they are.
 func WriteOpenCSV(w io.Writer, rows []OpenRow) error {
 	cw := csv.NewWriter(w)
-	if err := cw.Write([]string{"userId", "password", "status", "generation"}); err != nil {
-		return fmt.Errorf("writing passwords: %w", err)
-	}
-	rec := make([]string, 4)
-	for _, r := range rows {
-		rec[0] = strconv.Itoa(r.UserID)
-		rec[1] = r.Password.Reveal()
-		rec[2] = r.Status
-		rec[3] = strconv.Itoa(r.Generation)
-		if err := cw.Write(rec); err != nil {
+	batch := make([]openRecord, 0, min(len(rows), 256))
+	defer clear(batch[:cap(batch)])
+	header := true
+	for len(rows) > 0 || header {
+		batch = batch[:0]
+		for len(rows) > 0 && len(batch) < cap(batch) {
+			r := rows[0]
+			batch = append(batch, openRecord{
+				UserID: count(r.UserID), Password: passwordCell{r.Password}, Status: r.Status, Generation: count(r.Generation),
+			})
+			rows = rows[1:]
+		}
+		marshal := gocsv.MarshalCSVWithoutHeaders
+		if header {
+			marshal, header = gocsv.MarshalCSV, false
+		}
+		if err := marshal(&batch, cw); err != nil {
 			return fmt.Errorf("writing passwords: %w", err)
 		}
-	}
-	cw.Flush()
-	if err := cw.Error(); err != nil {
-		return fmt.Errorf("writing passwords: %w", err)
 	}
 	return nil
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/gocarina/gocsv"
 )
 
 // Status is the outcome of one input record, as written in results.csv.
@@ -81,12 +83,9 @@ type Row struct {
 	APIKeyRotated string
 }
 
-// ResultsHeader is the exact header row of results.csv.
-var ResultsHeader = []string{
-	"line", "userId", "status", "generation", "attempts", "httpStatus",
-	"errorCode", "error", "passwordSource", "sessionsReset", "finishedAt",
-	"apiKeyRotated",
-}
+// ResultsHeader is the exact header row of results.csv: the csv tags of
+// its row struct, in order.
+var ResultsHeader = CSVHeader[resultsRecord]()
 
 // legacyColumns is the number of columns of a results.csv written before
 // the apiKeyRotated column: such a file is read (apiKeyRotated empty), and
@@ -191,92 +190,72 @@ func (r *Row) check() error {
 	return nil
 }
 
-// record fills rec (len 12) with the cells of r.
+// record fills rec (one string per column) with the cells of r, as gocsv
+// marshals its resultsRecord.
 func (r *Row) record(rec []string) {
-	rec[0] = strconv.Itoa(r.Line)
-	if r.UserID > 0 {
-		rec[1] = strconv.Itoa(r.UserID)
-	} else {
-		rec[1] = SafeCell(r.RawUserID)
-	}
-	rec[2] = string(r.Status)
-	rec[3] = intCell(r.Generation)
-	rec[4] = strconv.Itoa(r.Attempts)
-	rec[5] = intCell(r.HTTPStatus)
-	rec[6] = SafeCell(r.ErrorCode)
-	rec[7] = SafeCell(r.Error)
-	rec[8] = r.PasswordSource
-	rec[9] = r.SessionsReset
-	rec[10] = ""
-	if !r.FinishedAt.IsZero() {
-		rec[10] = r.FinishedAt.UTC().Format(time.RFC3339Nano)
-	}
-	rec[11] = r.APIKeyRotated
+	cr := r.csvRecord()
+	cr.cells(rec)
 }
 
-func intCell(n int) string {
-	if n == 0 {
-		return ""
-	}
-	return strconv.Itoa(n)
-}
-
-// parseRow turns one record of results.csv into a Row: 12 cells, or 11
-// (a file written before the apiKeyRotated column).
+// parseRow turns one record of results.csv into a Row, decoding the cells
+// without reflection (RewriteSorted's scan); rowReader.read does the same
+// through gocsv.
 func parseRow(rec []string) (Row, error) {
-	var r Row
-	var err error
-	if len(rec) != len(ResultsHeader) && len(rec) != legacyColumns {
-		return r, errors.New("wrong number of fields")
+	var cr resultsRecord
+	if rec = upgradeRecord(rec); rec == nil {
+		return Row{}, errors.New("wrong number of fields")
 	}
-	if len(rec) == len(ResultsHeader) {
-		r.APIKeyRotated = rec[11]
+	if err := cr.decode(rec); err != nil {
+		return Row{}, badCell(err, ResultsHeader)
 	}
-	if r.Line, err = strconv.Atoi(rec[0]); err != nil || r.Line < 1 {
+	return validRow(&cr)
+}
+
+// rowReader turns records of results.csv into Rows with gocsv.
+type rowReader struct {
+	dec *rowDecoder[resultsRecord]
+}
+
+func newRowReader() rowReader { return rowReader{dec: newRowDecoder[resultsRecord]()} }
+
+// read is parseRow through gocsv.
+func (rr rowReader) read(rec []string) (Row, error) {
+	if rec = upgradeRecord(rec); rec == nil {
+		return Row{}, errors.New("wrong number of fields")
+	}
+	cr, err := rr.dec.decode(rec)
+	if err != nil {
+		return Row{}, badCell(err, ResultsHeader)
+	}
+	return validRow(cr)
+}
+
+// upgradeRecord returns rec with every column of ResultsHeader: as it is,
+// or, for a file written before the apiKeyRotated column (legacyColumns),
+// with that cell empty. It returns nil for any other number of cells.
+func upgradeRecord(rec []string) []string {
+	switch len(rec) {
+	case len(ResultsHeader):
+		return rec
+	case legacyColumns:
+		return append(rec[:legacyColumns:legacyColumns], "")
+	}
+	return nil
+}
+
+// validRow returns the Row of a decoded record, or says why it cannot be
+// one that Append writes.
+func validRow(cr *resultsRecord) (Row, error) {
+	r := cr.row()
+	switch {
+	case r.Line < 1:
 		return r, errors.New("bad line number")
-	}
-	if id, err := strconv.Atoi(rec[1]); err == nil && id >= 1 && id <= maxUserID {
-		r.UserID = id
-	} else {
-		r.RawUserID = rec[1]
-	}
-	r.Status = Status(rec[2])
-	if !r.Status.valid() {
+	case !r.Status.valid():
 		return r, errors.New("unknown status")
-	}
-	if r.Generation, err = optInt(rec[3]); err != nil {
-		return r, fmt.Errorf("bad generation")
-	}
-	if r.Attempts, err = optInt(rec[4]); err != nil {
-		return r, fmt.Errorf("bad attempts")
-	}
-	if r.HTTPStatus, err = optInt(rec[5]); err != nil {
-		return r, fmt.Errorf("bad httpStatus")
-	}
-	r.ErrorCode, r.Error = rec[6], rec[7]
-	r.PasswordSource, r.SessionsReset = rec[8], rec[9]
-	if err := r.check(); err != nil {
+	case r.check() != nil:
 		return r, errors.New("bad passwordSource, sessionsReset or apiKeyRotated")
 	}
-	if rec[10] != "" {
-		t, err := time.Parse(time.RFC3339Nano, rec[10])
-		if err != nil {
-			return r, errors.New("bad finishedAt")
-		}
-		r.FinishedAt = t.UTC()
-	}
 	return r, nil
-}
-
-func optInt(s string) (int, error) {
-	if s == "" {
-		return 0, nil
-	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
-		return 0, errors.New("not a count")
-	}
-	return n, nil
 }
 
 // scanned is what parseResults found in a results file.
@@ -297,12 +276,12 @@ type scanned struct {
 var headerLine = strings.Join(ResultsHeader, ",") + "\n"
 
 // parseResults reads a whole results file of the given size from ra, one
-// record at a time. It calls add for every good record, in file order, with
-// the parsed row, the record's cells (valid only during the call) and the
+// record at a time, each decoded by parse. It calls add for every good
+// record, in file order, with the parsed row, the record's cells (valid only during the call) and the
 // byte range [start, end) of the record in the file; the range may begin
 // with blank lines that the CSV reader skipped. An error from add stops the
 // scan and is returned as is. The row is reused: add must copy it to keep it.
-func parseResults(ra io.ReaderAt, size int64, add func(row *Row, rec []string, start, end int64) error) (scanned, error) {
+func parseResults(ra io.ReaderAt, size int64, parse func(rec []string) (Row, error), add func(row *Row, rec []string, start, end int64) error) (scanned, error) {
 	var s scanned
 	if size == 0 {
 		s.noHeader = true
@@ -346,7 +325,7 @@ func parseResults(ra io.ReaderAt, size int64, add func(row *Row, rec []string, s
 		var line int
 		if err == nil {
 			line, _ = cr.FieldPos(0)
-			row, err = parseRow(rec)
+			row, err = parse(rec)
 			if err == nil && cr.InputOffset() == size && !endsWithNewline {
 				err = errors.New("record not terminated")
 			}
@@ -376,10 +355,10 @@ func parseResults(ra io.ReaderAt, size int64, add func(row *Row, rec []string, s
 	}
 }
 
-// parseRows is parseResults collecting the rows.
+// parseRows is parseResults collecting the rows, decoded by gocsv.
 func parseRows(ra io.ReaderAt, size int64) ([]Row, scanned, error) {
 	var rows []Row
-	s, err := parseResults(ra, size, func(r *Row, _ []string, _, _ int64) error {
+	s, err := parseResults(ra, size, newRowReader().read, func(r *Row, _ []string, _, _ int64) error {
 		rows = append(rows, *r)
 		return nil
 	})
@@ -694,7 +673,7 @@ func (f Files) RewriteSorted(path string) error {
 	}
 	var idx []sortEntry
 	var canon canonChecker
-	if _, err := parseResults(src, st.Size(), func(r *Row, rec []string, start, end int64) error {
+	if _, err := parseResults(src, st.Size(), parseRow, func(r *Row, rec []string, start, end int64) error {
 		if end-start > math.MaxInt32 {
 			return fmt.Errorf("line %d: record too long", r.Line)
 		}
@@ -829,10 +808,11 @@ func encodedLen(cell string) (n int, ok bool) {
 	return len(cell), true
 }
 
-// recoder encodes a record again as Append writes it.
+// recoder encodes a record again as Append writes it, with gocsv.
 type recoder struct {
-	out bytes.Buffer
-	rec []string
+	out  bytes.Buffer
+	read rowReader
+	rows []resultsRecord // len 1: the row being encoded
 }
 
 // recode parses one raw record (possibly after blank lines) and returns it
@@ -844,21 +824,20 @@ func (e *recoder) recode(raw []byte) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("record changed since it was read: %w", err)
 	}
-	row, err := parseRow(in)
+	if e.rows == nil {
+		e.read, e.rows = newRowReader(), make([]resultsRecord, 1)
+	}
+	row, err := e.read.read(in)
 	if err != nil {
 		return nil, fmt.Errorf("record changed since it was read: %w", err)
 	}
-	if e.rec == nil {
-		e.rec = make([]string, len(ResultsHeader))
-	}
-	row.record(e.rec)
+	e.rows[0] = row.csvRecord()
 	e.out.Reset()
 	cw := csv.NewWriter(&e.out)
-	if err := cw.Write(e.rec); err != nil {
+	if err := gocsv.MarshalCSVWithoutHeaders(&e.rows, cw); err != nil {
 		return nil, err
 	}
-	cw.Flush()
-	return e.out.Bytes(), cw.Error()
+	return e.out.Bytes(), nil
 }
 
 // segmentWindow is how much of the file segmentReader reads at once.
