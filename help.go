@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"pwrotate/console"
 )
 
 // The help texts are written by hand for a person (issue 14): flags as
@@ -286,7 +288,7 @@ func writeHelpFlag(b *strings.Builder, f helpFlag, env bool) {
 	if len(extra) > 0 {
 		text += " [" + strings.Join(extra, ", ") + "]"
 	}
-	lines := wrapWords(text, helpWidth-helpIndent)
+	lines := console.Wrap(text, helpWidth-helpIndent)
 	if len(head) > helpIndent-2 {
 		b.WriteString(head + "\n")
 		head = ""
@@ -303,22 +305,4 @@ func writeHelpFlag(b *strings.Builder, f helpFlag, env bool) {
 // envName is the environment variable of a flag: PWROTATE_MAX_USERS.
 func envName(flag string) string {
 	return "PWROTATE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
-}
-
-// wrapWords breaks s into lines of at most width columns at spaces.
-func wrapWords(s string, width int) []string {
-	var lines []string
-	line := ""
-	for _, w := range strings.Fields(s) {
-		switch {
-		case line == "":
-			line = w
-		case len([]rune(line))+1+len([]rune(w)) <= width:
-			line += " " + w
-		default:
-			lines = append(lines, line)
-			line = w
-		}
-	}
-	return append(lines, line)
 }

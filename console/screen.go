@@ -252,7 +252,7 @@ func WriteSummary(w io.Writer, f Final) {
 	if len(f.Next) > 0 {
 		b.WriteString("\nNext:\n")
 		for _, n := range f.Next {
-			for _, l := range wrap(n.What, 76) {
+			for _, l := range Wrap(n.What, 76) {
 				fmt.Fprintf(&b, "  %s\n", l)
 			}
 			if n.Command != "" {
@@ -310,8 +310,9 @@ func displayCell(s string) string {
 	return s
 }
 
-// wrap breaks s into lines of at most width characters at spaces.
-func wrap(s string, width int) []string {
+// Wrap breaks s into lines of at most width characters at spaces (a word
+// longer than width has a line of its own).
+func Wrap(s string, width int) []string {
 	var lines []string
 	line := ""
 	for _, w := range strings.Fields(s) {

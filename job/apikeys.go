@@ -282,7 +282,7 @@ func (k *keyRotator) rotate(ctx context.Context, row report.Row) {
 	if k == nil || !k.eligible(row) {
 		return
 	}
-	uctx, cancel := k.unitContext(ctx)
+	uctx, cancel := unitContext(ctx, k.client.Timeout())
 	defer cancel()
 	key, err := k.rotateOne(uctx, row.UserID)
 	now := k.r.cfg.Now().UTC()
@@ -421,29 +421,6 @@ func (k *keyRotator) outcomeErr(o rotate.Outcome, what string) error {
 		return fmt.Errorf("%w: %s: %s", errKeyStopped, what, errText(o.Err))
 	}
 	return fmt.Errorf("%s: %s", what, errText(o.Err))
-}
-
-// unitContext returns the context for the key rotation of a user whose
-// password was changed: not cancelled with ctx (a signal), but ending one
-// --timeout after ctx does.
-func (k *keyRotator) unitContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	grace := k.client.Timeout()
-	go func() {
-		select {
-		case <-uctx.Done():
-			return
-		case <-ctx.Done():
-		}
-		t := time.NewTimer(grace)
-		defer t.Stop()
-		select {
-		case <-uctx.Done():
-		case <-t.C:
-			cancel()
-		}
-	}()
-	return uctx, cancel
 }
 
 // loop collects new keys into batches and seals each: at keyBatchSize

@@ -1115,7 +1115,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 						return nil
 					}
 					cfg.Hook("changed", int(changed.Add(1)))
-					uctx, ucancel := r.unitContext(ctx)
+					uctx, ucancel := unitContext(ctx, r.cfg.Client.Timeout())
 					r.resetSessions(uctx, &row, cancel)
 					ucancel()
 				}
@@ -1262,12 +1262,12 @@ type owedReset struct {
 }
 
 // unitContext returns the context for the rest of a unit of work whose
-// change succeeded (its session reset): it is not cancelled with ctx (a
-// signal, or another worker's 401), but ends one --timeout after ctx does,
-// so that a stopping run still ends in bounded time. Call cancel when done.
-func (r *Runner) unitContext(ctx context.Context) (context.Context, context.CancelFunc) {
+// change succeeded (its session reset, its API key): it is not cancelled
+// with ctx (a signal, or another worker's 401), but ends grace (one
+// --timeout) after ctx does, so that a stopping run still ends in bounded
+// time. Call cancel when done.
+func unitContext(ctx context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
 	uctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	grace := r.cfg.Client.Timeout()
 	go func() {
 		select {
 		case <-uctx.Done():
