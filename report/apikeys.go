@@ -27,8 +27,15 @@ import (
 
 const apiKeysPrefix = "apikeys-"
 
+// apiKeyRecord is one row of a sealed key batch's plaintext.
+type apiKeyRecord struct {
+	UserID     count        `csv:"userId"`
+	APIKey     passwordCell `csv:"apiKey"`
+	ObtainedAt stamp        `csv:"obtainedAt"`
+}
+
 // apiKeysHeader is the header row of a sealed key batch.
-var apiKeysHeader = []string{"userId", "apiKey", "obtainedAt"}
+var apiKeysHeader = CSVHeader[apiKeyRecord]()
 
 // SealedKey is one row of a sealed key batch.
 type SealedKey struct {
@@ -119,7 +126,8 @@ func SealAPIKeys(dir string, n int, recips []age.Recipient, keys []SealedKey) (s
 			buf = append(buf, ',')
 			buf = appendCSVField(buf, k.Key.Reveal())
 			buf = append(buf, ',')
-			buf = k.ObtainedAt.UTC().AppendFormat(buf, time.RFC3339Nano)
+			at, _ := stamp{k.ObtainedAt}.MarshalCSV() // the cell apiKeyRecord reads back
+			buf = append(buf, at...)
 			buf = append(buf, '\n')
 		}
 		if _, err := bw.Write(buf); err != nil {
@@ -138,23 +146,30 @@ func SealAPIKeys(dir string, n int, recips []age.Recipient, keys []SealedKey) (s
 // ReadSealedAPIKeys decrypts one sealed key batch with ids. Errors name the
 // file and the plaintext line, never a key.
 func ReadSealedAPIKeys(path string, ids []age.Identity) ([]SealedKey, error) {
+	dec := newRowDecoder[apiKeyRecord]()
+	defer dec.reset()
 	var out []SealedKey
 	err := readSealedCSV(path, ids, apiKeysHeader, func(line int, rec []string) error {
-		id, err := strconv.Atoi(rec[0])
-		if err != nil || id < 1 || id > maxUserID {
-			return fmt.Errorf("line %d: bad userId", line)
-		}
-		if rec[1] == "" {
-			return fmt.Errorf("line %d: empty key", line)
-		}
-		at, err := time.Parse(time.RFC3339Nano, rec[2])
+		// The errors name the column, never a cell: it may be a key.
+		k, err := dec.decode(rec)
 		if err != nil {
+			return fmt.Errorf("line %d: %w", line, badCell(err, apiKeysHeader))
+		}
+		switch {
+		case k.UserID < 1 || k.UserID > maxUserID:
+			return fmt.Errorf("line %d: bad userId", line)
+		case k.APIKey.Empty():
+			return fmt.Errorf("line %d: empty key", line)
+		case k.ObtainedAt.t.IsZero():
 			return fmt.Errorf("line %d: bad obtainedAt", line)
 		}
-		out = append(out, SealedKey{UserID: id, Key: secret.Password(strings.Clone(rec[1])), ObtainedAt: at})
+		out = append(out, SealedKey{UserID: int(k.UserID), Key: k.APIKey.Password, ObtainedAt: k.ObtainedAt.t})
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // readSealedCSV decrypts the sealed file path and calls row for each

@@ -493,57 +493,28 @@ func parseIdentityFile(name string) ([]age.Identity, error) {
 // ReadSealed decrypts one sealed file with ids and returns its rows.
 // Errors name the file and the plaintext line, never a password.
 func ReadSealed(path string, ids []age.Identity) ([]Sealed, error) {
-	if len(ids) == 0 {
-		return nil, fmt.Errorf("reading %s: no identities", path)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading sealed file: %w", err)
-	}
-	defer f.Close()
-	plain, err := age.Decrypt(bufio.NewReaderSize(f, 64<<10), ids...)
-	if err != nil {
-		var nomatch *age.NoIdentityMatchError
-		if errors.As(err, &nomatch) {
-			return nil, fmt.Errorf("reading %s: none of the identities can open it (sealed to other recipients): %w", path, err)
-		}
-		return nil, fmt.Errorf("reading %s: %w", path, err)
-	}
-	cr := csv.NewReader(plain)
-	cr.FieldsPerRecord = len(sealedHeader)
-	cr.ReuseRecord = true
-	head, err := cr.Read()
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: line 1: %w", path, csvErr(err))
-	}
-	if !slices.Equal(head, sealedHeader) {
-		return nil, fmt.Errorf("reading %s: line 1: not the header %s", path, strings.Join(sealedHeader, ","))
-	}
 	dec := newRowDecoder[sealedRecord]()
 	defer dec.reset()
 	var out []Sealed
-	for {
-		rec, err := cr.Read()
-		if err == io.EOF {
-			return out, nil
-		}
-		line, _ := cr.FieldPos(0)
-		if err != nil {
-			return nil, fmt.Errorf("reading %s: %w", path, csvErr(err))
-		}
+	err := readSealedCSV(path, ids, sealedHeader, func(line int, rec []string) error {
 		// The errors name the column, never a cell: it may be a password.
 		s, err := dec.decode(rec)
 		if err != nil {
-			return nil, fmt.Errorf("reading %s: line %d: %w", path, line, badCell(err, sealedHeader))
+			return fmt.Errorf("line %d: %w", line, badCell(err, sealedHeader))
 		}
 		switch {
 		case s.UserID < 1 || s.UserID > maxUserID:
-			return nil, fmt.Errorf("reading %s: line %d: bad userId", path, line)
+			return fmt.Errorf("line %d: bad userId", line)
 		case s.Generation < 1:
-			return nil, fmt.Errorf("reading %s: line %d: bad generation", path, line)
+			return fmt.Errorf("line %d: bad generation", line)
 		}
 		out = append(out, Sealed{UserID: int(s.UserID), Password: s.Password.Password, Generation: int(s.Generation)})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // csvErr keeps the position of a CSV parse error and drops nothing else:
