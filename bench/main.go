@@ -494,15 +494,15 @@ func (b *bench) runChild(ctx context.Context, name string, n int, url string, fl
 	cmd.Env = append(childEnv(), "ECGRID_API_KEY="+b.key)
 	cmd.Stdout, cmd.Stderr = io.Discard, logFile
 	start := time.Now()
-	runErr := cmd.Run()
+	peak, runErr := runMeasured(cmd)
 	wall := time.Since(start)
 	r := childRun{wall: wall, logPath: logPath}
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			r.maxRSS = float64(ru.Maxrss) / 1024 // KiB on Linux
 		}
 	}
+	r.maxRSS = peak
 	if runErr != nil {
 		return r, fmt.Errorf("pwrotate (%s): %w; log: %s", name, runErr, tail(logPath, 5))
 	}
@@ -811,14 +811,14 @@ func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, err
 	cmd.Env = append(childEnv(), floorKeyEnv+"="+b.key)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	runErr := cmd.Run()
+	peak, runErr := runMeasured(cmd)
 	var r floorRun
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-			r.maxRSS = float64(ru.Maxrss) / 1024 // KiB on Linux
 		}
 	}
+	r.maxRSS = peak
 	if runErr != nil {
 		return r, fmt.Errorf("net/http floor: %w: %s", runErr, strings.TrimSpace(stderr.String()))
 	}
@@ -1039,4 +1039,53 @@ func floorBody(dst []byte, id int) []byte {
 	dst = append(dst, `,"newPassword":"Fl-`...)
 	dst = strconv.AppendInt(dst, int64(id), 10)
 	return append(dst, `-pw!AbcdefXyz9"}`...)
+}
+
+// runMeasured runs cmd and returns its peak RSS in MiB and its error, read
+// from /proc/PID/status (VmHWM) every 10 ms while it runs. The rusage of a
+// child is no use here: Go starts children with vfork, and Linux carries
+// the parent's RSS high-water mark into the child's ru_maxrss at exec, so
+// every child would report at least this process's own peak (the
+// simulator's, holding every user).
+func runMeasured(cmd *exec.Cmd) (float64, error) {
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	status := fmt.Sprintf("/proc/%d/status", cmd.Process.Pid)
+	done := make(chan struct{})
+	peakKiB := make(chan int64, 1)
+	go func() {
+		var peak int64
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if kib := vmHWM(status); kib > peak {
+				peak = kib
+			}
+			select {
+			case <-done:
+				peakKiB <- peak
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	err := cmd.Wait()
+	close(done)
+	return float64(<-peakKiB) / 1024, err
+}
+
+// vmHWM returns the VmHWM line of a /proc/PID/status file in KiB, or 0.
+func vmHWM(path string) int64 {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
