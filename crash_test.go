@@ -449,6 +449,28 @@ func TestSignalDuringStartUpExitsInterrupted(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd, stderr := w.command(ctx, out, "")
+	done := startPaused(ctx, t, cmd, stderr)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	done()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("SIGTERM during start-up: %v, want exit 3\n%s", err, stderr)
+	}
+	if n := w.sim.Count("password"); n != 0 {
+		t.Errorf("%d password calls after a signal during start-up, want 0", n)
+	}
+	if code := w.run(out, ""); code != 0 {
+		t.Fatalf("run after the interrupted start: exit %d", code)
+	}
+	w.check(out)
+}
+
+// startPaused starts cmd (a child pwrotate) held at its start-up pause
+// (PWROTATE_TEST_PAUSE_AT=start) and returns once the child says it is
+// there; its stderr goes to stderr. Call done after cmd.Wait.
+func startPaused(ctx context.Context, t *testing.T, cmd *exec.Cmd, stderr io.Writer) (done func()) {
+	t.Helper()
 	cmd.Env = append(cmd.Env, "PWROTATE_TEST_PAUSE_AT=start")
 	pr, pw := io.Pipe()
 	cmd.Stderr = io.MultiWriter(stderr, pw)
@@ -471,18 +493,5 @@ func TestSignalDuringStartUpExitsInterrupted(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the child never reached its start-up pause")
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	err := cmd.Wait()
-	_ = pw.Close()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-		t.Fatalf("SIGTERM during start-up: %v, want exit 3\n%s", err, stderr)
-	}
-	if n := w.sim.Count("password"); n != 0 {
-		t.Errorf("%d password calls after a signal during start-up, want 0", n)
-	}
-	if code := w.run(out, ""); code != 0 {
-		t.Fatalf("run after the interrupted start: exit %d", code)
-	}
-	w.check(out)
+	return func() { _ = pw.Close() }
 }

@@ -3,11 +3,9 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,30 +24,9 @@ func TestProcessDisablesCoreDumps(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, os.Args[0], "version")
-	cmd.Env = append(os.Environ(), "PWROTATE_TEST_AS_MAIN=1", "PWROTATE_TEST_PAUSE_AT=start")
-	pr, pw := io.Pipe()
+	cmd.Env = append(os.Environ(), "PWROTATE_TEST_AS_MAIN=1")
 	var stderr strings.Builder
-	cmd.Stderr = pw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	paused := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			stderr.WriteString(sc.Text() + "\n")
-			if strings.Contains(sc.Text(), "paused at start") {
-				close(paused)
-				break
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	select {
-	case <-paused:
-	case <-ctx.Done():
-		t.Fatal("the child never reached its start-up pause")
-	}
+	done := startPaused(ctx, t, cmd, &stderr)
 	proc := filepath.Join("/proc", fmt.Sprint(cmd.Process.Pid))
 	limits, err := os.ReadFile(filepath.Join(proc, "limits"))
 	if err != nil {
@@ -77,7 +54,7 @@ func TestProcessDisablesCoreDumps(t *testing.T) {
 	}
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	err = cmd.Wait()
-	_ = pw.Close()
+	done()
 	var ee *exec.ExitError
 	if err != nil && !errors.As(err, &ee) {
 		t.Fatal(err)
