@@ -5,7 +5,6 @@ package main
 
 import (
 	"encoding/json"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -43,14 +42,8 @@ type protectWorld struct {
 
 func newProtectWorld(t *testing.T) *protectWorld {
 	t.Helper()
-	sim := ecgridsim.New()
-	sim.AddKey(scriptKey, scriptOwner, "NetworkAdmin")
-	sim.AddUser(scriptOwner, scriptPw)
-	for id := 1000; id < 1010; id++ {
-		sim.AddUser(id, scriptPw)
-	}
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
+	sim := newSim(1000, 10)
+	srv := serveSim(t, sim)
 	id, err := age.GenerateX25519Identity()
 	if err != nil {
 		t.Fatal(err)

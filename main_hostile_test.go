@@ -20,8 +20,6 @@ import (
 
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
-
-	"pwrotate/ecgridsim"
 )
 
 // hostileBound is a generous upper bound on one command: longer is a hang.
@@ -57,14 +55,8 @@ func testOnlySSHKey(t *testing.T) string {
 }
 
 func TestHostileCLI(t *testing.T) {
-	sim := ecgridsim.New()
-	sim.AddKey(scriptKey, scriptOwner, "NetworkAdmin")
-	sim.AddUser(scriptOwner, scriptPw)
-	for id := 1000; id < 1010; id++ {
-		sim.AddUser(id, scriptPw)
-	}
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
+	sim := newSim(1000, 10)
+	srv := serveSim(t, sim)
 	tlsSrv := httptest.NewUnstartedServer(sim)
 	tlsSrv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
 	tlsSrv.StartTLS()

@@ -378,6 +378,26 @@ func cmdPushedAt(ts *testscript.TestScript, neg bool, args []string) {
 	}
 }
 
+// newSim returns a simulator where scriptKey belongs to NetworkAdmin user
+// scriptOwner (who exists) and users first..first+n-1 exist with scriptPw.
+func newSim(first, n int) *ecgridsim.Server {
+	sim := ecgridsim.New()
+	sim.AddKey(scriptKey, scriptOwner, "NetworkAdmin")
+	sim.AddUser(scriptOwner, scriptPw)
+	for id := first; id < first+n; id++ {
+		sim.AddUser(id, scriptPw)
+	}
+	return sim
+}
+
+// serveSim serves sim on loopback for the test's duration.
+func serveSim(t *testing.T, sim *ecgridsim.Server) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(sim)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
 // TestStockAgeAvailable makes CI fail, rather than skip the scripts' stock
 // age checks, when the age command is missing (.ci/run installs it).
 func TestStockAgeAvailable(t *testing.T) {

@@ -203,15 +203,7 @@ func noGoSyntax(t *testing.T, s string) {
 // the key belongs to NetworkAdmin user 7.
 func screenSim(t *testing.T) string {
 	t.Helper()
-	sim := ecgridsim.New()
-	sim.AddKey(scriptKey, scriptOwner, "NetworkAdmin")
-	sim.AddUser(scriptOwner, scriptPw)
-	for id := 1000; id < 1010; id++ {
-		sim.AddUser(id, scriptPw)
-	}
-	srv := httptest.NewServer(sim)
-	t.Cleanup(srv.Close)
-	return srv.URL
+	return serveSim(t, newSim(1000, 10)).URL
 }
 
 // TestScreens compares what a person sees at a terminal with the golden
