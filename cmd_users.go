@@ -43,17 +43,6 @@ func newUsersFlags(stderr io.Writer) (*flag.FlagSet, *usersFlags) {
 	return fs, f
 }
 
-func csvHeader() string {
-	var b []byte
-	for i, h := range directory.Header {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, h...)
-	}
-	return string(b)
-}
-
 // filter checks the filter flags and returns the listing's filter.
 func (f *usersFlags) filter() (rotate.UserFilter, error) {
 	var uf rotate.UserFilter

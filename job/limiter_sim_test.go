@@ -168,17 +168,6 @@ func (tr *simTrace) maxInSecond() int {
 	return best
 }
 
-// sendsBetween counts the requests sent in [from, to) after start.
-func (tr *simTrace) sendsBetween(start time.Time, from, to time.Duration) int {
-	n := 0
-	for _, s := range tr.sends {
-		if d := s.Sub(start); d >= from && d < to {
-			n++
-		}
-	}
-	return n
-}
-
 // TestLimiterPauseHoldsWaitingCallers: once a 429 comes back, no request
 // goes out until its Retry-After has passed, including from workers that
 // were already waiting in the limiter (issue 9 point 4), with a finite
