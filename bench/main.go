@@ -36,6 +36,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -96,7 +97,8 @@ type options struct {
 	floorReqs     int
 	throttleUsers int
 	throttleRates []int
-	export        bool // inputs with the columns of 'pwrotate users', and a login glob to protect
+	export        bool   // inputs with the columns of 'pwrotate users', and a login glob to protect
+	cpuProfile    string // folder for CPU profiles of every child (pwrotate built with -tags pprof)
 }
 
 func main() {
@@ -146,6 +148,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	throttleUsers := fs.Int("throttle-users", 9000, "users in each throttled-server run (0 skips them)")
 	throttleRates := fs.String("throttle-rates", "400,1000", "comma-separated --rate settings for the throttled-server runs")
 	export := fs.Bool("export-input", false, "inputs with the columns of 'pwrotate users' (login, authLevel, ...) and --protect with a login glob that matches nobody: the cost of keeping logins and levels")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of every child to this folder (NAME.pprof; pwrotate is built with -tags pprof, so not with --binary)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -153,7 +156,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	opt := options{rateUsers: *rateUsers, skipWrk: *skipWrk, binary: *binary, wrkDur: *wrkDur, keep: *keep,
-		skipFloor: *skipFloor, floorReqs: *floorReqs, throttleUsers: *throttleUsers, export: *export}
+		skipFloor: *skipFloor, floorReqs: *floorReqs, throttleUsers: *throttleUsers, export: *export, cpuProfile: *cpuProfile}
+	if opt.cpuProfile != "" && opt.binary != "" {
+		return options{}, errors.New("--cpuprofile builds its own pwrotate (with -tags pprof): drop --binary")
+	}
 	var err error
 	if opt.throttleRates, err = parseCounts("--throttle-rates", *throttleRates); err != nil {
 		return options{}, err
@@ -220,7 +226,7 @@ func newBench(ctx context.Context, opt options, out io.Writer) (*bench, error) {
 	}
 	b.recipient = id.Recipient().String()
 	if b.binary == "" {
-		if b.binary, err = buildBinary(ctx, dir); err != nil {
+		if b.binary, err = buildBinary(ctx, dir, opt.cpuProfile != ""); err != nil {
 			b.close()
 			return nil, err
 		}
@@ -237,7 +243,7 @@ func (b *bench) close() {
 }
 
 // buildBinary builds pwrotate from the module root into dir.
-func buildBinary(ctx context.Context, dir string) (string, error) {
+func buildBinary(ctx context.Context, dir string, pprofTag bool) (string, error) {
 	root, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
 	if err != nil {
 		return "", fmt.Errorf("go env GOMOD: %w", err)
@@ -247,7 +253,11 @@ func buildBinary(ctx context.Context, dir string) (string, error) {
 		return "", errors.New("not inside the pwrotate module: run from the repository root, or pass --binary")
 	}
 	bin := filepath.Join(dir, "pwrotate")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	args := []string{"build", "-o", bin}
+	if pprofTag {
+		args = append(args, "-tags", "pprof")
+	}
+	cmd := exec.CommandContext(ctx, "go", append(args, ".")...)
 	cmd.Dir = filepath.Dir(mod)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %w\n%s", err, out)
@@ -492,6 +502,9 @@ func (b *bench) runChild(ctx context.Context, name string, n int, url string, fl
 	defer cancel()
 	cmd := exec.CommandContext(ctx, b.binary, args...)
 	cmd.Env = append(childEnv(), "ECGRID_API_KEY="+b.key)
+	if b.opt.cpuProfile != "" {
+		cmd.Env = append(cmd.Env, "PWROTATE_CPUPROFILE="+filepath.Join(b.opt.cpuProfile, name+".pprof"))
+	}
 	cmd.Stdout, cmd.Stderr = io.Discard, logFile
 	start := time.Now()
 	peak, runErr := runMeasured(cmd)
@@ -808,6 +821,9 @@ func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, err
 	defer cancel()
 	cmd := exec.CommandContext(ctx, self, floorArg, "--url", url, "--requests", strconv.Itoa(n),
 		"--workers", strconv.Itoa(benchWorkers), "--first-id", strconv.Itoa(firstUserID))
+	if b.opt.cpuProfile != "" {
+		cmd.Args = append(cmd.Args, "--cpuprofile", filepath.Join(b.opt.cpuProfile, "floor.pprof"))
+	}
 	cmd.Env = append(childEnv(), floorKeyEnv+"="+b.key)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -931,6 +947,7 @@ type floorOptions struct {
 	requests int
 	workers  int
 	firstID  int
+	profile  string
 }
 
 func parseFloorFlags(args []string, stderr io.Writer) (floorOptions, error) {
@@ -941,6 +958,7 @@ func parseFloorFlags(args []string, stderr io.Writer) (floorOptions, error) {
 	fs.IntVar(&o.requests, "requests", floorDefault, "requests to send")
 	fs.IntVar(&o.workers, "workers", benchWorkers, "goroutines and connections")
 	fs.IntVar(&o.firstID, "first-id", firstUserID, "user ID of the first request")
+	fs.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile to this file")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -971,6 +989,19 @@ func floorMain(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if key == "" {
 		fmt.Fprintf(stderr, "bench %s: %s is not set\n", floorArg, floorKeyEnv)
 		return 2
+	}
+	if o.profile != "" {
+		f, err := os.Create(o.profile)
+		if err != nil {
+			fmt.Fprintf(stderr, "bench %s: %v\n", floorArg, err)
+			return 1
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "bench %s: %v\n", floorArg, err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
 	}
 	hc := &http.Client{Transport: rotate.NewTransport(o.workers)}
 	elapsed, err := sendFloor(ctx, hc, o, key)
