@@ -13,9 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"syscall"
 
+	"pwrotate/gcpace"
 	"pwrotate/job"
 	"pwrotate/secret"
 )
@@ -27,6 +27,10 @@ var (
 )
 
 func main() { os.Exit(realMain()) }
+
+// startProfile starts a CPU profile and returns what stops it; a no-op
+// unless built with the pprof tag (profile_on.go).
+var startProfile = func() func() { return func() {} }
 
 // realMain is the process: the signal handler first of all, so that a
 // SIGTERM during start-up is an interruption (exit 3) and never Go's default
@@ -41,12 +45,11 @@ func realMain() int {
 		fmt.Fprintf(os.Stderr, "pwrotate: warning: %v\n", err)
 	}
 	testPauseAtStart(sigs)
-	if os.Getenv("GOGC") == "" {
-		// A run holds its whole plan in memory and makes much short-lived
-		// garbage per request: collect at 1.5x the live heap, not 2x, so
-		// that 200,000 users fit in 64 MiB (see README, Performance).
-		debug.SetGCPercent(50)
-	}
+	defer startProfile()()
+	// Few collections while the heap is small, GOGC=100's pacing once
+	// it is large; the environment's GOGC or GOMEMLIMIT wins (README,
+	// Performance).
+	defer gcpace.Start(os.Getenv)()
 	return dispatch(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, sigs)
 }
 
