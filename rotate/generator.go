@@ -4,8 +4,11 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/sethvargo/go-password/password"
 
@@ -145,9 +148,83 @@ func (g *Generator) Shape() Shape { return g.shape }
 // passes CheckPolicy, and does not begin with = + - or @. It is safe for
 // concurrent use.
 func (g *Generator) Generate() (secret.Password, error) {
+	return g.draw(g.gen, rand.Reader)
+}
+
+// fillShare is the fewest passwords Fill gives one goroutine.
+const fillShare = 256
+
+// Fill puts len(dst) new passwords, as Generate draws them, into dst. It
+// draws on up to GOMAXPROCS goroutines, each through its own go-password
+// generator reading crypto/rand in 4 KiB blocks (one read of the kernel's
+// generator per 80 or so passwords instead of one per character). Every
+// block is zeroed as it is consumed and when Fill returns.
+func (g *Generator) Fill(dst []secret.Password) error {
+	workers := min(runtime.GOMAXPROCS(0), (len(dst)+fillShare-1)/fillShare)
+	if workers <= 1 {
+		return g.fill(dst)
+	}
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	per := (len(dst) + workers - 1) / workers
+	for w := range workers {
+		part := dst[min(w*per, len(dst)):min((w+1)*per, len(dst))]
+		wg.Go(func() { errs[w] = g.fill(part) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// fill draws len(dst) passwords on this goroutine.
+func (g *Generator) fill(dst []secret.Password) error {
+	src := new(randBlocks)
+	defer src.wipe()
+	gen, err := password.NewGenerator(&password.GeneratorInput{Symbols: g.shape.SymbolSet, Reader: src})
+	if err != nil {
+		return fmt.Errorf("creating the password generator: %w", err)
+	}
+	for i := range dst {
+		if dst[i], err = g.draw(gen, src); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// randBlocks reads crypto/rand a block at a time. It is not safe for
+// concurrent use.
+type randBlocks struct {
+	buf    [4096]byte
+	unread []byte // the rest of buf not yet handed out
+}
+
+// Read fills p from the block, reading a new block when it runs out, and
+// zeroes what it hands out. crypto/rand.Read does not fail (Go 1.24).
+func (b *randBlocks) Read(p []byte) (int, error) {
+	for done := 0; done < len(p); {
+		if len(b.unread) == 0 {
+			if _, err := rand.Read(b.buf[:]); err != nil {
+				return done, err
+			}
+			b.unread = b.buf[:]
+		}
+		c := copy(p[done:], b.unread)
+		clear(b.unread[:c])
+		b.unread = b.unread[c:]
+		done += c
+	}
+	return len(p), nil
+}
+
+// wipe zeroes the unread part of the block.
+func (b *randBlocks) wipe() { clear(b.buf[:]); b.unread = nil }
+
+// draw returns one password drawn by gen (whose randomness is src): see
+// Generate.
+func (g *Generator) draw(gen *password.Generator, src io.Reader) (secret.Password, error) {
 	s := g.shape
 	for range maxDraws {
-		pw, err := g.gen.Generate(s.Length, s.Digits, s.Symbols, false, true)
+		pw, err := gen.Generate(s.Length, s.Digits, s.Symbols, false, true)
 		if err != nil {
 			// go-password errors describe the shape or the random
 			// source, never the characters drawn.
@@ -160,7 +237,7 @@ func (g *Generator) Generate() (secret.Password, error) {
 			// Redrawing would take thousands of draws for shapes that are
 			// nearly all symbols; swap the first character with a random
 			// letter instead, which keeps every count and the rule.
-			if pw, err = swapFirstWithLetter(pw); err != nil {
+			if pw, err = swapFirstWithLetter(pw, src); err != nil {
 				return "", fmt.Errorf("generating a password: %w", err)
 			}
 		}
@@ -170,8 +247,8 @@ func (g *Generator) Generate() (secret.Password, error) {
 }
 
 // swapFirstWithLetter swaps pw[0] with a letter of pw chosen uniformly at
-// random. pw has at least one letter.
-func swapFirstWithLetter(pw string) (string, error) {
+// random (from src). pw has at least one letter.
+func swapFirstWithLetter(pw string, src io.Reader) (string, error) {
 	b := []byte(pw)
 	var letters []int
 	for i, c := range b {
@@ -182,7 +259,7 @@ func swapFirstWithLetter(pw string) (string, error) {
 	if len(letters) == 0 {
 		return "", errors.New("no letter to move to the front")
 	}
-	n, err := rand.Int(rand.Reader, big.NewInt(int64(len(letters))))
+	n, err := rand.Int(src, big.NewInt(int64(len(letters))))
 	if err != nil {
 		return "", fmt.Errorf("reading randomness: %w", err)
 	}

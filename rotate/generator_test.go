@@ -1,9 +1,13 @@
 package rotate
 
 import (
+	"bytes"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+
+	"pwrotate/secret"
 )
 
 func TestNewGeneratorRejectsImpossibleShapes(t *testing.T) {
@@ -99,46 +103,128 @@ func TestGenerateProperties(t *testing.T) {
 		t.Fatalf("only %d passwords drawn", total)
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			g, err := NewGenerator(tt.shape)
-			if err != nil {
-				t.Fatal(err)
-			}
-			set := g.Shape().SymbolSet
-			seen := make(map[string]bool, tt.n)
-			symbolsSeen := map[rune]bool{}
-			firstUpper, firstLower := false, false
-			for i := range tt.n {
-				p, err := g.Generate()
+		for _, how := range drawWays {
+			t.Run(tt.name+"/"+how.name, func(t *testing.T) {
+				t.Parallel()
+				g, err := NewGenerator(tt.shape)
 				if err != nil {
 					t.Fatal(err)
 				}
-				pw := p.Reveal()
-				if problem := checkShape(pw, tt.shape, set); problem != "" {
-					// The password is a test artefact; still, print its
-					// index, not the password.
-					t.Fatalf("password %d: %s", i, problem)
-				}
-				if seen[pw] {
-					t.Fatalf("password %d repeats an earlier one", i)
-				}
-				seen[pw] = true
-				for _, r := range pw {
-					if strings.ContainsRune(set, r) {
-						symbolsSeen[r] = true
+				set := g.Shape().SymbolSet
+				seen := make(map[string]bool, tt.n)
+				symbolsSeen := map[rune]bool{}
+				firstUpper, firstLower := false, false
+				for i, p := range how.draw(t, g, tt.n) {
+					pw := p.Reveal()
+					if problem := checkShape(pw, tt.shape, set); problem != "" {
+						// The password is a test artefact; still, print its
+						// index, not the password.
+						t.Fatalf("password %d: %s", i, problem)
 					}
+					if seen[pw] {
+						t.Fatalf("password %d repeats an earlier one", i)
+					}
+					seen[pw] = true
+					for _, r := range pw {
+						if strings.ContainsRune(set, r) {
+							symbolsSeen[r] = true
+						}
+					}
+					firstUpper = firstUpper || isUpper(pw[0])
+					firstLower = firstLower || isLower(pw[0])
 				}
-				firstUpper = firstUpper || isUpper(pw[0])
-				firstLower = firstLower || isLower(pw[0])
+				if len(symbolsSeen) != len(set) {
+					t.Errorf("%d of %d symbols ever drawn", len(symbolsSeen), len(set))
+				}
+				if !firstUpper || !firstLower {
+					t.Errorf("first character never upper (%v) or never lower (%v)", !firstUpper, !firstLower)
+				}
+			})
+		}
+	}
+}
+
+// drawWays are the two ways to draw passwords: Generate one at a time,
+// and Fill (in parallel, through buffered randomness).
+var drawWays = []struct {
+	name string
+	draw func(t *testing.T, g *Generator, n int) []secret.Password
+}{
+	{"Generate", func(t *testing.T, g *Generator, n int) []secret.Password {
+		out := make([]secret.Password, n)
+		for i := range out {
+			p, err := g.Generate()
+			if err != nil {
+				t.Fatal(err)
 			}
-			if len(symbolsSeen) != len(set) {
-				t.Errorf("%d of %d symbols ever drawn", len(symbolsSeen), len(set))
+			out[i] = p
+		}
+		return out
+	}},
+	{"Fill", func(t *testing.T, g *Generator, n int) []secret.Password {
+		out := make([]secret.Password, n)
+		if err := g.Fill(out); err != nil {
+			t.Fatal(err)
+		}
+		for i, p := range out {
+			if p.Empty() {
+				t.Fatalf("Fill left password %d of %d empty", i, n)
 			}
-			if !firstUpper || !firstLower {
-				t.Errorf("first character never upper (%v) or never lower (%v)", !firstUpper, !firstLower)
+		}
+		return out
+	}},
+}
+
+func TestFillSizes(t *testing.T) {
+	g, err := NewGenerator(DefaultShape())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{0, 1, fillShare - 1, fillShare + 1, 3*fillShare + 7} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			out := make([]secret.Password, n)
+			if err := g.Fill(out); err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for i, p := range out {
+				if problem := checkShape(p.Reveal(), g.Shape(), g.Shape().SymbolSet); problem != "" {
+					t.Fatalf("password %d of %d: %s", i, n, problem)
+				}
+				seen[p.Reveal()] = true
+			}
+			if len(seen) != n {
+				t.Fatalf("%d distinct passwords of %d", len(seen), n)
 			}
 		})
+	}
+}
+
+// TestRandBlocks: reads across block boundaries are served in full, what
+// was handed out is zeroed in the block, and wipe zeroes the rest.
+func TestRandBlocks(t *testing.T) {
+	var b randBlocks
+	got := make([]byte, 0, 3*len(b.buf))
+	for _, n := range []int{1, 7, len(b.buf) - 8, 5000, 1} {
+		p := make([]byte, n)
+		if k, err := b.Read(p); k != n || err != nil {
+			t.Fatalf("Read(%d bytes) = %d, %v", n, k, err)
+		}
+		got = append(got, p...)
+		consumed := len(b.buf) - len(b.unread)
+		if !bytes.Equal(b.buf[:consumed], make([]byte, consumed)) {
+			t.Fatalf("after Read(%d): the %d bytes handed out are still in the block", n, consumed)
+		}
+	}
+	if zeros := bytes.Count(got, []byte{0}); zeros > len(got)/64 {
+		t.Fatalf("%d zero bytes in %d random bytes", zeros, len(got))
+	}
+	if len(b.unread) == 0 || bytes.Equal(b.unread, make([]byte, len(b.unread))) {
+		t.Fatal("test needs unread random bytes left in the block")
+	}
+	b.wipe()
+	if !bytes.Equal(b.buf[:], make([]byte, len(b.buf))) || len(b.unread) != 0 {
+		t.Fatal("wipe left bytes in the block")
 	}
 }
 
@@ -264,6 +350,25 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// BenchmarkFill draws passwords as a run does, 4096 at a time (ns/op is
+// per password).
+func BenchmarkFill(b *testing.B) {
+	g, err := NewGenerator(DefaultShape())
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make([]secret.Password, 4096)
+	n := 0
+	for b.Loop() {
+		if n%len(out) == 0 {
+			if err := g.Fill(out); err != nil {
+				b.Fatal(err)
+			}
+		}
+		n++
+	}
+}
+
 func BenchmarkGenerate(b *testing.B) {
 	g, err := NewGenerator(DefaultShape())
 	if err != nil {
@@ -291,35 +396,35 @@ func TestGenerateUniformPositions(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := g.Shape()
-	digitsAt := make([]int, s.Length)
-	symbolsAt := make([]int, s.Length)
-	chars := map[byte]int{}
-	for range n {
-		p, err := g.Generate()
-		if err != nil {
-			t.Fatal(err)
-		}
-		pw := p.Reveal()
-		for i := 0; i < len(pw); i++ {
-			chars[pw[i]]++
-			switch {
-			case isDigit(pw[i]):
-				digitsAt[i]++
-			case !isLower(pw[i]) && !isUpper(pw[i]):
-				symbolsAt[i]++
+	for _, how := range drawWays {
+		t.Run(how.name, func(t *testing.T) {
+			digitsAt := make([]int, s.Length)
+			symbolsAt := make([]int, s.Length)
+			chars := map[byte]int{}
+			for _, p := range how.draw(t, g, n) {
+				pw := p.Reveal()
+				for i := 0; i < len(pw); i++ {
+					chars[pw[i]]++
+					switch {
+					case isDigit(pw[i]):
+						digitsAt[i]++
+					case !isLower(pw[i]) && !isUpper(pw[i]):
+						symbolsAt[i]++
+					}
+				}
 			}
-		}
-	}
-	wantD, wantS := float64(s.Digits)/float64(s.Length), float64(s.Symbols)/float64(s.Length)
-	for i := range s.Length {
-		if f := float64(digitsAt[i]) / n; f < wantD-0.03 || f > wantD+0.03 {
-			t.Errorf("position %d holds a digit in %.3f of passwords, want %.3f", i, f, wantD)
-		}
-		if f := float64(symbolsAt[i]) / n; f < wantS-0.03 || f > wantS+0.03 {
-			t.Errorf("position %d holds a symbol in %.3f of passwords, want %.3f", i, f, wantS)
-		}
-	}
-	if want := 52 + 10 + len(s.SymbolSet); len(chars) != want {
-		t.Errorf("%d distinct characters drawn, want %d", len(chars), want)
+			wantD, wantS := float64(s.Digits)/float64(s.Length), float64(s.Symbols)/float64(s.Length)
+			for i := range s.Length {
+				if f := float64(digitsAt[i]) / n; f < wantD-0.03 || f > wantD+0.03 {
+					t.Errorf("position %d holds a digit in %.3f of passwords, want %.3f", i, f, wantD)
+				}
+				if f := float64(symbolsAt[i]) / n; f < wantS-0.03 || f > wantS+0.03 {
+					t.Errorf("position %d holds a symbol in %.3f of passwords, want %.3f", i, f, wantS)
+				}
+			}
+			if want := 52 + 10 + len(s.SymbolSet); len(chars) != want {
+				t.Errorf("%d distinct characters drawn, want %d", len(chars), want)
+			}
+		})
 	}
 }
