@@ -25,6 +25,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -535,7 +536,13 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 	if cl.maxBody > 0 {
 		limit = cl.maxBody
 	}
-	data, cut, readErr := readBounded(resp.Body, limit)
+	buf := answerBufs.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledAnswer {
+			answerBufs.Put(buf)
+		}
+	}()
+	data, cut, readErr := readBounded(resp.Body, limit, buf)
 	status := resp.StatusCode
 	ra, hasRA := parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
 	res := attemptResult{status: status, retryAfter: ra, hasRA: hasRA}
@@ -626,22 +633,35 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// readBounded reads at most limit bytes of body, discards at most maxDrain
-// more so the connection can be reused, and closes it. A body longer than
-// limit is cut (cut is then true; past maxDrain the connection is closed,
-// not reused).
-func readBounded(body io.ReadCloser, limit int64) (data []byte, cut bool, err error) {
+// readBounded reads at most limit bytes of body into buf, discards at most
+// maxDrain more so the connection can be reused, and closes it. A body
+// longer than limit is cut (cut is then true; past maxDrain the connection
+// is closed, not reused). data is buf's bytes: valid until buf is reused.
+func readBounded(body io.ReadCloser, limit int64, buf *bytes.Buffer) (data []byte, cut bool, err error) {
 	defer body.Close()
-	data, err = io.ReadAll(io.LimitReader(body, limit+1))
+	buf.Reset()
+	_, err = buf.ReadFrom(io.LimitReader(body, limit+1))
+	data = buf.Bytes()
 	if int64(len(data)) > limit {
 		data, cut = data[:limit], true
 	}
 	if err != nil {
 		return data, cut, err
 	}
-	_, _ = io.CopyN(io.Discard, body, maxDrain)
+	if cut {
+		// Shorter answers ended at EOF: nothing to discard.
+		_, _ = io.CopyN(io.Discard, body, maxDrain)
+	}
 	return data, cut, nil
 }
+
+// answerBufs holds the buffers answers are read into: a run reads one
+// small answer per call, and decodeAnswer copies what it keeps.
+var answerBufs = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, 1024)) }}
+
+// maxPooledAnswer is the largest buffer put back in answerBufs (a user
+// list's page can be megabytes).
+const maxPooledAnswer = 64 << 10
 
 // byteSize prints a size in bytes as "64 KiB" or "8 MiB".
 func byteSize(n int64) string {

@@ -102,8 +102,32 @@ func decodeAnswer(status int, header http.Header, body []byte) answer {
 	return a
 }
 
+// canonicalOK are the bytes of the success answer of a change or a reset,
+// {"success": true, "data": true}, as SPEC.md writes it and compacted. A
+// run gets one per user: these skip encoding/json (2 µs and 9 allocations
+// an answer) for the answer decodeJSONFull would give, which
+// TestDecodeCanonicalOK pins.
+var canonicalOK = [][]byte{
+	[]byte(`{"success":true,"data":true}`),
+	[]byte(`{"success": true, "data": true}`),
+}
+
 // decodeJSON fills a from a body that looks like JSON.
 func decodeJSON(a *answer, b []byte) {
+	for _, ok := range canonicalOK {
+		if bytes.Equal(b, ok) {
+			a.format = formatEnvelope
+			a.hasSuccess, a.success = true, true
+			a.data = json.RawMessage("true")
+			return
+		}
+	}
+	decodeJSONFull(a, b)
+}
+
+// decodeJSONFull fills a from a body that looks like JSON, with
+// encoding/json.
+func decodeJSONFull(a *answer, b []byte) {
 	var m envelopeOrProblem
 	if b[0] != '{' || json.Unmarshal(b, &m) != nil {
 		if json.Valid(b) {

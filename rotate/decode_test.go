@@ -1,7 +1,9 @@
 package rotate
 
 import (
+	"bytes"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -207,6 +209,9 @@ func TestParseRetryAfter(t *testing.T) {
 func FuzzDecodeAnswer(f *testing.F) {
 	f.Add(200, "application/json", []byte(`{"success":true,"data":true}`))
 	f.Add(400, "application/problem+json", []byte(`{"title":"Bad","detail":"x","traceId":"t"}`))
+	f.Add(503, "text/html", []byte(`<html><title>Service Unavailable</title></html>`))
+	f.Add(502, "text/plain", []byte(`bad gateway`))
+	f.Add(200, "application/json", []byte(`{"success":true,"data":[{"userId":7,"login":"a"}]}`))
 	const sec = "Zq9#Secret"
 	scrub := strings.NewReplacer(sec, redactedMarker).Replace
 	f.Fuzz(func(t *testing.T, status int, ctype string, body []byte) {
@@ -216,7 +221,16 @@ func FuzzDecodeAnswer(f *testing.F) {
 		h := http.Header{}
 		h.Set("Content-Type", ctype)
 		h.Set("Location", string(body[:min(len(body), 100)]))
-		a := decodeAnswer(status, h, body)
+		// The client reads answers into pooled buffers: what decodeAnswer
+		// returns must not share the body's bytes.
+		pooled := bytes.Clone(body)
+		a := decodeAnswer(status, h, pooled)
+		for i := range pooled {
+			pooled[i] = 'x'
+		}
+		if fresh := decodeAnswer(status, h, body); !reflect.DeepEqual(a, fresh) {
+			t.Fatalf("the answer changed when its body's buffer was reused: %+v, then %+v", fresh, a)
+		}
 		for _, ep := range []string{endpointMe, endpointPassword, endpointReset} {
 			v := judge(a, ep, scrub)
 			if v.ok {
@@ -252,6 +266,36 @@ func checkMessage(t *testing.T, msg string) {
 	for _, r := range msg {
 		if r != ' ' && (!unicode.IsGraphic(r) || unicode.IsSpace(r) || unicode.Is(unicode.Cf, r)) {
 			t.Fatalf("message has %U: %q", r, msg)
+		}
+	}
+}
+
+// TestDecodeCanonicalOK: the canonical success answers, decoded without
+// encoding/json, give exactly what encoding/json gives, and are judged a
+// success; a near miss still goes through encoding/json.
+func TestDecodeCanonicalOK(t *testing.T) {
+	bodies := append([][]byte{}, canonicalOK...)
+	bodies = append(bodies,
+		[]byte(`{"success":true,"data":false}`),
+		[]byte(`{"success":true,"data":true,"errorCode":"X"}`),
+		[]byte(`{"data":true,"success":true}`),
+	)
+	for _, body := range bodies {
+		t.Run(string(body), func(t *testing.T) {
+			got := decodeAnswer(200, http.Header{}, body)
+			want := answer{status: 200}
+			decodeJSONFull(&want, body)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("decodeAnswer = %+v, encoding/json gives %+v", got, want)
+			}
+		})
+	}
+	for _, body := range canonicalOK {
+		a := decodeAnswer(200, http.Header{}, body)
+		for _, ep := range []string{endpointPassword, endpointReset} {
+			if v := judge(a, ep, func(s string) string { return s }); !v.ok {
+				t.Errorf("%s: %s judged %+v, want a success", body, ep, v)
+			}
 		}
 	}
 }
