@@ -597,15 +597,26 @@ func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64, fl *floor
 	}
 	defer stop()
 	load := loadAvg()
-	r, err := b.runChild(ctx, "users-"+strconv.Itoa(n), n, url,
-		"--rate", "0", "--workers", strconv.Itoa(benchWorkers))
+	var r childRun
+	job := func() error {
+		var err error
+		r, err = b.runChild(ctx, "users-"+strconv.Itoa(n), n, url,
+			"--rate", "0", "--workers", strconv.Itoa(benchWorkers))
+		return err
+	}
+	fmt.Fprintf(b.out, "\nthroughput: %d users, --rate 0 --workers %d, zero latency (load before: %s)\n", n, benchWorkers, load)
+	var beside floorRun
+	if fl != nil {
+		beside, err = b.floorBeside(ctx, n, job)
+	} else {
+		err = job()
+	}
 	if err != nil {
 		return 0, err
 	}
 	usersPerSec := float64(n) / r.wall.Seconds()
 	callsPerSec := float64(r.summary.APICalls) / r.wall.Seconds()
 	cpuPer10k := r.cpu.Seconds() / float64(n) * 10_000
-	fmt.Fprintf(b.out, "\nthroughput: %d users, --rate 0 --workers %d, zero latency (load before: %s)\n", n, benchWorkers, load)
 	fmt.Fprintf(b.out, "  wall time:         %.2f s (whole process: plan, seal, apply, results)\n", r.wall.Seconds())
 	fmt.Fprintf(b.out, "  users/s:           %.0f\n", usersPerSec)
 	fmt.Fprintf(b.out, "  API calls/s:       %.0f over the process, %.0f in the apply phase (%d calls, %d retries)\n",
@@ -625,10 +636,10 @@ func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64, fl *floor
 	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k users  target <= %.1f: %s\n",
 		r.cpu.Seconds(), cpuPer10k, maxCPUPer10k, b.verdict(cpuPer10k <= maxCPUPer10k, fmt.Sprintf("CPU %.3f s/10k at %d", cpuPer10k, n)))
 	if fl != nil {
-		for _, line := range overFloor(cpuPer10k, r.summary.AchievedRate, *fl) {
+		for _, line := range overFloor(cpuPer10k, r.summary.AchievedRate, beside) {
 			fmt.Fprintf(b.out, "  %s\n", line)
 		}
-		b.floorTargets(n, usersPerSec, cpuPer10k, *fl)
+		b.floorTargets(n, usersPerSec, cpuPer10k, beside)
 	}
 	return r.maxRSS, nil
 }
@@ -807,6 +818,49 @@ func (f floorRun) cpuPer10k() float64 {
 // floor runs the net/http floor child: n requests with benchWorkers
 // goroutines against a fresh simulator, the same as the throughput runs.
 func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, error) {
+	load := loadAvg()
+	r, err := b.measureFloor(ctx, n, "floor")
+	if err != nil {
+		return r, err
+	}
+	fmt.Fprintf(b.out, "\nnet/http floor: %d POST /v2/users/password, rotate.NewTransport(%d), %d goroutines, zero latency (load before: %s)\n",
+		n, benchWorkers, benchWorkers, load)
+	fmt.Fprintf(b.out, "  what:              a bare net/http client in its own process: same requests, no generation, sealing or results (informational, no target)\n")
+	fmt.Fprintf(b.out, "  requests/s:        %.0f (%.2f s for %d requests)\n", r.rps(), r.elapsed.Seconds(), r.requests)
+	if wrkRPS > 0 {
+		fmt.Fprintf(b.out, "  ratio to wrk:      %.2f (the most a net/http client reaches here; target for pwrotate >= %.1f)\n", r.rps()/wrkRPS, minWrkRatio)
+	}
+	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k requests (target for pwrotate <= %.1f s per 10k users)\n",
+		r.cpu.Seconds(), r.cpuPer10k(), maxCPUPer10k)
+	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB\n", r.maxRSS)
+	return r, nil
+}
+
+// floorBeside measures the floor with n requests right before and right
+// after a pwrotate run of n users (run), and returns both pooled: the
+// machine's speed drifts by 10-20% over a minute here, and a floor taken
+// at another time and size would judge the drift, not pwrotate.
+func (b *bench) floorBeside(ctx context.Context, n int, run func() error) (floorRun, error) {
+	before, err := b.measureFloor(ctx, n, "floor-"+strconv.Itoa(n)+"-before")
+	if err != nil {
+		return floorRun{}, err
+	}
+	if err := run(); err != nil {
+		return floorRun{}, err
+	}
+	after, err := b.measureFloor(ctx, n, "floor-"+strconv.Itoa(n)+"-after")
+	if err != nil {
+		return floorRun{}, err
+	}
+	fmt.Fprintf(b.out, "  floor beside it:   %.0f/s before, %.0f/s after (%d requests each); the floor targets use both\n",
+		before.rps(), after.rps(), n)
+	return floorRun{requests: before.requests + after.requests, elapsed: before.elapsed + after.elapsed,
+		cpu: before.cpu + after.cpu, maxRSS: max(before.maxRSS, after.maxRSS)}, nil
+}
+
+// measureFloor runs the floor child with n requests against a new
+// simulator; name names its CPU profile.
+func (b *bench) measureFloor(ctx context.Context, n int, name string) (floorRun, error) {
 	sim, url, stop, err := b.simulator()
 	if err != nil {
 		return floorRun{}, err
@@ -816,13 +870,12 @@ func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, err
 	if err != nil {
 		return floorRun{}, fmt.Errorf("net/http floor: finding this binary: %w", err)
 	}
-	load := loadAvg()
 	ctx, cancel := context.WithTimeout(ctx, childTimeLimit)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, self, floorArg, "--url", url, "--requests", strconv.Itoa(n),
 		"--workers", strconv.Itoa(benchWorkers), "--first-id", strconv.Itoa(firstUserID))
 	if b.opt.cpuProfile != "" {
-		cmd.Args = append(cmd.Args, "--cpuprofile", filepath.Join(b.opt.cpuProfile, "floor.pprof"))
+		cmd.Args = append(cmd.Args, "--cpuprofile", filepath.Join(b.opt.cpuProfile, name+".pprof"))
 	}
 	cmd.Env = append(childEnv(), floorKeyEnv+"="+b.key)
 	var stdout, stderr bytes.Buffer
@@ -845,16 +898,6 @@ func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, err
 	if served := sim.Count("password"); r.requests != n || served != n {
 		return r, fmt.Errorf("net/http floor: sent %d of %d requests, simulator saw %d", r.requests, n, served)
 	}
-	fmt.Fprintf(b.out, "\nnet/http floor: %d POST /v2/users/password, rotate.NewTransport(%d), %d goroutines, zero latency (load before: %s)\n",
-		n, benchWorkers, benchWorkers, load)
-	fmt.Fprintf(b.out, "  what:              a bare net/http client in its own process: same requests, no generation, sealing or results (informational, no target)\n")
-	fmt.Fprintf(b.out, "  requests/s:        %.0f (%.2f s for %d requests)\n", r.rps(), r.elapsed.Seconds(), r.requests)
-	if wrkRPS > 0 {
-		fmt.Fprintf(b.out, "  ratio to wrk:      %.2f (the most a net/http client reaches here; target for pwrotate >= %.1f)\n", r.rps()/wrkRPS, minWrkRatio)
-	}
-	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k requests (target for pwrotate <= %.1f s per 10k users)\n",
-		r.cpu.Seconds(), r.cpuPer10k(), maxCPUPer10k)
-	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB\n", r.maxRSS)
 	return r, nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -53,6 +55,51 @@ func BenchmarkResults(b *testing.B) {
 					}
 				}
 			}
+			if err := f.Close(); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			_ = os.Remove(path)
+			b.StartTimer()
+		}
+		b.ReportMetric(float64(benchRows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	})
+	b.Run("append-64-workers", func(b *testing.B) {
+		// As the pool appends: 64 goroutines, one row each at a time
+		// (group commit puts the rows of waiting workers in one write).
+		dir := b.TempDir()
+		b.ReportAllocs()
+		run := 0
+		for b.Loop() {
+			run++
+			path := filepath.Join(dir, "results-w-"+strconv.Itoa(run)+".csv")
+			f, _, err := OpenResults(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range 64 {
+				wg.Go(func() {
+					for {
+						i := int(next.Add(1) - 1)
+						if i >= len(rows) {
+							return
+						}
+						if err := f.Append(rows[i]); err != nil {
+							b.Error(err)
+							return
+						}
+						if (i+1)%256 == 0 {
+							if err := f.Sync(); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}
+				})
+			}
+			wg.Wait()
 			if err := f.Close(); err != nil {
 				b.Fatal(err)
 			}
