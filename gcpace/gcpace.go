@@ -6,9 +6,10 @@
 // collects very often while the live heap is small: at 20,000 users a
 // collection every few hundred requests, each scanning every goroutine's
 // stack. Start instead lets the heap grow to a soft memory limit, MinLimit
-// or twice the live heap, whichever is larger, and keeps that limit in
+// or 1.5 times the live heap, whichever is larger, and keeps that limit in
 // step with the live heap while the run goes on: few collections for a
-// small run, and for a large one the same memory as GOGC=100.
+// small run, and for a large one the memory of GOGC=50 (the setting before
+// gcpace).
 package gcpace
 
 import (
@@ -21,7 +22,7 @@ import (
 // MinLimit is the smallest soft memory limit Start sets: the heap a small
 // run may grow to before the collector runs. It keeps a 200,000-user run
 // under 64 MiB of resident memory (README, Performance).
-const MinLimit = 48 << 20
+const MinLimit = 44 << 20
 
 // Every is how often Start checks the live heap against its limit.
 const Every = 100 * time.Millisecond
@@ -29,15 +30,15 @@ const Every = 100 * time.Millisecond
 const liveMetric = "/gc/heap/live:bytes"
 
 // LimitFor returns the soft memory limit for a live heap of live bytes:
-// MinLimit, or twice live when that is larger, so that a heap that grows
-// past MinLimit is paced as GOGC=100 would pace it and never collected
+// MinLimit, or 1.5 times live when that is larger, so that a heap that
+// grows past MinLimit is paced as GOGC=50 would pace it and never collected
 // without pause.
 func LimitFor(live uint64) int64 {
 	const maxLimit = 1 << 62
-	if live > maxLimit/2 {
+	if live > maxLimit/3*2 {
 		return maxLimit
 	}
-	return max(MinLimit, int64(2*live))
+	return max(MinLimit, int64(live+live/2))
 }
 
 // Start paces the collector with a soft memory limit (see the package

@@ -16,9 +16,9 @@ func TestLimitFor(t *testing.T) {
 	}{
 		{"empty heap", 0, MinLimit},
 		{"small heap", 5 << 20, MinLimit},
-		{"half the minimum", MinLimit / 2, MinLimit},
-		{"past half the minimum", 30 << 20, 60 << 20},
-		{"large heap", 1 << 30, 2 << 30},
+		{"two thirds of the minimum", MinLimit / 3 * 2, MinLimit},
+		{"past two thirds of the minimum", 40 << 20, 60 << 20},
+		{"large heap", 1 << 30, 3 << 29},
 		{"absurd heap", math.MaxUint64, 1 << 62},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -62,8 +62,9 @@ func TestStartPacesByLimitAndRestores(t *testing.T) {
 		stop()
 		t.Fatalf("after Start: GOGC %d, limit %d; want -1 (off) and at least %d", p, l, MinLimit)
 	}
-	// A live heap past half the minimum: the limit follows it to twice
-	// its size, so the collector is not left running without pause.
+	// A live heap past two thirds of the minimum: the limit follows it to
+	// 1.5 times its size, so the collector is not left running without
+	// pause.
 	big := make([][]byte, 40)
 	for i := range big {
 		big[i] = make([]byte, 1<<20)
@@ -73,12 +74,12 @@ func TestStartPacesByLimitAndRestores(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		_, l := settings()
-		if l >= 80<<20 {
+		if l >= 60<<20 {
 			break
 		}
 		if time.Now().After(deadline) {
 			stop()
-			t.Fatalf("limit %d MiB after 5 s with 40 MiB live; want at least 80 MiB", l>>20)
+			t.Fatalf("limit %d MiB after 5 s with 40 MiB live; want at least 60 MiB", l>>20)
 		}
 		time.Sleep(Every / 2)
 	}
