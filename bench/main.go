@@ -99,6 +99,7 @@ type options struct {
 	throttleRates []int
 	export        bool   // inputs with the columns of 'pwrotate users', and a login glob to protect
 	cpuProfile    string // folder for CPU profiles of every child (pwrotate built with -tags pprof)
+	repeat        int    // throughput runs per user count; targets judged on the medians
 }
 
 func main() {
@@ -148,6 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	throttleUsers := fs.Int("throttle-users", 9000, "users in each throttled-server run (0 skips them)")
 	throttleRates := fs.String("throttle-rates", "400,1000", "comma-separated --rate settings for the throttled-server runs")
 	export := fs.Bool("export-input", false, "inputs with the columns of 'pwrotate users' (login, authLevel, ...) and --protect with a login glob that matches nobody: the cost of keeping logins and levels")
+	repeat := fs.Int("repeat", 3, "throughput runs per --users count, each beside its own floor; the targets are judged on the medians")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of every child to this folder (NAME.pprof; pwrotate is built with -tags pprof, so not with --binary)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -156,7 +158,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	opt := options{rateUsers: *rateUsers, skipWrk: *skipWrk, binary: *binary, wrkDur: *wrkDur, keep: *keep,
-		skipFloor: *skipFloor, floorReqs: *floorReqs, throttleUsers: *throttleUsers, export: *export, cpuProfile: *cpuProfile}
+		skipFloor: *skipFloor, floorReqs: *floorReqs, throttleUsers: *throttleUsers, export: *export, cpuProfile: *cpuProfile, repeat: *repeat}
+	if opt.repeat < 1 || opt.repeat > 99 {
+		return options{}, fmt.Errorf("--repeat %d: must be between 1 and 99", opt.repeat)
+	}
 	if opt.cpuProfile != "" && opt.binary != "" {
 		return options{}, errors.New("--cpuprofile builds its own pwrotate (with -tags pprof): drop --binary")
 	}
@@ -294,11 +299,15 @@ func (b *bench) all(ctx context.Context) (bool, error) {
 
 	rss := map[int]float64{}
 	for _, n := range b.opt.users {
-		r, err := b.throughput(ctx, n, wrkRPS, fl)
-		if err != nil {
-			return false, err
+		var runs []tpRun
+		for k := range b.opt.repeat {
+			r, err := b.throughput(ctx, n, k+1, wrkRPS, fl)
+			if err != nil {
+				return false, err
+			}
+			runs = append(runs, r)
 		}
-		rss[n] = r
+		rss[n] = b.judgeThroughput(n, runs)
 	}
 	b.memoryScaling(rss)
 
@@ -590,10 +599,23 @@ func tail(path string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64, fl *floorRun) (float64, error) {
+// tpRun is one throughput run, with the floor measured beside it.
+type tpRun struct {
+	usersPerSec float64
+	cpuPer10k   float64
+	maxRSS      float64 // MiB
+	wrkRatio    float64 // 0: wrk not measured
+	wholeRatio  float64 // users/s over the floor's requests/s; 0: no floor
+	cpuRatio    float64 // CPU per 10k over the floor's; 0: no floor
+}
+
+// throughput runs pwrotate once on n users at full speed (and the floor
+// beside it when fl is not nil) and prints the run's numbers; the targets
+// are judged by judgeThroughput, over every repeat.
+func (b *bench) throughput(ctx context.Context, n, k int, wrkRPS float64, fl *floorRun) (tpRun, error) {
 	_, url, stop, err := b.simulator()
 	if err != nil {
-		return 0, err
+		return tpRun{}, err
 	}
 	defer stop()
 	load := loadAvg()
@@ -604,7 +626,8 @@ func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64, fl *floor
 			"--rate", "0", "--workers", strconv.Itoa(benchWorkers))
 		return err
 	}
-	fmt.Fprintf(b.out, "\nthroughput: %d users, --rate 0 --workers %d, zero latency (load before: %s)\n", n, benchWorkers, load)
+	fmt.Fprintf(b.out, "\nthroughput: %d users, --rate 0 --workers %d, zero latency, run %d of %d (load before: %s)\n",
+		n, benchWorkers, k, b.opt.repeat, load)
 	var beside floorRun
 	if fl != nil {
 		beside, err = b.floorBeside(ctx, n, job)
@@ -612,36 +635,93 @@ func (b *bench) throughput(ctx context.Context, n int, wrkRPS float64, fl *floor
 		err = job()
 	}
 	if err != nil {
-		return 0, err
+		return tpRun{}, err
 	}
-	usersPerSec := float64(n) / r.wall.Seconds()
+	t := tpRun{usersPerSec: float64(n) / r.wall.Seconds(), cpuPer10k: r.cpu.Seconds() / float64(n) * 10_000, maxRSS: r.maxRSS}
 	callsPerSec := float64(r.summary.APICalls) / r.wall.Seconds()
-	cpuPer10k := r.cpu.Seconds() / float64(n) * 10_000
 	fmt.Fprintf(b.out, "  wall time:         %.2f s (whole process: plan, seal, apply, results)\n", r.wall.Seconds())
-	fmt.Fprintf(b.out, "  users/s:           %.0f\n", usersPerSec)
+	fmt.Fprintf(b.out, "  users/s:           %.0f\n", t.usersPerSec)
 	fmt.Fprintf(b.out, "  API calls/s:       %.0f over the process, %.0f in the apply phase (%d calls, %d retries)\n",
 		callsPerSec, r.summary.AchievedRate, r.summary.APICalls, r.summary.Retries)
 	if wrkRPS > 0 {
-		ratio := usersPerSec / wrkRPS
-		fmt.Fprintf(b.out, "  ratio to wrk:      %.2f (apply phase alone %.2f)  target >= %.1f: %s\n",
-			ratio, r.summary.AchievedRate/wrkRPS, minWrkRatio, b.verdict(ratio >= minWrkRatio, fmt.Sprintf("throughput %d users: %.2f of wrk", n, ratio)))
+		t.wrkRatio = t.usersPerSec / wrkRPS
+		fmt.Fprintf(b.out, "  ratio to wrk:      %.2f (apply phase alone %.2f)\n", t.wrkRatio, r.summary.AchievedRate/wrkRPS)
 	} else {
 		fmt.Fprintf(b.out, "  ratio to wrk:      not measured\n")
 	}
-	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB", r.maxRSS)
-	if n == 200_000 {
-		fmt.Fprintf(b.out, "  target <= %d MiB: %s", maxRSS200k, b.verdict(r.maxRSS <= maxRSS200k, fmt.Sprintf("peak RSS %.1f MiB at 200000", r.maxRSS)))
-	}
-	fmt.Fprintln(b.out)
-	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k users  target <= %.1f: %s\n",
-		r.cpu.Seconds(), cpuPer10k, maxCPUPer10k, b.verdict(cpuPer10k <= maxCPUPer10k, fmt.Sprintf("CPU %.3f s/10k at %d", cpuPer10k, n)))
+	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB\n", r.maxRSS)
+	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k users\n", r.cpu.Seconds(), t.cpuPer10k)
 	if fl != nil {
-		for _, line := range overFloor(cpuPer10k, r.summary.AchievedRate, beside) {
+		for _, line := range overFloor(t.cpuPer10k, r.summary.AchievedRate, beside) {
 			fmt.Fprintf(b.out, "  %s\n", line)
 		}
-		b.floorTargets(n, usersPerSec, cpuPer10k, beside)
+		if fr, fc := beside.rps(), beside.cpuPer10k(); fr > 0 && fc > 0 {
+			t.wholeRatio, t.cpuRatio = t.usersPerSec/fr, t.cpuPer10k/fc
+			fmt.Fprintf(b.out, "  whole vs floor:    %.2fx the floor's rate (%.0f users/s vs %.0f/s)\n", t.wholeRatio, t.usersPerSec, fr)
+			fmt.Fprintf(b.out, "  CPU vs floor:      %.2fx the floor's CPU per 10k\n", t.cpuRatio)
+		}
 	}
-	return r.maxRSS, nil
+	return t, nil
+}
+
+// median returns the median of v (the mean of the middle two for an even
+// count), sorting v.
+func median(v []float64) float64 {
+	slices.Sort(v)
+	if len(v)%2 == 0 {
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	return v[len(v)/2]
+}
+
+// judgeThroughput judges the targets at n users on the medians of the
+// runs (peak RSS: the largest), and returns that peak RSS.
+func (b *bench) judgeThroughput(n int, runs []tpRun) float64 {
+	pick := func(f func(tpRun) float64) (med float64, all string) {
+		var v []float64
+		var parts []string
+		for _, r := range runs {
+			v = append(v, f(r))
+			parts = append(parts, fmt.Sprintf("%.2f", f(r)))
+		}
+		return median(v), strings.Join(parts, ", ")
+	}
+	what := "one run"
+	if len(runs) > 1 {
+		what = fmt.Sprintf("median of %d runs", len(runs))
+	}
+	fmt.Fprintf(b.out, "\nthroughput at %d users, %s (each run's value in brackets):\n", n, what)
+	rss := 0.0
+	for _, r := range runs {
+		rss = max(rss, r.maxRSS)
+	}
+	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB, the largest", rss)
+	if n == 200_000 {
+		fmt.Fprintf(b.out, "  target <= %d MiB: %s", maxRSS200k, b.verdict(rss <= maxRSS200k, fmt.Sprintf("peak RSS %.1f MiB at 200000", rss)))
+	}
+	fmt.Fprintln(b.out)
+	if runs[0].wrkRatio > 0 {
+		m, all := pick(func(r tpRun) float64 { return r.wrkRatio })
+		fmt.Fprintf(b.out, "  ratio to wrk:      %.2f (%s)  target >= %.1f: %s\n", m, all, minWrkRatio,
+			b.verdict(m >= minWrkRatio, fmt.Sprintf("throughput %d users: %.2f of wrk", n, m)))
+	}
+	m, all := pick(func(r tpRun) float64 { return r.cpuPer10k })
+	fmt.Fprintf(b.out, "  CPU per 10k users: %.3f s (%s)  target <= %.1f: %s\n", m, all, maxCPUPer10k,
+		b.verdict(m <= maxCPUPer10k, fmt.Sprintf("CPU %.3f s/10k at %d", m, n)))
+	if runs[0].wholeRatio == 0 {
+		return rss
+	}
+	want := minFloorRatio20k
+	if n >= 200_000 {
+		want = minFloorRatio200k
+	}
+	m, all = pick(func(r tpRun) float64 { return r.wholeRatio })
+	fmt.Fprintf(b.out, "  whole vs floor:    %.2fx (%s)  target >= %.2f: %s\n", m, all, want,
+		b.verdict(m >= want, fmt.Sprintf("%d users: %.2fx the floor", n, m)))
+	m, all = pick(func(r tpRun) float64 { return r.cpuRatio })
+	fmt.Fprintf(b.out, "  CPU vs floor:      %.2fx (%s)  target <= %.2f: %s\n", m, all, maxFloorCPU,
+		b.verdict(m <= maxFloorCPU, fmt.Sprintf("%d users: CPU %.2fx the floor's", n, m)))
+	return rss
 }
 
 // memoryScaling compares the peak RSS at 200k users with that at 20k.
@@ -899,26 +979,6 @@ func (b *bench) measureFloor(ctx context.Context, n int, name string) (floorRun,
 		return r, fmt.Errorf("net/http floor: sent %d of %d requests, simulator saw %d", r.requests, n, served)
 	}
 	return r, nil
-}
-
-// floorTargets prints issue 11's targets against the floor: the whole
-// process's users per second at least minFloorRatio(n) of the floor's
-// requests per second, and CPU per 10k users at most maxFloorCPU times the
-// floor's.
-func (b *bench) floorTargets(n int, usersPerSec, cpuPer10k float64, f floorRun) {
-	fr, fc := f.rps(), f.cpuPer10k()
-	if fr <= 0 || fc <= 0 {
-		return
-	}
-	want := minFloorRatio20k
-	if n >= 200_000 {
-		want = minFloorRatio200k
-	}
-	ratio, cpu := usersPerSec/fr, cpuPer10k/fc
-	fmt.Fprintf(b.out, "  whole vs floor:    %.2fx the floor's rate (%.0f users/s vs %.0f/s)  target >= %.2f: %s\n",
-		ratio, usersPerSec, fr, want, b.verdict(ratio >= want, fmt.Sprintf("%d users: %.2fx the floor", n, ratio)))
-	fmt.Fprintf(b.out, "  CPU vs floor:      %.2fx the floor's CPU per 10k  target <= %.2f: %s\n",
-		cpu, maxFloorCPU, b.verdict(cpu <= maxFloorCPU, fmt.Sprintf("%d users: CPU %.2fx the floor's", n, cpu)))
 }
 
 // overFloor compares a pwrotate run (its CPU seconds per 10k users and its

@@ -333,3 +333,37 @@ func TestSendFloor(t *testing.T) {
 		})
 	}
 }
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		in   []float64
+		want float64
+	}{
+		{[]float64{0.8}, 0.8},
+		{[]float64{0.9, 0.7}, 0.8},
+		{[]float64{0.9, 0.7, 0.75}, 0.75},
+		{[]float64{3, 1, 4, 2}, 2.5},
+	} {
+		if got := median(slices.Clone(tc.in)); got != tc.want {
+			t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseFlagsRepeat(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want int
+		ok   bool
+	}{
+		{nil, 3, true},
+		{[]string{"--repeat", "1"}, 1, true},
+		{[]string{"--repeat", "0"}, 0, false},
+		{[]string{"--repeat", "100"}, 0, false},
+	} {
+		opt, err := parseFlags(tc.args, io.Discard)
+		if (err == nil) != tc.ok || tc.ok && opt.repeat != tc.want {
+			t.Errorf("parseFlags(%q) = repeat %d, error %v; want %d, ok %v", tc.args, opt.repeat, err, tc.want, tc.ok)
+		}
+	}
+}
