@@ -34,81 +34,57 @@ func benchResultRows(n int) []Row {
 // atomic rewrite at the end of a run (RewriteSorted). Both report rows/s.
 func BenchmarkResults(b *testing.B) {
 	rows := benchResultRows(benchRows)
-	b.Run("append", func(b *testing.B) {
-		dir := b.TempDir()
-		b.ReportAllocs()
-		run := 0
-		for b.Loop() {
-			run++
-			path := filepath.Join(dir, "results-"+strconv.Itoa(run)+".csv")
-			f, existing, err := OpenResults(path)
-			if err != nil || len(existing) != 0 {
-				b.Fatal(err, len(existing))
-			}
-			for i := range rows {
-				if err := f.Append(rows[i]); err != nil {
-					b.Fatal(err)
-				}
-				if (i+1)%256 == 0 {
-					if err := f.Sync(); err != nil {
-						b.Fatal(err)
-					}
-				}
-			}
-			if err := f.Close(); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			_ = os.Remove(path)
-			b.StartTimer()
+	// "append" appends from one goroutine; "append-64-workers" as the pool
+	// does, from 64 goroutines, one row each at a time.
+	for _, workers := range []int{1, 64} {
+		name := "append"
+		if workers > 1 {
+			name += "-" + strconv.Itoa(workers) + "-workers"
 		}
-		b.ReportMetric(float64(benchRows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
-	})
-	b.Run("append-64-workers", func(b *testing.B) {
-		// As the pool appends: 64 goroutines, one row each at a time
-		// (group commit puts the rows of waiting workers in one write).
-		dir := b.TempDir()
-		b.ReportAllocs()
-		run := 0
-		for b.Loop() {
-			run++
-			path := filepath.Join(dir, "results-w-"+strconv.Itoa(run)+".csv")
-			f, _, err := OpenResults(path)
-			if err != nil {
-				b.Fatal(err)
-			}
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			for range 64 {
-				wg.Go(func() {
-					for {
-						i := int(next.Add(1) - 1)
-						if i >= len(rows) {
-							return
-						}
-						if err := f.Append(rows[i]); err != nil {
-							b.Error(err)
-							return
-						}
-						if (i+1)%256 == 0 {
-							if err := f.Sync(); err != nil {
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			b.ReportAllocs()
+			run := 0
+			for b.Loop() {
+				run++
+				path := filepath.Join(dir, "results-"+strconv.Itoa(run)+".csv")
+				f, existing, err := OpenResults(path)
+				if err != nil || len(existing) != 0 {
+					b.Fatal(err, len(existing))
+				}
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				for range workers {
+					wg.Go(func() {
+						for {
+							i := int(next.Add(1) - 1)
+							if i >= len(rows) {
+								return
+							}
+							if err := f.Append(rows[i]); err != nil {
 								b.Error(err)
 								return
 							}
+							if (i+1)%256 == 0 {
+								if err := f.Sync(); err != nil {
+									b.Error(err)
+									return
+								}
+							}
 						}
-					}
-				})
+					})
+				}
+				wg.Wait()
+				if err := f.Close(); err != nil {
+					b.Fatal(err)
+				}
+				b.StopTimer()
+				_ = os.Remove(path)
+				b.StartTimer()
 			}
-			wg.Wait()
-			if err := f.Close(); err != nil {
-				b.Fatal(err)
-			}
-			b.StopTimer()
-			_ = os.Remove(path)
-			b.StartTimer()
-		}
-		b.ReportMetric(float64(benchRows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
-	})
+			b.ReportMetric(float64(benchRows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
 	b.Run("rewrite", func(b *testing.B) {
 		path := filepath.Join(b.TempDir(), "results.csv")
 		f, _, err := OpenResults(path)
