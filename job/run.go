@@ -1091,11 +1091,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 
 	r.beat()
 	var answered, changed, recordedN atomic.Int64
-	var batchSync struct {
-		sync.Mutex
-		n    int64     // recordedN at the last batch fsync
-		last time.Time // when it started
-	}
+	var lastBatchSync atomic.Int64 // when the last fsync for syncEvery began (Unix ns)
 	var g errgroup.Group
 	g.SetLimit(cfg.Workers)
 	r.keys.start(res, cancel)
@@ -1163,14 +1159,9 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 			cfg.Progress.Done(row.Status != report.Updated)
 		}
 		n := recordedN.Add(1)
-		if n%syncEvery == 0 && batchSync.TryLock() {
-			now := time.Now()
-			due := n-batchSync.n >= syncEvery && now.Sub(batchSync.last) >= syncGap
-			if due {
-				batchSync.n, batchSync.last = n, now
-			}
-			batchSync.Unlock()
-			if due {
+		if n%syncEvery == 0 {
+			now, last := time.Now().UnixNano(), lastBatchSync.Load()
+			if now-last >= int64(syncGap) && lastBatchSync.CompareAndSwap(last, now) {
 				if err := res.Sync(); err != nil {
 					cancel(fmt.Errorf("recording results: %w", err))
 					return
