@@ -801,8 +801,9 @@ var errFatalAPI = errors.New("stopping the run")
 // syncEvery is the batch of recorded outcomes after which results are
 // fsynced, besides the syncer's once a second, but not sooner than
 // syncGap after the last such fsync: an fsync stalls the appends behind it
-// (the file's last page is under writeback), and at thousands of outcomes
-// a second one every 256 cost 3-5% of a run's rate (README, Performance).
+// (on ext4 an append's modification time waits for the fsync's journal
+// commit), and at thousands of outcomes a second one every 256 cost 3-8%
+// of a run's rate (README, Performance).
 const (
 	syncEvery = 256
 	syncGap   = 100 * time.Millisecond
