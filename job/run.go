@@ -1163,6 +1163,7 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 		if n%syncEvery == 0 {
 			now, last := time.Now().UnixNano(), lastBatchSync.Load()
 			if now-last >= int64(syncGap) && lastBatchSync.CompareAndSwap(last, now) {
+				cfg.Hook("batch-fsync", int(n))
 				if err := res.Sync(); err != nil {
 					cancel(fmt.Errorf("recording results: %w", err))
 					return

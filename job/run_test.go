@@ -716,3 +716,45 @@ func (p *pacedTimes) sorted() []time.Time {
 	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
 	return at
 }
+
+// TestBatchFsyncAtMostTenASecond: results are fsynced every syncEvery
+// outcomes, but a fast run does not fsync for every batch: at most one
+// such fsync every 100 ms (each stalls the appends behind it).
+func TestBatchFsyncAtMostTenASecond(t *testing.T) {
+	if testing.Short() {
+		t.Skip("8,000 users")
+	}
+	const n = 8000
+	w := newWorld(t, n)
+	cfg := w.config(users(span(firstUser, n)...), filepath.Join(t.TempDir(), "out"))
+	cfg.Workers = 32
+	var mu sync.Mutex
+	var at []time.Time
+	var outcomes []int
+	cfg.Hook = func(point string, k int) {
+		if point == "batch-fsync" {
+			mu.Lock()
+			at, outcomes = append(at, time.Now()), append(outcomes, k)
+			mu.Unlock()
+		}
+	}
+	start := time.Now()
+	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+		t.Fatalf("exit %d: %v", sum.ExitCode, err)
+	}
+	elapsed := time.Since(start)
+	if len(at) == 0 {
+		t.Fatalf("no batch fsync in %d outcomes", n)
+	}
+	for i, k := range outcomes {
+		if k%256 != 0 {
+			t.Errorf("batch fsync %d after %d outcomes, not a multiple of 256", i, k)
+		}
+		// 100 ms apart when decided; the hook runs a moment later, so
+		// allow for scheduling (without the gap they come ~15 ms apart).
+		if i > 0 && at[i].Sub(at[i-1]) < 80*time.Millisecond {
+			t.Errorf("batch fsyncs %d and %d %v apart, want about 100ms at least", i-1, i, at[i].Sub(at[i-1]))
+		}
+	}
+	t.Logf("%d batch fsyncs of %d possible in %v", len(at), n/256, elapsed)
+}
