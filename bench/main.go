@@ -286,22 +286,17 @@ func (b *bench) all(ctx context.Context) (bool, error) {
 		wrkRPS = rps
 	}
 
-	var fl *floorRun
 	if b.opt.skipFloor {
 		fmt.Fprintf(b.out, "\nnet/http floor: skipped (--skip-floor)\n")
-	} else {
-		r, err := b.floor(ctx, b.opt.floorReqs, wrkRPS)
-		if err != nil {
-			return false, err
-		}
-		fl = &r
+	} else if err := b.floor(ctx, b.opt.floorReqs, wrkRPS); err != nil {
+		return false, err
 	}
 
 	rss := map[int]float64{}
 	for _, n := range b.opt.users {
 		var runs []tpRun
 		for k := range b.opt.repeat {
-			r, err := b.throughput(ctx, n, k+1, wrkRPS, fl)
+			r, err := b.throughput(ctx, n, k+1, wrkRPS)
 			if err != nil {
 				return false, err
 			}
@@ -610,9 +605,9 @@ type tpRun struct {
 }
 
 // throughput runs pwrotate once on n users at full speed (and the floor
-// beside it when fl is not nil) and prints the run's numbers; the targets
-// are judged by judgeThroughput, over every repeat.
-func (b *bench) throughput(ctx context.Context, n, k int, wrkRPS float64, fl *floorRun) (tpRun, error) {
+// beside it, unless --skip-floor) and prints the run's numbers; the
+// targets are judged by judgeThroughput, over every repeat.
+func (b *bench) throughput(ctx context.Context, n, k int, wrkRPS float64) (tpRun, error) {
 	_, url, stop, err := b.simulator()
 	if err != nil {
 		return tpRun{}, err
@@ -629,7 +624,7 @@ func (b *bench) throughput(ctx context.Context, n, k int, wrkRPS float64, fl *fl
 	fmt.Fprintf(b.out, "\nthroughput: %d users, --rate 0 --workers %d, zero latency, run %d of %d (load before: %s)\n",
 		n, benchWorkers, k, b.opt.repeat, load)
 	var beside floorRun
-	if fl != nil {
+	if !b.opt.skipFloor {
 		beside, err = b.floorBeside(ctx, n, job)
 	} else {
 		err = job()
@@ -651,7 +646,7 @@ func (b *bench) throughput(ctx context.Context, n, k int, wrkRPS float64, fl *fl
 	}
 	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB\n", r.maxRSS)
 	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k users\n", r.cpu.Seconds(), t.cpuPer10k)
-	if fl != nil {
+	if !b.opt.skipFloor {
 		for _, line := range overFloor(t.cpuPer10k, r.summary.AchievedRate, beside) {
 			fmt.Fprintf(b.out, "  %s\n", line)
 		}
@@ -895,13 +890,14 @@ func (f floorRun) cpuPer10k() float64 {
 	return f.cpu.Seconds() / float64(f.requests) * 10_000
 }
 
-// floor runs the net/http floor child: n requests with benchWorkers
-// goroutines against a fresh simulator, the same as the throughput runs.
-func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, error) {
+// floor runs the net/http floor child once, n requests with benchWorkers
+// goroutines against a fresh simulator, and prints it with its ratio to
+// wrk (informational: the targets use the floors beside each run).
+func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) error {
 	load := loadAvg()
 	r, err := b.measureFloor(ctx, n, "floor")
 	if err != nil {
-		return r, err
+		return err
 	}
 	fmt.Fprintf(b.out, "\nnet/http floor: %d POST /v2/users/password, rotate.NewTransport(%d), %d goroutines, zero latency (load before: %s)\n",
 		n, benchWorkers, benchWorkers, load)
@@ -913,7 +909,7 @@ func (b *bench) floor(ctx context.Context, n int, wrkRPS float64) (floorRun, err
 	fmt.Fprintf(b.out, "  CPU:               %.2f s user+sys, %.3f s per 10k requests (target for pwrotate <= %.1f s per 10k users)\n",
 		r.cpu.Seconds(), r.cpuPer10k(), maxCPUPer10k)
 	fmt.Fprintf(b.out, "  peak RSS:          %.1f MiB\n", r.maxRSS)
-	return r, nil
+	return nil
 }
 
 // floorBeside measures the floor with n requests right before and right
