@@ -13,8 +13,8 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/report"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // keyWorld is a crashWorld whose input also holds the caller (user

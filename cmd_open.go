@@ -6,9 +6,9 @@ import (
 	"io"
 	"os"
 
-	"pwrotate/console"
 	"pwrotate/job"
 	"pwrotate/report"
+	"pwrotate/report/console"
 )
 
 // cmdOpen is 'pwrotate open': it prints the sealed passwords as CSV.

@@ -17,12 +17,12 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"pwrotate/console"
-	"pwrotate/demo"
 	"pwrotate/job"
-	"pwrotate/metrics"
 	"pwrotate/report"
+	"pwrotate/report/console"
+	"pwrotate/report/metrics"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim/demo"
 )
 
 // runFlags are the flags of 'pwrotate run'.

@@ -13,8 +13,8 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/report"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // protectUsers has the columns of 'pwrotate users'.

@@ -13,10 +13,10 @@ import (
 	"syscall"
 	"time"
 
-	"pwrotate/console"
-	"pwrotate/directory"
 	"pwrotate/job"
-	"pwrotate/metrics"
+	"pwrotate/report/console"
+	"pwrotate/report/directory"
+	"pwrotate/report/metrics"
 	"pwrotate/rotate"
 )
 

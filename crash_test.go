@@ -19,8 +19,8 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/report"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // crashWorld is a simulator in this process and a pwrotate child process

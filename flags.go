@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"pwrotate/console"
+	"pwrotate/report/console"
 )
 
 // listFlag is a repeatable string flag.

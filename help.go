@@ -5,7 +5,7 @@ import (
 	"io"
 	"strings"
 
-	"pwrotate/console"
+	"pwrotate/report/console"
 )
 
 // The help texts are written by hand for a person (issue 14): flags as

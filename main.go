@@ -15,9 +15,9 @@ import (
 	"runtime"
 	"syscall"
 
-	"pwrotate/gcpace"
 	"pwrotate/job"
-	"pwrotate/secret"
+	"pwrotate/job/gcpace"
+	"pwrotate/rotate/secret"
 )
 
 // Set with -ldflags "-X main.version=… -X main.commit=…".

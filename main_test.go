@@ -20,8 +20,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/report"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // TestMain makes the test binary double as the pwrotate command: as

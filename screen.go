@@ -8,10 +8,10 @@ import (
 	"regexp"
 	"strings"
 
-	"pwrotate/console"
 	"pwrotate/job"
-	"pwrotate/metrics"
 	"pwrotate/report"
+	"pwrotate/report/console"
+	"pwrotate/report/metrics"
 )
 
 // Wiring of the screens a person sees at a terminal (package console draws

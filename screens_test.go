@@ -21,7 +21,7 @@ import (
 
 	"github.com/creack/pty"
 
-	"pwrotate/ecgridsim"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // update rewrites the golden screens: go test -run TestScreens -update

@@ -20,8 +20,8 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/report"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // dirWorld is a simulator holding a generated directory whose users all

@@ -14,7 +14,7 @@ import (
 
 	"pwrotate/report"
 	"pwrotate/rotate"
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // API key rotation (--rotate-api-keys). After a user's password change

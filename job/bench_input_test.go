@@ -11,10 +11,10 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/job"
 	"pwrotate/report"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // benchUsers is the size of the in-process apply benchmark.

@@ -26,10 +26,10 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/job"
 	"pwrotate/report"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // hangBound is a generous upper bound on any single run below: a run that

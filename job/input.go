@@ -20,7 +20,7 @@ import (
 	"unicode/utf8"
 
 	"pwrotate/rotate"
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // Input limits (SPEC "Input CSV"). Each one breached is a fatal *InputError

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/job"
 	"pwrotate/report"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // lateServer stands in front of the simulator. The first password change

@@ -12,8 +12,8 @@ import (
 	"testing/synctest"
 	"time"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // These tests run the real client, the real Limiter and the ECGrid

@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/job"
 	"pwrotate/report"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // writeProtect writes a --protect file into dir and returns its path.

@@ -29,7 +29,7 @@ import (
 
 	"pwrotate/report"
 	"pwrotate/rotate"
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // Exit codes, as the contract gives them.

@@ -16,10 +16,10 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/job"
 	"pwrotate/report"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 const (

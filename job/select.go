@@ -9,8 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"pwrotate/directory"
 	"pwrotate/report"
+	"pwrotate/report/directory"
 	"pwrotate/rotate"
 )
 

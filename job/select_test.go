@@ -13,11 +13,11 @@ import (
 	"strings"
 	"testing"
 
-	"pwrotate/directory"
-	"pwrotate/ecgridsim"
 	"pwrotate/job"
 	"pwrotate/report"
+	"pwrotate/report/directory"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // selectWorld is a world whose simulator holds a directory of n users

@@ -18,7 +18,7 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // API keys are chosen by the server, so they are sealed on receipt, in

@@ -12,7 +12,7 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 func sealedKeys(t0 time.Time) []SealedKey {

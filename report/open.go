@@ -15,7 +15,7 @@ import (
 	"filippo.io/age"
 	"github.com/gocarina/gocsv"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // The statuses Open gives a sealed password.

@@ -11,7 +11,7 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // pw is the test password of a user in a generation.

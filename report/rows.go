@@ -10,7 +10,7 @@ import (
 
 	"github.com/gocarina/gocsv"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // The CSV rows pwrotate writes and reads, one struct per row shape. A

@@ -14,7 +14,7 @@ import (
 
 	"github.com/gocarina/gocsv"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // codecRows are results rows that exercise every cell type: sanitized

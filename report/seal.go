@@ -19,7 +19,7 @@ import (
 	"filippo.io/age/agessh"
 	"golang.org/x/crypto/ssh"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // maxKeyFileBytes bounds the recipients and identity files read.

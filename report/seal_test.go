@@ -23,7 +23,7 @@ import (
 	"filippo.io/age"
 	"golang.org/x/crypto/ssh"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // testPasswords includes characters that need CSV quoting.

@@ -30,7 +30,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // Defaults of Config.

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 const (

@@ -12,7 +12,7 @@ import (
 
 	"github.com/sethvargo/go-password/password"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // Limits on a password shape.

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 func TestNewGeneratorRejectsImpossibleShapes(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"pwrotate/secret"
+	"pwrotate/rotate/secret"
 )
 
 // maxKeyLength bounds an API key read from an answer.

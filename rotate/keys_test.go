@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"pwrotate/ecgridsim"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // keySim is a simulator where testKey belongs to NetworkAdmin user 7 and

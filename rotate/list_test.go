@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"pwrotate/ecgridsim"
+	"pwrotate/rotate/ecgridsim"
 )
 
 const (

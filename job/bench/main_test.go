@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 func TestMaxInWindow(t *testing.T) {

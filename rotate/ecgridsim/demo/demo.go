@@ -17,7 +17,7 @@ import (
 
 	"filippo.io/age"
 
-	"pwrotate/ecgridsim"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // ExampleInput is the bundled users CSV that --demo rotates (40 users; two

@@ -10,11 +10,11 @@ import (
 	"strings"
 	"testing"
 
-	"pwrotate/directory"
-	"pwrotate/ecgridsim"
 	"pwrotate/job"
 	"pwrotate/report"
+	"pwrotate/report/directory"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // users converts simulator users, in their listing order.

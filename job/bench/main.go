@@ -47,9 +47,9 @@ import (
 	"filippo.io/age"
 	"golang.org/x/sync/errgroup"
 
-	"pwrotate/ecgridsim"
 	"pwrotate/report"
 	"pwrotate/rotate"
+	"pwrotate/rotate/ecgridsim"
 )
 
 // Targets of issue 4.
