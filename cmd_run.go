@@ -343,7 +343,7 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 	run := metrics.NewRun()
 	cfg.Counter = run
 	if apiKey != "" {
-		lim := job.NewLimiter(rateLimit, f.burst)
+		lim := rotate.NewLimiter(rateLimit, f.burst)
 		lim.SetLogger(logger)
 		client, err := rotate.New(rotate.Config{
 			BaseURL: f.baseURL, APIKey: apiKey, Workers: f.workers, Timeout: f.timeout,

@@ -145,7 +145,7 @@ func listUsers(ctx context.Context, f *usersFlags, stdout io.Writer, prog *conso
 	calls := metrics.NewRun()
 	client, err := rotate.New(rotate.Config{
 		BaseURL: f.baseURL, APIKey: apiKey, Workers: 1, Timeout: f.timeout, MaxAttempts: f.maxAttempts,
-		Pacer: job.NewLimiter(f.rate, f.burst), Observer: calls, Logger: logger,
+		Pacer: rotate.NewLimiter(f.rate, f.burst), Observer: calls, Logger: logger,
 	})
 	if err != nil {
 		return job.ExitFatal, err

@@ -56,7 +56,7 @@ func BenchmarkApply(b *testing.B) {
 	}
 	client, err := rotate.New(rotate.Config{
 		BaseURL: srv.URL, APIKey: testKey, Workers: 64, Timeout: 10 * time.Second,
-		Pacer: job.NewLimiter(0, 1),
+		Pacer: rotate.NewLimiter(0, 1),
 	})
 	if err != nil {
 		b.Fatal(err)

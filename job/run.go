@@ -145,7 +145,7 @@ func New(cfg Config) *Runner {
 		cfg.Hook = func(string, int) {}
 	}
 	if cfg.Sleep == nil {
-		cfg.Sleep = sleep
+		cfg.Sleep = rotate.Sleep
 	}
 	r := &Runner{cfg: cfg, log: cfg.Logger}
 	var hookMu sync.Mutex

@@ -80,7 +80,7 @@ func (w *world) client(key string, mutate func(*rotate.Config)) *rotate.Client {
 	cfg := rotate.Config{
 		BaseURL: w.url, APIKey: key, Workers: 8, Timeout: 2 * time.Second, MaxAttempts: 5,
 		BackoffBase: time.Millisecond, BackoffMax: 20 * time.Millisecond,
-		Pacer: job.NewLimiter(0, 1), Logger: slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Pacer: rotate.NewLimiter(0, 1), Logger: slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mutate != nil {
 		mutate(&cfg)
@@ -593,7 +593,7 @@ func TestRateNeverExceeded(t *testing.T) {
 	// the transport add the scheduling jitter of a loaded test machine; the
 	// load benchmark measures arrival times on a quiet one.)
 	paced := &pacedTimes{}
-	lim := job.NewLimiter(rate, burst)
+	lim := rotate.NewLimiter(rate, burst)
 	lim.SetReleaseHook(paced.record)
 	cfg.Client = w.client(testKey, func(c *rotate.Config) { c.Pacer = lim })
 	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {

@@ -434,7 +434,7 @@ func (c *Client) call(ctx context.Context, cl call) Outcome {
 			slog.Int("status", res.status),
 			slog.String("reason", lastMsg),
 			slog.Duration("wait", sleep))
-		if err := sleepCtx(ctx, sleep); err != nil {
+		if err := Sleep(ctx, sleep); err != nil {
 			return c.interrupted(out, lastMsg, err, scrub)
 		}
 	}
@@ -489,8 +489,8 @@ func (c *Client) backoff(n int) time.Duration {
 	return rand.N(ceiling)
 }
 
-// sleepCtx sleeps for d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
+// Sleep waits for d or until ctx is done, and returns ctx.Err() if it is.
+func Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}

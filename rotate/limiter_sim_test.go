@@ -1,4 +1,4 @@
-package job
+package rotate
 
 import (
 	"context"
@@ -12,7 +12,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"pwrotate/rotate"
 	"pwrotate/rotate/ecgridsim"
 )
 
@@ -93,7 +92,7 @@ func runSim(t *testing.T, sc simScenario) simResult {
 	sim.SetRateLimit(sc.serverRate)
 	tr := &simTrace{}
 	lim := NewLimiter(sc.rate, sc.burst)
-	c, err := rotate.New(rotate.Config{
+	c, err := New(Config{
 		BaseURL:     "http://127.0.0.1:1",
 		APIKey:      simKey,
 		HTTPClient:  &http.Client{Transport: &handlerTransport{h: sim, trace: tr}},
@@ -104,7 +103,7 @@ func runSim(t *testing.T, sc simScenario) simResult {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gen, err := rotate.NewGenerator(rotate.DefaultShape())
+	gen, err := NewGenerator(DefaultShape())
 	if err != nil {
 		t.Fatal(err)
 	}
