@@ -8,10 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode"
@@ -72,11 +72,6 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 // cmdRun is 'pwrotate run'. sigs is the process's signal channel, or nil
 // when Main runs in-process (tests): then cmdRun installs its own.
 func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan os.Signal) int {
-	if sigs == nil {
-		sigs = make(chan os.Signal, 2)
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-		defer signal.Stop(sigs)
-	}
 	stderrFile, _ := stderr.(*os.File)
 	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
 	if terminal {
@@ -126,28 +121,28 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	screen := prog.LogWriter()
 
 	// Signals are watched before the wiring: one that arrives during
-	// start-up (or was caught before cmdRun) interrupts, exit 3.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var runner *job.Runner
-	runnerSet := make(chan struct{})
-	go func() {
-		s, ok := <-sigs
-		if !ok {
-			return
-		}
-		logger.Warn("signal: no new requests; finishing those in flight (a second signal exits at once)", "signal", s.String())
-		cancel()
-		if _, ok := <-sigs; ok {
-			select {
-			case <-runnerSet:
-				runner.Abort()
-			default:
+	// start-up (or was caught before cmdRun) exits 3 at once, since
+	// nothing that changes anything is in flight before the pool starts.
+	var runner atomic.Pointer[job.Runner]
+	ctx, stopWatching := watchSignals(sigs, interrupt{
+		changing: func() bool { r := runner.Load(); return r != nil && r.Sending() },
+		early: func(s os.Signal) {
+			if human {
+				console.WriteError(screen, "interrupted during start-up: nothing was changed", "run the same command again")
+			} else {
+				logger.Warn("interrupted during start-up: nothing was changed; run the same command again",
+					"signal", s.String(), "exitCode", job.ExitInterrupted)
 			}
+		},
+		first: func(s os.Signal) {
+			logger.Warn("signal: no new requests; finishing those in flight (a second signal exits at once)", "signal", s.String())
+		},
+		second: func() {
+			runner.Load().Abort()
 			logger.Error("second signal: exiting at once; run again with --resume")
-			os.Exit(job.ExitInterrupted)
-		}
-	}()
+		},
+	})
+	defer stopWatching()
 
 	cfg, cleanup, err := wire(f, stdin, stdout, logger)
 	defer cleanup()
@@ -159,24 +154,16 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 		}
 		return job.ExitFatal
 	}
-	if ctx.Err() != nil {
-		if human {
-			console.WriteError(screen, "interrupted during start-up: nothing was sent", "run the same command again")
-		} else {
-			logger.Warn("interrupted during start-up: nothing was sent; run the same command again", "exitCode", job.ExitInterrupted)
-		}
-		return job.ExitInterrupted
-	}
 	if human {
 		console.WriteHeader(screen, runHeader(f, cfg))
 	}
-	runner = job.New(cfg)
-	close(runnerSet)
+	run := job.New(cfg)
+	runner.Store(run)
 
 	// The display starts with the updates, once the plan is printed; it goes
 	// on while requests in flight finish after a signal.
-	runner.SetProgress(startingProgress{prog, context.WithoutCancel(ctx)})
-	sum, runErr := runner.Run(ctx)
+	run.SetProgress(startingProgress{prog, context.WithoutCancel(ctx)})
+	sum, runErr := run.Run(ctx)
 	prog.Stop()
 	if human {
 		if runErr != nil && (sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy) {

@@ -8,9 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"pwrotate/job"
@@ -66,11 +64,6 @@ func (f *usersFlags) filter() (rotate.UserFilter, error) {
 // cmdUsers is 'pwrotate users'. sigs is the process's signal channel, or
 // nil when Main runs in-process (tests).
 func cmdUsers(args []string, stdout, stderr io.Writer, sigs chan os.Signal) int {
-	if sigs == nil {
-		sigs = make(chan os.Signal, 2)
-		signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-		defer signal.Stop(sigs)
-	}
 	if refuseKeyFlag("users", args, stderr) {
 		return job.ExitFatal
 	}
@@ -103,20 +96,12 @@ func cmdUsers(args []string, stdout, stderr io.Writer, sigs chan os.Signal) int 
 	}
 	prog.SetLogger(logger)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		s, ok := <-sigs
-		if !ok {
-			return
-		}
-		logger.Warn("signal: stopping the listing (a second signal exits at once)", "signal", s.String())
-		cancel()
-		if _, ok := <-sigs; ok {
-			logger.Error("second signal: exiting at once; nothing was written")
-			os.Exit(job.ExitInterrupted)
-		}
-	}()
+	// The listing changes nothing, and its file is written atomically at
+	// the end: a signal exits 3 at once.
+	ctx, stopWatching := watchSignals(sigs, interrupt{early: func(s os.Signal) {
+		logger.Warn("interrupted: nothing was written", "signal", s.String(), "exitCode", job.ExitInterrupted)
+	}})
+	defer stopWatching()
 
 	code, err := listUsers(ctx, f, stdout, prog, logger)
 	prog.Stop()

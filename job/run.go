@@ -128,6 +128,10 @@ type Runner struct {
 	// beat marks the run as active (heartbeat: run.json's mtime).
 	beat func()
 	sel  *Selection // what --select listed
+	// sending is set once the run may have changes in flight (the first
+	// change request, reset or key generation): before it, a signal may
+	// end the process at once.
+	sending atomic.Bool
 }
 
 // New returns a Runner for cfg.
@@ -162,6 +166,12 @@ func New(cfg Config) *Runner {
 
 // SetProgress sets the display told about each finished record.
 func (r *Runner) SetProgress(p Progress) { r.cfg.Progress = p }
+
+// Sending reports whether the run may have changes in flight: false until
+// it is about to send its first change (the read-only start-up, the
+// preflight, a listing, sealing), true from then on. Safe to call from
+// another goroutine.
+func (r *Runner) Sending() bool { return r.sending.Load() }
 
 // Abort syncs the results recorded so far. Call it before exiting at once.
 func (r *Runner) Abort() {
@@ -980,6 +990,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	if cfg.Counter != nil {
 		calls0 = cfg.Counter.Calls()
 	}
+	r.sending.Store(true)
 	poolErr := r.resetOwedSessions(ctx, owed, res, counts)
 	owed = nil
 	recordedNow := 0
