@@ -69,57 +69,22 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	return fs, f
 }
 
+// runUI is how a run talks to its reader: the progress display, the
+// logger, and whether a person reads the screens.
+type runUI struct {
+	human  bool // a terminal, and no --log-format asked for
+	prog   *console.Progress
+	logger *slog.Logger
+	screen io.Writer
+}
+
 // cmdRun is 'pwrotate run'. sigs is the process's signal channel, or nil
 // when Main runs in-process (tests): then cmdRun installs its own.
 func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan os.Signal) int {
-	stderrFile, _ := stderr.(*os.File)
-	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
-	if terminal {
-		if refuseKeyFlag("run", args, io.Discard) {
-			console.WriteError(stderr, "there is no --api-key flag: a key on the command line leaks into process lists and shell history",
-				"set ECGRID_API_KEY, or pass --api-key-file FILE")
-			return job.ExitFatal
-		}
-	} else if refuseKeyFlag("run", args, stderr) {
-		return job.ExitFatal
+	f, ui, code, ok := parseRun(args, stdout, stderr)
+	if !ok {
+		return code
 	}
-	fs, f := newRunFlags(stderr)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {}
-	rest, err := parseArgs(fs, args, true)
-	if errors.Is(err, flag.ErrHelp) {
-		writeHelp(stdout, "run")
-		return job.ExitOK
-	}
-	if err != nil {
-		startError(stderr, terminal, "run", err, "")
-		return job.ExitFatal
-	}
-	// A person reads the screens: a terminal, and no --log-format asked for.
-	human := terminal && f.logFormat == "auto"
-	if len(rest) > 0 {
-		startError(stderr, human, "run", fmt.Errorf("unexpected argument %q (flags only; the input is --input FILE)", rest[0]), "")
-		return job.ExitFatal
-	}
-
-	prog, err := console.NewProgress(console.ProgressConfig{Out: stderr, Mode: f.progress, Terminal: terminal})
-	if err != nil {
-		startError(stderr, human, "run", err, "")
-		return job.ExitFatal
-	}
-	var logger *slog.Logger
-	if human {
-		logger, err = f.humanLogger(prog.LogWriter())
-	} else {
-		logger, err = f.logger(prog.LogWriter(), terminal)
-	}
-	if err != nil {
-		startError(stderr, human, "run", err, "")
-		return job.ExitFatal
-	}
-	prog.SetLogger(logger)
-	screen := prog.LogWriter()
-
 	// Signals are watched before the wiring: one that arrives during
 	// start-up (or was caught before cmdRun) exits 3 at once, since
 	// nothing that changes anything is in flight before the pool starts.
@@ -127,57 +92,117 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 	ctx, stopWatching := watchSignals(sigs, interrupt{
 		changing: func() bool { r := runner.Load(); return r != nil && r.Sending() },
 		early: func(s os.Signal) {
-			if human {
-				console.WriteError(screen, "interrupted during start-up: nothing was changed", "run the same command again")
+			if ui.human {
+				console.WriteError(ui.screen, "interrupted during start-up: nothing was changed", "run the same command again")
 			} else {
-				logger.Warn("interrupted during start-up: nothing was changed; run the same command again",
+				ui.logger.Warn("interrupted during start-up: nothing was changed; run the same command again",
 					"signal", s.String(), "exitCode", job.ExitInterrupted)
 			}
 		},
 		first: func(s os.Signal) {
-			logger.Warn("signal: no new requests; finishing those in flight (a second signal exits at once)", "signal", s.String())
+			ui.logger.Warn("signal: no new requests; finishing those in flight (a second signal exits at once)", "signal", s.String())
 		},
 		second: func() {
 			runner.Load().Abort()
-			logger.Error("second signal: exiting at once; run again with --resume")
+			ui.logger.Error("second signal: exiting at once; run again with --resume")
 		},
 	})
 	defer stopWatching()
 
-	cfg, cleanup, err := wire(f, stdin, stdout, logger)
+	cfg, cleanup, err := wire(f, stdin, stdout, ui.logger)
 	defer cleanup()
 	if err != nil {
-		if human {
-			runError(screen, f, args, err)
+		if ui.human {
+			runError(ui.screen, f, args, err)
 		} else {
-			logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
+			ui.logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
 		}
 		return job.ExitFatal
 	}
-	if human {
-		console.WriteHeader(screen, runHeader(f, cfg))
+	if ui.human {
+		console.WriteHeader(ui.screen, runHeader(f, cfg))
 	}
 	run := job.New(cfg)
 	runner.Store(run)
 
 	// The display starts with the updates, once the plan is printed; it goes
 	// on while requests in flight finish after a signal.
-	run.SetProgress(startingProgress{prog, context.WithoutCancel(ctx)})
+	run.SetProgress(startingProgress{ui.prog, context.WithoutCancel(ctx)})
 	sum, runErr := run.Run(ctx)
-	prog.Stop()
-	if human {
-		if runErr != nil && (sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy) {
-			runError(screen, f, args, runErr)
+	ui.prog.Stop()
+	reportRun(ui, f, cfg, sum, runErr, args, stdout)
+	return sum.ExitCode
+}
+
+// parseRun reads the command line of 'run' and sets up its display and
+// logger. ok=false: the command ends with code (help, or an error already
+// shown).
+func parseRun(args []string, stdout, stderr io.Writer) (f *runFlags, ui runUI, code int, ok bool) {
+	stderrFile, _ := stderr.(*os.File)
+	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
+	if terminal {
+		if refuseKeyFlag("run", args, io.Discard) {
+			console.WriteError(stderr, "there is no --api-key flag: a key on the command line leaks into process lists and shell history",
+				"set ECGRID_API_KEY, or pass --api-key-file FILE")
+			return nil, ui, job.ExitFatal, false
 		}
-		pushMetrics(f, cfg, sum, logger)
-		if started(sum) {
-			console.WriteSummary(screen, runFinal(f, cfg, sum, args))
-		}
-		return sum.ExitCode
+	} else if refuseKeyFlag("run", args, stderr) {
+		return nil, ui, job.ExitFatal, false
 	}
+	fs, f := newRunFlags(stderr)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	rest, err := parseArgs(fs, args, true)
+	if errors.Is(err, flag.ErrHelp) {
+		writeHelp(stdout, "run")
+		return nil, ui, job.ExitOK, false
+	}
+	if err != nil {
+		startError(stderr, terminal, "run", err, "")
+		return nil, ui, job.ExitFatal, false
+	}
+	ui.human = terminal && f.logFormat == "auto"
+	if len(rest) > 0 {
+		startError(stderr, ui.human, "run", fmt.Errorf("unexpected argument %q (flags only; the input is --input FILE)", rest[0]), "")
+		return nil, ui, job.ExitFatal, false
+	}
+	if ui.prog, err = console.NewProgress(console.ProgressConfig{Out: stderr, Mode: f.progress, Terminal: terminal}); err != nil {
+		startError(stderr, ui.human, "run", err, "")
+		return nil, ui, job.ExitFatal, false
+	}
+	if ui.human {
+		ui.logger, err = f.humanLogger(ui.prog.LogWriter())
+	} else {
+		ui.logger, err = f.logger(ui.prog.LogWriter(), terminal)
+	}
+	if err != nil {
+		startError(stderr, ui.human, "run", err, "")
+		return nil, ui, job.ExitFatal, false
+	}
+	ui.prog.SetLogger(ui.logger)
+	ui.screen = ui.prog.LogWriter()
+	return f, ui, 0, true
+}
+
+// reportRun shows how a run ended: the closing screen for a person, the
+// summary lines for a machine; it pushes the metrics, and after a demo it
+// says how to open what it sealed.
+func reportRun(ui runUI, f *runFlags, cfg job.Config, sum report.Summary, runErr error, args []string, stdout io.Writer) {
+	fatal := sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy
+	if ui.human {
+		if runErr != nil && fatal {
+			runError(ui.screen, f, args, runErr)
+		}
+		pushMetrics(f, cfg, sum, ui.logger)
+		if started(sum) {
+			console.WriteSummary(ui.screen, runFinal(f, cfg, sum, args))
+		}
+		return
+	}
+	logger := ui.logger
 	switch {
 	case runErr == nil:
-	case sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy:
+	case fatal:
 		logger.Error("run failed", "err", runErr, "exitCode", sum.ExitCode)
 	default:
 		logger.Warn("run ended", "reason", runErr, "exitCode", sum.ExitCode)
@@ -191,15 +216,13 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 			"generateRequests", k.Generated, "readBacks", k.ReadBacks, "generatesAvoided", k.GeneratesAvoided)
 	}
 	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != job.ExitFatal {
+		identity := filepath.Join(cfg.Out, job.DemoIdentityName)
 		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
-			filepath.Join(cfg.Out, job.DemoIdentityName), cfg.Out,
-			filepath.Join(cfg.Out, job.DemoIdentityName), filepath.Join(cfg.Out, report.SealedName(1)))
+			identity, cfg.Out, identity, filepath.Join(cfg.Out, report.SealedName(1)))
 		if f.rotateAPIKeys {
-			fmt.Fprintf(stdout, "and the new API keys with:\n  pwrotate open --api-keys --identity %s %s\n",
-				filepath.Join(cfg.Out, job.DemoIdentityName), cfg.Out)
+			fmt.Fprintf(stdout, "and the new API keys with:\n  pwrotate open --api-keys --identity %s %s\n", identity, cfg.Out)
 		}
 	}
-	return sum.ExitCode
 }
 
 // startingProgress starts the display when the job knows its total.
@@ -213,70 +236,59 @@ func (p startingProgress) SetTotal(n int) {
 	p.Start(p.ctx)
 }
 
-// wire turns the flags into a job.Config: validation of every value,
-// recipients, API key, client, generator, demo simulator, shards.
-func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (job.Config, func(), error) {
-	cleanup := func() {}
-	cfg := job.Config{
+// config checks every value of the flags and turns them into the parts of
+// a job.Config that need no file, key or network, and the rate each
+// process paces its calls at. It reads nothing but getenv
+// (JOB_COMPLETION_INDEX), so that every refusal is tested without I/O.
+func (f *runFlags) config(getenv func(string) string) (cfg job.Config, rateLimit float64, err error) {
+	cfg = job.Config{
 		InputPath: f.input, Apply: f.apply, Out: f.out, Resume: f.resume,
 		Endpoint: f.baseURL, Workers: f.workers, ResetSessions: f.resetSessions, RotateAPIKeys: f.rotateAPIKeys,
 		IncludeSelf: f.includeSelf, MaxUsers: f.maxUsers, Version: version,
-		Logger: logger, Stdout: stdout,
 	}
 	if err := f.connFlags.validate(); err != nil {
-		return cfg, cleanup, err
+		return cfg, 0, err
 	}
 	switch {
 	case f.workers < 1 || f.workers > 1024:
-		return cfg, cleanup, fmt.Errorf("--workers %d: must be between 1 and 1024", f.workers)
+		return cfg, 0, fmt.Errorf("--workers %d: must be between 1 and 1024", f.workers)
 	case f.maxUsers < 0:
-		return cfg, cleanup, fmt.Errorf("--max-users %d: must be 0 (no cap) or more", f.maxUsers)
+		return cfg, 0, fmt.Errorf("--max-users %d: must be 0 (no cap) or more", f.maxUsers)
 	case f.resume && !f.apply:
-		return cfg, cleanup, errors.New("--resume goes with --apply")
+		return cfg, 0, errors.New("--resume goes with --apply")
 	case f.apply && f.out == "":
-		return cfg, cleanup, errors.New("--out: an output folder is required with --apply")
+		return cfg, 0, errors.New("--out: an output folder is required with --apply")
 	case f.selectSpec != "" && f.input != "":
-		return cfg, cleanup, errors.New("--select and --input: give one; --select takes the users from ECGrid, --input from a file")
+		return cfg, 0, errors.New("--select and --input: give one; --select takes the users from ECGrid, --input from a file")
 	case f.demo && f.input != "":
-		return cfg, cleanup, errors.New("--demo uses the bundled example input (or --select): drop --input")
+		return cfg, 0, errors.New("--demo uses the bundled example input (or --select): drop --input")
 	case !f.demo && f.input == "" && f.selectSpec == "":
-		return cfg, cleanup, errors.New("--input: a users CSV is required (or --select, or --demo)")
+		return cfg, 0, errors.New("--input: a users CSV is required (or --select, or --demo)")
 	}
 	if f.selectSpec != "" {
 		sel, err := job.ParseSelect(f.selectSpec)
 		if err != nil {
-			return cfg, cleanup, err
+			return cfg, 0, err
 		}
 		if f.shards > 1 || f.shard != "" {
 			// Each shard would list for itself, and two listings may differ:
 			// a user could fall between shards.
-			return cfg, cleanup, errors.New("--select with --shard/--shards: each shard would list on its own and may see another set; export once with 'pwrotate users' and give every shard that file as --input")
+			return cfg, 0, errors.New("--select with --shard/--shards: each shard would list on its own and may see another set; export once with 'pwrotate users' and give every shard that file as --input")
 		}
 		cfg.Select = &sel
-		cfg.ListProgress = listLogger(logger, console.DefaultInterval)
 	}
 	if err := checkReason(f.reason); err != nil {
-		return cfg, cleanup, err
+		return cfg, 0, err
 	}
 	cfg.Reason = f.reason
-	if len(f.protect) > 0 {
-		prot, err := job.LoadProtect(f.protect)
-		if err != nil {
-			return cfg, cleanup, err
-		}
-		cfg.Protect = prot
+	if cfg.Generator, err = rotate.NewGenerator(rotate.Shape{Length: f.length, Digits: f.digits, Symbols: f.symbols, SymbolSet: f.symbolSet}); err != nil {
+		return cfg, 0, err
 	}
-	gen, err := rotate.NewGenerator(rotate.Shape{Length: f.length, Digits: f.digits, Symbols: f.symbols, SymbolSet: f.symbolSet})
+	shard, shards, err := parseShard(f.shard, f.shards, getenv)
 	if err != nil {
-		return cfg, cleanup, err
+		return cfg, 0, err
 	}
-	cfg.Generator = gen
-
-	shard, shards, err := parseShard(f.shard, f.shards)
-	if err != nil {
-		return cfg, cleanup, err
-	}
-	rateLimit := f.rate
+	rateLimit = f.rate
 	if shards > 1 {
 		cfg.Shard, cfg.Shards = shard, shards
 		rateLimit = f.rate / float64(shards)
@@ -284,38 +296,40 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 			cfg.Out = filepath.Join(cfg.Out, fmt.Sprintf("shard-%d", shard))
 		}
 	}
+	if f.pushgateway != "" {
+		if err := metrics.ValidateURL(f.pushgateway); err != nil {
+			return cfg, 0, err
+		}
+	}
+	return cfg, rateLimit, nil
+}
 
-	apiKey := ""
-	if f.demo {
-		env, err := demo.Start()
-		if err != nil {
-			return cfg, cleanup, err
-		}
-		cleanup = func() { _ = env.Close() }
-		f.baseURL, cfg.Endpoint, apiKey = env.BaseURL, env.BaseURL, env.APIKey
-		if cfg.Select == nil {
-			cfg.InputData, cfg.InputName = demo.ExampleInput, demo.InputName
-		}
-		if f.apply {
-			if entries, _ := os.ReadDir(cfg.Out); len(entries) > 0 && !f.resume {
-				return cfg, cleanup, fmt.Errorf("output folder %s is not empty: pass --resume to continue the run in it, or choose a new folder", cfg.Out)
-			}
-			{
-				rcp, path, err := demo.Identity(cfg.Out)
-				if err != nil {
-					return cfg, cleanup, fmt.Errorf("demo identity: %w", err)
-				}
-				cfg.Recipients = append(cfg.Recipients, rcp)
-				logger.Info("demo: sealing to a fresh identity", "identity", path)
-			}
-		}
-	} else {
-		if apiKey, err = readAPIKey(f.apiKeyFile); err != nil {
+// wire builds the job.Config of a run: the checked flags (config), then
+// what needs files, keys or the network: protected accounts, the demo
+// simulator, the API key, recipients, the client.
+func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (job.Config, func(), error) {
+	cleanup := func() {}
+	cfg, rateLimit, err := f.config(os.Getenv)
+	cfg.Logger, cfg.Stdout, cfg.Stdin = logger, stdout, stdin
+	if err != nil {
+		return cfg, cleanup, err
+	}
+	if cfg.Select != nil {
+		cfg.ListProgress = listLogger(logger, console.DefaultInterval)
+	}
+	if len(f.protect) > 0 {
+		if cfg.Protect, err = job.LoadProtect(f.protect); err != nil {
 			return cfg, cleanup, err
 		}
 	}
-	cfg.Stdin = stdin
-
+	apiKey := ""
+	if f.demo {
+		if apiKey, cleanup, err = wireDemo(f, &cfg, logger); err != nil {
+			return cfg, cleanup, err
+		}
+	} else if apiKey, err = readAPIKey(f.apiKeyFile); err != nil {
+		return cfg, cleanup, err
+	}
 	if len(f.recipients) > 0 || len(f.recipientFiles) > 0 {
 		rs, err := report.ParseRecipients(f.recipients, f.recipientFiles)
 		if err != nil {
@@ -326,7 +340,6 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 	if f.apply && len(cfg.Recipients) == 0 {
 		return cfg, cleanup, errors.New("--recipient or --recipients-file: at least one recipient is needed with --apply")
 	}
-
 	run := metrics.NewRun()
 	cfg.Counter = run
 	if apiKey != "" {
@@ -343,11 +356,6 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 	} else if _, err := rotate.ValidateBaseURL(f.baseURL); err != nil {
 		return cfg, cleanup, err
 	}
-	if f.pushgateway != "" {
-		if err := metrics.ValidateURL(f.pushgateway); err != nil {
-			return cfg, cleanup, err
-		}
-	}
 	if v := os.Getenv("PWROTATE_TEST_KILL_AT"); v != "" {
 		cfg.Hook = killHook(v)
 	}
@@ -358,6 +366,34 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 		"protectFiles", len(f.protect), "protectEntries", cfg.Protect.Len(), "reason", cfg.Reason,
 		"apiKey", keyState(apiKey))
 	return cfg, cleanup, nil
+}
+
+// wireDemo starts the demo simulator and points cfg at it: its base URL,
+// the bundled input (unless --select) and, with --apply, a fresh identity
+// in the output folder. It returns the simulator's key and what stops it.
+func wireDemo(f *runFlags, cfg *job.Config, logger *slog.Logger) (apiKey string, cleanup func(), err error) {
+	env, err := demo.Start()
+	if err != nil {
+		return "", func() {}, err
+	}
+	cleanup = func() { _ = env.Close() }
+	f.baseURL, cfg.Endpoint = env.BaseURL, env.BaseURL
+	if cfg.Select == nil {
+		cfg.InputData, cfg.InputName = demo.ExampleInput, demo.InputName
+	}
+	if !f.apply {
+		return env.APIKey, cleanup, nil
+	}
+	if entries, _ := os.ReadDir(cfg.Out); len(entries) > 0 && !f.resume {
+		return "", cleanup, fmt.Errorf("output folder %s is not empty: pass --resume to continue the run in it, or choose a new folder", cfg.Out)
+	}
+	rcp, path, err := demo.Identity(cfg.Out)
+	if err != nil {
+		return "", cleanup, fmt.Errorf("demo identity: %w", err)
+	}
+	cfg.Recipients = append(cfg.Recipients, rcp)
+	logger.Info("demo: sealing to a fresh identity", "identity", path)
+	return env.APIKey, cleanup, nil
 }
 
 // maxReasonRunes bounds --reason.
@@ -399,7 +435,7 @@ func keyState(key string) string {
 
 // parseShard reads --shard K/N, or --shards N with K from
 // JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
-func parseShard(spec string, shards int) (k, n int, err error) {
+func parseShard(spec string, shards int, getenv func(string) string) (k, n int, err error) {
 	if spec == "" && shards <= 1 {
 		if shards < 0 {
 			return 0, 0, fmt.Errorf("--shards %d: must be 1 or more", shards)
@@ -422,7 +458,7 @@ func parseShard(spec string, shards int) (k, n int, err error) {
 		}
 	} else {
 		n = shards
-		idx := os.Getenv("JOB_COMPLETION_INDEX")
+		idx := getenv("JOB_COMPLETION_INDEX")
 		if idx == "" {
 			return 0, 0, fmt.Errorf("--shards %d: give --shard K/N or set JOB_COMPLETION_INDEX", shards)
 		}
