@@ -18,6 +18,7 @@ import (
 	"filippo.io/age"
 
 	"pwrotate/ecgridsim"
+	"pwrotate/report"
 )
 
 // ExampleInput is the bundled users CSV that --demo rotates (40 users; two
@@ -103,7 +104,7 @@ func (e *Env) Close() error { return e.srv.Close() }
 // identity file (0600) if it is not there yet.
 func Identity(dir string) (age.Recipient, string, error) {
 	path := filepath.Join(dir, "demo-identity.txt")
-	if b, err := os.ReadFile(path); err == nil {
+	if b, err := report.ReadFile(path); err == nil {
 		ids, err := age.ParseIdentities(bytes.NewReader(b))
 		if err != nil {
 			return nil, "", fmt.Errorf("demo identity %s: %w", path, err)
@@ -124,7 +125,7 @@ func Identity(dir string) (age.Recipient, string, error) {
 		return nil, "", err
 	}
 	body := fmt.Sprintf("# pwrotate --demo identity: it opens this folder's sealed passwords.\n# public key: %s\n%s\n", id.Recipient(), id)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := report.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, "", err
 	}

@@ -179,7 +179,7 @@ func readSealedCSV(path string, ids []age.Identity, header []string, row func(li
 	if len(ids) == 0 {
 		return fmt.Errorf("reading %s: no identities", path)
 	}
-	f, err := os.Open(path)
+	f, err := OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("reading sealed file: %w", err)
 	}

@@ -33,7 +33,7 @@ type KeyLog struct {
 // torn last line (a kill during an append, never fsynced, so its generate
 // was never sent) is cut off.
 func OpenKeyLog(path string) (*KeyLog, map[int]string, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("key log: %w", err)
 	}
