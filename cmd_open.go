@@ -3,8 +3,12 @@ package main
 import (
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
+	"strings"
 
 	"pwrotate/job"
 	"pwrotate/report"
@@ -42,13 +46,14 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 		if *all {
 			return fail(errors.New("--api-keys prints each user's live key: drop --all"))
 		}
-		keys, err := report.OpenAPIKeys(paths, ids)
+		opened, err := report.OpenAPIKeysVouched(paths, ids)
 		if err == nil {
-			err = report.WriteAPIKeysCSV(stdout, keys)
+			err = report.WriteAPIKeysCSV(stdout, opened.Keys)
 		}
 		if err != nil {
 			return fail(err)
 		}
+		warnUnvouched(stderr, opened)
 		return job.ExitOK
 	}
 	rows, err := report.Open(paths, ids, *all)
@@ -59,6 +64,36 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	return job.ExitOK
+}
+
+// warnUnvouched says on stderr which sealed key batches no key log vouches
+// for, and which users' keys come from them, and which batches were
+// altered after the log vouched for them.
+func warnUnvouched(stderr io.Writer, o report.OpenedAPIKeys) {
+	if len(o.Altered) > 0 {
+		fmt.Fprintf(stderr, "pwrotate open: warning: %d sealed key batches are not what the key log (%s) of their folder vouched for (altered since they were written): %s; their keys are not printed.\n",
+			len(o.Altered), report.KeyLogName, strings.Join(o.Altered, ", "))
+	}
+	if len(o.Unvouched) == 0 {
+		return
+	}
+	files := slices.Compact(slices.Sorted(slices.Values(o.Unvouched)))
+	fmt.Fprintf(stderr, "pwrotate open: warning: %d sealed key batches are not vouched for by the key log (%s) of their folder: %s; "+
+		"whoever could write the folder may have planted them (age does not say who sealed a file), or an older pwrotate or a killed run wrote them. ",
+		len(files), report.KeyLogName, strings.Join(files, ", "))
+	if len(o.FromUnvouched) == 0 {
+		fmt.Fprintln(stderr, "Every key printed comes from a vouched batch.")
+		return
+	}
+	users := make([]string, 0, min(len(o.FromUnvouched), 20))
+	for _, id := range o.FromUnvouched[:cap(users)] {
+		users = append(users, strconv.Itoa(id))
+	}
+	more := ""
+	if n := len(o.FromUnvouched) - len(users); n > 0 {
+		more = fmt.Sprintf(" and %d more", n)
+	}
+	fmt.Fprintf(stderr, "The keys of %d users come from them, no vouched batch holding one: %s%s.\n", len(o.FromUnvouched), strings.Join(users, ", "), more)
 }
 
 // newOpenFlags defines the flags of 'pwrotate open'; its help is helpOpen.

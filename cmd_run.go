@@ -387,7 +387,7 @@ func wireDemo(f *runFlags, cfg *job.Config, logger *slog.Logger) (apiKey string,
 	if entries, _ := os.ReadDir(cfg.Out); len(entries) > 0 && !f.resume {
 		return "", cleanup, fmt.Errorf("output folder %s is not empty: pass --resume to continue the run in it, or choose a new folder", cfg.Out)
 	}
-	rcp, path, err := demo.Identity(cfg.Out)
+	rcp, path, err := report.DemoIdentity(cfg.Out)
 	if err != nil {
 		return "", cleanup, fmt.Errorf("demo identity: %w", err)
 	}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -110,13 +113,64 @@ func parseArgs(fs *flag.FlagSet, args []string, fromEnv bool) ([]string, error) 
 	}
 }
 
+// maxAPIKeyFile bounds the --api-key-file read: a key is a short line.
+const maxAPIKeyFile = 64 << 10
+
+// readAPIKeyFile reads the --api-key-file file, maxAPIKeyFile bytes at
+// most. An error names the file only when file looks like a path (see
+// showKeyPath): an API key passed by mistake as the flag's value must not
+// be echoed.
+func readAPIKeyFile(file string) ([]byte, error) {
+	name := "the --api-key-file file"
+	if showKeyPath(file) {
+		name = "--api-key-file " + file
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", name, pathless(err))
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxAPIKeyFile+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read %s: %w", name, pathless(err))
+	}
+	if len(b) > maxAPIKeyFile {
+		clear(b)
+		return nil, fmt.Errorf("%s: larger than %d KiB: not an API key file", name, maxAPIKeyFile>>10)
+	}
+	return b, nil
+}
+
+// showKeyPath reports whether the --api-key-file value may appear in an
+// error: when it holds a "/" and the folder it names exists (a Secret
+// volume such as /var/run/secrets/ecgrid/api-key, or ./keys/key). A bare
+// name, or one under a folder that does not exist, may well be the key
+// itself, pasted as the value: it is never shown.
+func showKeyPath(file string) bool {
+	if !strings.Contains(file, "/") {
+		return false
+	}
+	st, err := os.Stat(filepath.Dir(file))
+	return err == nil && st.IsDir()
+}
+
+// pathless returns the cause of err without the path an *fs.PathError
+// names ("open: no such file or directory").
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	return err
+}
+
 // readAPIKey reads the key from --api-key-file, else ECGRID_API_KEY.
 func readAPIKey(file string) (string, error) {
 	var key, from string
 	if file != "" {
-		b, err := os.ReadFile(file)
+		b, err := readAPIKeyFile(file)
 		if err != nil {
-			return "", fmt.Errorf("--api-key-file: %w", err)
+			return "", err
 		}
 		key, from = strings.TrimSpace(string(b)), "--api-key-file "+file
 		if key == "" {

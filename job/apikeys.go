@@ -494,6 +494,12 @@ func (k *keyRotator) seal(batch []pendingKey) {
 		row.FinishedAt = now
 		rows[i] = row
 	}
+	// The key log vouches for the batch (open --api-keys prefers such
+	// batches to any other file in the folder) before its rows say rotated.
+	if err := k.log.RecordBatch(path); err != nil {
+		k.stop(fmt.Errorf("API key log: %w", err))
+		return
+	}
 	if err := k.res.Append(rows...); err != nil {
 		k.stop(fmt.Errorf("recording results: %w", err))
 		return

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -22,7 +23,7 @@ const (
 	ResultsName  = "results.csv"
 	SummaryName  = "summary.json"
 	// DemoIdentityName is the age identity that --demo seals to.
-	DemoIdentityName = "demo-identity.txt"
+	DemoIdentityName = report.DemoIdentityName
 )
 
 // ErrBusy reports that another run holds the output folder.
@@ -115,7 +116,10 @@ func clearTemps(dir string) error {
 
 // OpenOut creates (0700) and locks the output folder. Without resume the
 // folder must be empty (a demo identity aside); with resume it must be empty
-// or hold an earlier run's files, nothing foreign.
+// or hold an earlier run's files, nothing foreign. The folder must be a
+// folder, not a symbolic link, owned by the effective user, and every entry
+// in it a regular file: whoever else could write it could have planted a
+// link that makes a root run overwrite or read another file.
 func OpenOut(path string, resume bool) (*OutDir, error) {
 	if path == "" {
 		return nil, errors.New("--out: an output folder is required with --apply")
@@ -123,12 +127,19 @@ func OpenOut(path string, resume bool) (*OutDir, error) {
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("output folder %s: %w", path, err)
 	}
-	st, err := os.Stat(path)
+	st, err := os.Lstat(path)
 	if err != nil {
 		return nil, fmt.Errorf("output folder %s: %w", path, err)
 	}
+	if st.Mode()&fs.ModeSymlink != 0 {
+		return nil, fmt.Errorf("output folder %s is a symbolic link: refusing to follow it; give the folder it points to", path)
+	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("output folder %s: not a folder", path)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("output folder %s is owned by uid %d, not by this user (uid %d): refusing to use it (another user could plant files in it); choose a folder of your own",
+			path, sys.Uid, os.Geteuid())
 	}
 	if st.Mode().Perm()&0o077 != 0 {
 		if err := os.Chmod(path, 0o700); err != nil {
@@ -141,6 +152,9 @@ func OpenOut(path string, resume bool) (*OutDir, error) {
 	}
 	for _, e := range entries {
 		name := e.Name()
+		if !e.Type().IsRegular() && (resume || name == DemoIdentityName || name == LockName) {
+			return nil, fmt.Errorf("output folder %s: %w", path, report.NotRegular(filepath.Join(path, name), e.Type()))
+		}
 		switch {
 		case name == DemoIdentityName || name == LockName:
 		case !resume:
@@ -149,12 +163,12 @@ func OpenOut(path string, resume bool) (*OutDir, error) {
 			return nil, fmt.Errorf("output folder %s holds %s, which is not a pwrotate output: refusing to use it", path, name)
 		}
 	}
-	lf, err := os.OpenFile(filepath.Join(path, LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lf, err := report.OpenFile(filepath.Join(path, LockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("output folder %s: lock: %w", path, err)
 	}
 	if err := syscall.Flock(int(lf.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(lf.Name())
+		holder, _ := io.ReadAll(io.LimitReader(lf, 4096))
 		lf.Close()
 		h := strings.TrimSpace(string(holder))
 		if len(h) > 200 {
@@ -198,7 +212,7 @@ func (o *OutDir) ReadManifest() (m Manifest, ok bool, err error) {
 // readManifest returns dir's run.json, or ok=false if there is none.
 func readManifest(dir string) (m Manifest, ok bool, err error) {
 	path := filepath.Join(dir, ManifestName)
-	b, err := os.ReadFile(path)
+	b, err := report.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return m, false, nil
 	}

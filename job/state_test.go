@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestOpenOutClearsOwnTemps: the temporary files that a process killed
@@ -121,5 +123,117 @@ func TestCheckLayout(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestOpenOutRefusesPlantedEntries: an output folder that someone else
+// could write is refused before anything in it is opened (a root run
+// must not truncate a file outside through a planted .lock link), and so
+// is an entry of the folder that is not a regular file; a FIFO does not
+// hang the open.
+func TestOpenOutRefusesPlantedEntries(t *testing.T) {
+	const precious = "root's file\n"
+	tests := []struct {
+		name   string
+		resume bool
+		plant  func(t *testing.T, dir, outside string)
+		want   []string // in the error
+	}{
+		{"lock linked to a file outside", false, func(t *testing.T, dir, outside string) {
+			mustSymlink(t, outside, filepath.Join(dir, LockName))
+		}, []string{LockName, "symbolic link"}},
+		{"lock linked, resume", true, func(t *testing.T, dir, outside string) {
+			mustSymlink(t, outside, filepath.Join(dir, LockName))
+		}, []string{LockName, "symbolic link"}},
+		{"results linked, resume", true, func(t *testing.T, dir, outside string) {
+			mustSymlink(t, outside, filepath.Join(dir, ResultsName))
+		}, []string{ResultsName, "symbolic link"}},
+		{"key log linked, resume", true, func(t *testing.T, dir, outside string) {
+			mustSymlink(t, outside, filepath.Join(dir, "apikeys-log.csv"))
+		}, []string{"apikeys-log.csv", "symbolic link"}},
+		{"results a FIFO, resume", true, func(t *testing.T, dir, _ string) {
+			if err := syscall.Mkfifo(filepath.Join(dir, ResultsName), 0o600); err != nil {
+				t.Skipf("mkfifo: %v", err)
+			}
+		}, []string{ResultsName, "FIFO"}},
+		{"results a folder, resume", true, func(t *testing.T, dir, _ string) {
+			if err := os.Mkdir(filepath.Join(dir, ResultsName), 0o700); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{ResultsName, "a folder"}},
+		{"folder of another user", false, func(t *testing.T, dir, _ string) {
+			chownOther(t, dir)
+		}, []string{"owned by uid 12345"}},
+		{"folder of another user, resume", true, func(t *testing.T, dir, _ string) {
+			chownOther(t, dir)
+		}, []string{"owned by uid 12345"}},
+		{"folder a link", false, func(t *testing.T, dir, _ string) {
+			real := dir + ".real"
+			if err := os.Mkdir(real, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(dir); err != nil {
+				t.Fatal(err)
+			}
+			mustSymlink(t, real, dir)
+		}, []string{"symbolic link"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			outside := filepath.Join(t.TempDir(), "precious")
+			if err := os.WriteFile(outside, []byte(precious), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join(t.TempDir(), "out")
+			if err := os.Mkdir(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			tt.plant(t, dir, outside)
+			type result struct {
+				out *OutDir
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				out, err := OpenOut(dir, tt.resume)
+				done <- result{out, err}
+			}()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("OpenOut hangs")
+			}
+			if r.err == nil {
+				r.out.Close()
+				t.Fatal("OpenOut accepted the folder")
+			}
+			for _, s := range append(tt.want, dir) {
+				if !strings.Contains(r.err.Error(), s) {
+					t.Errorf("error %q does not say %q", r.err, s)
+				}
+			}
+			if b, err := os.ReadFile(outside); err != nil || string(b) != precious {
+				t.Errorf("the file outside is now %q (%v)", b, err)
+			}
+		})
+	}
+}
+
+func mustSymlink(t *testing.T, target, path string) {
+	t.Helper()
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// chownOther gives dir to uid 12345 (the tests run as root).
+func chownOther(t *testing.T, dir string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to give a folder to another user")
+	}
+	if err := os.Chown(dir, 12345, 12345); err != nil {
+		t.Fatal(err)
 	}
 }

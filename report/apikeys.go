@@ -2,6 +2,7 @@ package report
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/csv"
@@ -146,10 +147,16 @@ func SealAPIKeys(dir string, n int, recips []age.Recipient, keys []SealedKey) (s
 // ReadSealedAPIKeys decrypts one sealed key batch with ids. Errors name the
 // file and the plaintext line, never a key.
 func ReadSealedAPIKeys(path string, ids []age.Identity) ([]SealedKey, error) {
+	return readSealedAPIKeys(path, nil, ids)
+}
+
+// readSealedAPIKeys is ReadSealedAPIKeys reading the ciphertext from
+// sealed, or from the file path when sealed is nil.
+func readSealedAPIKeys(path string, sealed io.Reader, ids []age.Identity) ([]SealedKey, error) {
 	dec := newRowDecoder[apiKeyRecord]()
 	defer dec.reset()
 	var out []SealedKey
-	err := readSealedCSV(path, ids, apiKeysHeader, func(line int, rec []string) error {
+	err := readSealedCSVFrom(path, sealed, ids, apiKeysHeader, func(line int, rec []string) error {
 		// The errors name the column, never a cell: it may be a key.
 		k, err := dec.decode(rec)
 		if err != nil {
@@ -176,15 +183,24 @@ func ReadSealedAPIKeys(path string, ids []age.Identity) ([]SealedKey, error) {
 // record after the header, which must be header. Its errors never hold a
 // field's content.
 func readSealedCSV(path string, ids []age.Identity, header []string, row func(line int, rec []string) error) error {
+	return readSealedCSVFrom(path, nil, ids, header, row)
+}
+
+// readSealedCSVFrom is readSealedCSV reading the ciphertext from sealed, or
+// from the file path when sealed is nil.
+func readSealedCSVFrom(path string, sealed io.Reader, ids []age.Identity, header []string, row func(line int, rec []string) error) error {
 	if len(ids) == 0 {
 		return fmt.Errorf("reading %s: no identities", path)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("reading sealed file: %w", err)
+	if sealed == nil {
+		f, err := OpenFile(path, os.O_RDONLY, 0)
+		if err != nil {
+			return fmt.Errorf("reading sealed file: %w", err)
+		}
+		defer f.Close()
+		sealed = f
 	}
-	defer f.Close()
-	plain, err := age.Decrypt(bufio.NewReaderSize(f, 64<<10), ids...)
+	plain, err := age.Decrypt(bufio.NewReaderSize(sealed, 64<<10), ids...)
 	if err != nil {
 		var nomatch *age.NoIdentityMatchError
 		if errors.As(err, &nomatch) {
@@ -219,8 +235,47 @@ func readSealedCSV(path string, ids []age.Identity, header []string, row func(li
 
 // OpenAPIKeys decrypts the sealed key batches of the output folders (and
 // their shard-* folders) or .age batch files in paths, and returns the live
-// key of each user: the one obtained last. Rows are sorted by userId.
+// key of each user, sorted by userId: see OpenAPIKeysVouched.
 func OpenAPIKeys(paths []string, ids []age.Identity) ([]SealedKey, error) {
+	o, err := OpenAPIKeysVouched(paths, ids)
+	return o.Keys, err
+}
+
+// OpenedAPIKeys is what OpenAPIKeysVouched found.
+type OpenedAPIKeys struct {
+	// Keys is the live key of each user, sorted by userId.
+	Keys []SealedKey
+	// Unvouched names the batch files that the key log of their folder does
+	// not vouch for (KeyLog.RecordBatch): planted by whoever could write the
+	// folder (age does not authenticate the sender), written by a version
+	// of pwrotate that did not vouch, or sealed just before a kill.
+	Unvouched []string
+	// FromUnvouched lists the users, ascending, whose key in Keys comes
+	// from an unvouched batch: no vouched batch holds a key for them.
+	FromUnvouched []int
+	// Altered names the batch files whose name the key log vouches for
+	// but whose content is not the one it vouched for: their keys are not
+	// used at all.
+	Altered []string
+}
+
+// OpenAPIKeysVouched decrypts the sealed key batches of the output folders
+// (and their shard-* folders) or .age batch files in paths. The live key of
+// a user is the one obtained last among the batches that the key log
+// (apikeys-log.csv) of their folder vouches for; only a user that no
+// vouched batch holds gets the one obtained last among the others. A batch
+// whose name the log vouches for with another sha256 was altered: its
+// keys are not used.
+func OpenAPIKeysVouched(paths []string, ids []age.Identity) (OpenedAPIKeys, error) {
+	var res OpenedAPIKeys
+	keys, err := openAPIKeys(paths, ids, &res)
+	res.Keys = keys
+	return res, err
+}
+
+// openAPIKeys is OpenAPIKeysVouched; it sets o's Unvouched and
+// FromUnvouched and returns the keys.
+func openAPIKeys(paths []string, ids []age.Identity, o *OpenedAPIKeys) ([]SealedKey, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("open: no paths given")
 	}
@@ -262,18 +317,51 @@ func OpenAPIKeys(paths []string, ids []age.Identity) ([]SealedKey, error) {
 	if len(files) == 0 {
 		return nil, fmt.Errorf("open: no sealed API keys (apikeys-*.age) in %s", strings.Join(paths, ", "))
 	}
-	latest := map[int]SealedKey{}
+	// vouched holds, per folder, the batches its key log vouches for.
+	vouched := map[string]map[string]string{}
+	latest := map[int]SealedKey{}   // from vouched batches
+	fallback := map[int]SealedKey{} // from the others
 	for _, f := range files {
-		ks, err := ReadSealedAPIKeys(f, ids)
+		dir := filepath.Dir(f)
+		batches, ok := vouched[dir]
+		if !ok {
+			var err error
+			if batches, err = KeyLogBatches(filepath.Join(dir, KeyLogName)); err != nil {
+				return nil, fmt.Errorf("open: %w", err)
+			}
+			vouched[dir] = batches
+		}
+		data, err := ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("open: reading sealed file: %w", err)
+		}
+		sum := sha256.Sum256(data)
+		into := latest
+		switch want, named := batches[filepath.Base(f)]; {
+		case named && want != hex.EncodeToString(sum[:]):
+			o.Altered = append(o.Altered, f)
+			continue
+		case !named:
+			into = fallback
+			o.Unvouched = append(o.Unvouched, f)
+		}
+		ks, err := readSealedAPIKeys(f, bytes.NewReader(data), ids)
 		if err != nil {
 			return nil, err
 		}
 		for _, k := range ks {
-			if old, ok := latest[k.UserID]; !ok || k.ObtainedAt.After(old.ObtainedAt) {
-				latest[k.UserID] = k
+			if old, ok := into[k.UserID]; !ok || k.ObtainedAt.After(old.ObtainedAt) {
+				into[k.UserID] = k
 			}
 		}
 	}
+	for id, k := range fallback {
+		if _, ok := latest[id]; !ok {
+			latest[id] = k
+			o.FromUnvouched = append(o.FromUnvouched, id)
+		}
+	}
+	slices.Sort(o.FromUnvouched)
 	out := make([]SealedKey, 0, len(latest))
 	for _, k := range latest {
 		out = append(out, k)

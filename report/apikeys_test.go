@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/csv"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,5 +169,111 @@ func TestKeyLog(t *testing.T) {
 	}
 	if st, _ := os.Stat(path); st.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v", st.Mode().Perm())
+	}
+}
+
+// TestOpenAPIKeysPrefersVouched: a batch the key log vouches for (its name
+// and sha256) beats any other batch of the folder, however late the other's
+// obtainedAt; a user that only unvouched batches hold gets the latest of
+// those, and is named; a batch changed after it was vouched for is not
+// used at all. The log with batch lines still reopens for a resume.
+func TestOpenAPIKeysPrefersVouched(t *testing.T) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recips := []age.Recipient{id.Recipient()}
+	t0 := time.Date(2026, 12, 1, 21, 0, 0, 0, time.UTC)
+	const (
+		ours    = "ours-0123456789abcdef0123456789ab"
+		ours2   = "ours-fedcba9876543210fedcba987654"
+		planted = "planted-0123456789abcdef01234567"
+	)
+	tests := []struct {
+		name          string
+		plant         func(t *testing.T, dir string)
+		want          map[int]string
+		unvouched     []string
+		fromUnvouched []int
+		altered       []string
+	}{
+		{"nothing planted", func(*testing.T, string) {}, map[int]string{1042: ours, 7: ours2}, nil, nil, nil},
+		{"a later batch sealed to the same recipient", func(t *testing.T, dir string) {
+			if _, err := SealAPIKeys(dir, 3, recips, []SealedKey{
+				{UserID: 1042, Key: planted, ObtainedAt: t0.Add(time.Hour)},
+				{UserID: 55, Key: planted + "x", ObtainedAt: t0.Add(time.Hour)},
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}, map[int]string{1042: ours, 7: ours2, 55: planted + "x"}, []string{"apikeys-00003.age"}, []int{55}, nil},
+		{"a vouched batch replaced", func(t *testing.T, dir string) {
+			p := filepath.Join(dir, APIKeysName(2))
+			if err := os.Remove(p); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := SealAPIKeys(dir, 2, recips, []SealedKey{{UserID: 7, Key: planted, ObtainedAt: t0.Add(time.Hour)}}); err != nil {
+				t.Fatal(err)
+			}
+		}, map[int]string{1042: ours}, nil, nil, []string{"apikeys-00002.age"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			l, _, err := OpenKeyLog(filepath.Join(dir, KeyLogName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for n, k := range []SealedKey{{UserID: 1042, Key: ours, ObtainedAt: t0}, {UserID: 7, Key: ours2, ObtainedAt: t0}} {
+				p, err := SealAPIKeys(dir, n+1, recips, []SealedKey{k})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := l.RecordBatch(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := l.Record(KeyLogEntry{1042, KeyDigest("old-key-of-1042-aaaaaaaaaaaaaa")}); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+			if l, digests, err := OpenKeyLog(filepath.Join(dir, KeyLogName)); err != nil || len(digests) != 1 {
+				t.Fatalf("reopening the log: %v, %d digests", err, len(digests))
+			} else {
+				l.Close()
+			}
+			tt.plant(t, dir)
+			got, err := OpenAPIKeysVouched([]string{dir}, []age.Identity{id})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys := map[int]string{}
+			for _, k := range got.Keys {
+				keys[k.UserID] = k.Key.Reveal()
+			}
+			if len(keys) != len(tt.want) {
+				t.Errorf("%d keys, want %d", len(keys), len(tt.want))
+			}
+			for id, k := range tt.want {
+				if keys[id] != k {
+					t.Errorf("user %d: not the key expected (planted: %v)", id, keys[id] == planted)
+				}
+			}
+			base := func(files []string) string {
+				var names []string
+				for _, f := range files {
+					names = append(names, filepath.Base(f))
+				}
+				return strings.Join(names, ",")
+			}
+			if got := base(got.Unvouched); got != strings.Join(tt.unvouched, ",") {
+				t.Errorf("unvouched %v, want %v", got, tt.unvouched)
+			}
+			if got := base(got.Altered); got != strings.Join(tt.altered, ",") {
+				t.Errorf("altered %v, want %v", got, tt.altered)
+			}
+			if fmt.Sprint(got.FromUnvouched) != fmt.Sprint(tt.fromUnvouched) && len(got.FromUnvouched)+len(tt.fromUnvouched) > 0 {
+				t.Errorf("users from unvouched batches %v, want %v", got.FromUnvouched, tt.fromUnvouched)
+			}
+		})
 	}
 }

@@ -12,9 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Hook is called at named points inside the file writes of this package
@@ -147,4 +149,74 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("syncing folder %s: %w", dir, err)
 	}
 	return nil
+}
+
+// OpenFile opens path, a file of an output folder, as os.OpenFile does, but
+// never through a symbolic link (O_NOFOLLOW) and only when it is a regular
+// file: a link, a FIFO, a device or a folder under one of the folder's names
+// (planted by whoever could write the folder) is refused with an error
+// naming path and the cause. Opening a FIFO does not block. A missing file
+// is an error that matches fs.ErrNotExist. Every file of an output folder is
+// opened through it.
+func OpenFile(path string, flag int, perm os.FileMode) (*os.File, error) {
+	// O_NONBLOCK: an open of a FIFO for reading would otherwise wait for a
+	// writer. It is cleared again below: the file is then a regular file.
+	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, perm)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		if st, lerr := os.Lstat(path); lerr == nil && !st.Mode().IsRegular() {
+			return nil, NotRegular(path, st.Mode())
+		}
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		_ = f.Close()
+		return nil, NotRegular(path, st.Mode())
+	}
+	if err := syscall.SetNonblock(int(f.Fd()), false); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
+// ErrNotRegular reports a file of an output folder that is not a regular
+// file (a symbolic link, a FIFO, a device, a folder): it is never used.
+var ErrNotRegular = errors.New("not a regular file")
+
+// NotRegular is the error, matching ErrNotRegular, for the file path of an
+// output folder whose mode m is not a regular file's.
+func NotRegular(path string, m fs.FileMode) error {
+	what := "a " + m.Type().String()
+	switch {
+	case m&fs.ModeSymlink != 0:
+		what = "a symbolic link"
+	case m.IsDir():
+		what = "a folder"
+	case m&fs.ModeNamedPipe != 0:
+		what = "a FIFO"
+	case m&fs.ModeSocket != 0:
+		what = "a socket"
+	case m&fs.ModeDevice != 0:
+		what = "a device"
+	}
+	return fmt.Errorf("%s is %s, %w: refusing to use it", path, what, ErrNotRegular)
+}
+
+// ReadFile reads the whole file path of an output folder, opened with
+// OpenFile.
+func ReadFile(path string) ([]byte, error) {
+	f, err := OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
 }

@@ -3,10 +3,14 @@ package report
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,7 +18,11 @@ import (
 
 // KeyLogName is the file name, in an output folder, of the log of API keys
 // about to be replaced: for each user, the sha256 of the key that was live
-// before pwrotate asked for a new one. Never a key.
+// before pwrotate asked for a new one. Never a key. It also vouches for the
+// sealed key batches the run wrote: for each, a line "apikeys-NNNNN.age,"
+// and the sha256 of the file (KeyLog.RecordBatch), which open --api-keys
+// prefers to batches that nothing vouches for (age does not authenticate
+// who sealed a file).
 const KeyLogName = "apikeys-log.csv"
 
 const keyLogHeader = "userId,oldKeySha256\n"
@@ -33,7 +41,7 @@ type KeyLog struct {
 // torn last line (a kill during an append, never fsynced, so its generate
 // was never sent) is cut off.
 func OpenKeyLog(path string) (*KeyLog, map[int]string, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, nil, fmt.Errorf("key log: %w", err)
 	}
@@ -45,6 +53,9 @@ func OpenKeyLog(path string) (*KeyLog, map[int]string, error) {
 	return &KeyLog{f: f}, digests, nil
 }
 
+// readKeyLog reads the open log f, cuts a torn last line off, writes the
+// header into an empty log, and returns the digest recorded last for each
+// user.
 func readKeyLog(f *os.File, path string) (map[int]string, error) {
 	data, err := io.ReadAll(f)
 	if err != nil {
@@ -68,24 +79,54 @@ func readKeyLog(f *os.File, path string) (map[int]string, error) {
 	if _, err := f.Seek(0, io.SeekEnd); err != nil {
 		return nil, fmt.Errorf("key log %s: %w", path, err)
 	}
-	digests := map[int]string{}
+	digests, _, err := parseKeyLog(data, path)
+	return digests, err
+}
+
+// parseKeyLog parses the complete lines of a key log: the digest recorded
+// last for each user, and the batches vouched for (file name: sha256).
+func parseKeyLog(data []byte, path string) (digests map[int]string, batches map[string]string, err error) {
+	digests, batches = map[int]string{}, map[string]string{}
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := sc.Text()
 		if n == 1 {
 			if line+"\n" != keyLogHeader {
-				return nil, fmt.Errorf("key log %s: line 1: not the header %s", path, strings.TrimSpace(keyLogHeader))
+				return nil, nil, fmt.Errorf("key log %s: line 1: not the header %s", path, strings.TrimSpace(keyLogHeader))
 			}
 			continue
 		}
 		ids, digest, ok := strings.Cut(line, ",")
+		if _, batch := apiKeysBatch(ids); batch && ok && isHexDigest(digest) {
+			batches[ids] = digest
+			continue
+		}
 		id, err := strconv.Atoi(ids)
 		if !ok || err != nil || id < 1 || id > maxUserID || !isHexDigest(digest) {
-			return nil, fmt.Errorf("key log %s: line %d: not userId,sha256", path, n)
+			return nil, nil, fmt.Errorf("key log %s: line %d: not userId,sha256 nor apikeys-NNNNN.age,sha256", path, n)
 		}
 		digests[id] = digest
 	}
-	return digests, nil
+	return digests, batches, nil
+}
+
+// KeyLogBatches reads the key log at path without changing it and returns
+// the sealed key batches it vouches for: file name → sha256 of the file.
+// A missing log vouches for none; a torn last line is ignored.
+func KeyLogBatches(path string) (map[string]string, error) {
+	data, err := ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("key log: %w", err)
+	}
+	data = data[:bytes.LastIndexByte(data, '\n')+1]
+	if len(data) == 0 {
+		return map[string]string{}, nil
+	}
+	_, batches, err := parseKeyLog(data, path)
+	return batches, err
 }
 
 func isHexDigest(s string) bool {
@@ -124,6 +165,28 @@ func (l *KeyLog) Record(entries ...KeyLogEntry) error {
 		b = append(b, e.OldDigest...)
 		b = append(b, '\n')
 	}
+	return l.append(b)
+}
+
+// RecordBatch vouches for the sealed key batch at path, complete and
+// durable: it appends the batch's name and the sha256 of its content, and
+// fsyncs. Call it before the rows that say the batch's keys are rotated.
+// It is safe for concurrent use.
+func (l *KeyLog) RecordBatch(path string) error {
+	name := filepath.Base(path)
+	if _, ok := apiKeysBatch(name); !ok {
+		return fmt.Errorf("key log: %s is not a sealed key batch", name)
+	}
+	data, err := ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("key log: vouching for %s: %w", name, err)
+	}
+	sum := sha256.Sum256(data)
+	return l.append([]byte(name + "," + hex.EncodeToString(sum[:]) + "\n"))
+}
+
+// append writes b at the end of the log and fsyncs.
+func (l *KeyLog) append(b []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.f == nil {

@@ -399,7 +399,7 @@ func isLastLine(ra io.ReaderAt, start, size int64) (bool, error) {
 // by a crash) is ignored, not repaired; any other bad record is an error
 // naming its line. A missing file is an error that matches fs.ErrNotExist.
 func ReadResults(path string) ([]Row, error) {
-	f, err := os.Open(path)
+	f, err := OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("reading results: %w", err)
 	}
@@ -452,12 +452,12 @@ func OpenResults(path string) (*ResultsFile, []Row, error) {
 
 // OpenResults is the package-level OpenResults, calling fl.Hook.
 func (fl Files) OpenResults(path string) (*ResultsFile, []Row, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+	f, err := OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err := fl.WriteFileAtomic(path, []byte(headerLine), 0o600); err != nil {
 			return nil, nil, fmt.Errorf("creating results: %w", err)
 		}
-		f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
+		f, err = OpenFile(path, os.O_RDWR|os.O_APPEND, 0)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening results: %w", err)
@@ -476,7 +476,7 @@ func (fl Files) OpenResults(path string) (*ResultsFile, []Row, error) {
 		if err := fl.writeAtomic(path, 0o600, func(w io.Writer) error { return encodeRows(w, rows) }); err != nil {
 			return nil, nil, fmt.Errorf("upgrading %s to the apiKeyRotated column: %w", path, err)
 		}
-		if f, err = os.OpenFile(path, os.O_RDWR|os.O_APPEND, 0); err != nil {
+		if f, err = OpenFile(path, os.O_RDWR|os.O_APPEND, 0); err != nil {
 			return nil, nil, fmt.Errorf("opening results: %w", err)
 		}
 	}
@@ -662,7 +662,7 @@ func RewriteSorted(path string) error {
 
 // RewriteSorted is the package-level RewriteSorted, calling f.Hook.
 func (f Files) RewriteSorted(path string) error {
-	src, err := os.Open(path)
+	src, err := OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return fmt.Errorf("reading results: %w", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"time"
 )
 
@@ -116,7 +115,7 @@ func (f Files) WriteSummary(path string, s Summary) error {
 // ReadSummary reads a summary written by WriteSummary.
 func ReadSummary(path string) (Summary, error) {
 	var s Summary
-	data, err := os.ReadFile(path)
+	data, err := ReadFile(path)
 	if err != nil {
 		return s, fmt.Errorf("reading summary: %w", err)
 	}

@@ -266,15 +266,31 @@ func isLoopback(host string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// noProxyToLoopback returns proxy (an http.Transport's Proxy, such as
+// http.ProxyFromEnvironment), except that a request to a loopback host, as
+// --base-url allows plain http to, never goes through a proxy. Go's
+// environment proxy exempts only "localhost" and loopback IPs: the aliases
+// "localhost." and "LOCALHOST" would otherwise send the API key and the
+// passwords in clear to HTTP_PROXY.
+func noProxyToLoopback(proxy func(*http.Request) (*url.URL, error)) func(*http.Request) (*url.URL, error) {
+	return func(req *http.Request) (*url.URL, error) {
+		if req.URL != nil && isLoopback(req.URL.Hostname()) {
+			return nil, nil
+		}
+		return proxy(req)
+	}
+}
+
 // NewTransport returns an HTTP transport tuned for a pool of maxConns
 // workers calling one host: that many idle connections kept per host, no
 // cap on connections per host, keep-alives, HTTP/2 when offered, bounded
-// dial and TLS handshake times, and the proxy from the environment.
+// dial and TLS handshake times, and the proxy from the environment, never
+// for a loopback host (see noProxyToLoopback).
 func NewTransport(maxConns int) *http.Transport {
 	maxConns = max(maxConns, 1)
 	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:                 http.ProxyFromEnvironment,
+		Proxy:                 noProxyToLoopback(http.ProxyFromEnvironment),
 		DialContext:           dialer.DialContext,
 		ForceAttemptHTTP2:     true,
 		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -940,6 +941,45 @@ func TestNewTransport(t *testing.T) {
 			tr.Proxy == nil || tr.TLSHandshakeTimeout <= 0 || tr.MaxIdleConns < tr.MaxIdleConnsPerHost {
 			t.Errorf("NewTransport(%d) = %+v", n, tr)
 		}
+	}
+}
+
+// TestNoProxyToLoopback: every loopback spelling --base-url accepts is
+// reached directly, whatever the environment's proxy says; other hosts get
+// the environment's proxy.
+func TestNoProxyToLoopback(t *testing.T) {
+	proxyURL, _ := url.Parse("http://proxy.example:3128")
+	env := func(*http.Request) (*url.URL, error) { return proxyURL, nil }
+	proxy := noProxyToLoopback(env)
+	tests := []struct {
+		url       string
+		wantProxy bool
+	}{
+		{"http://localhost.:8080/v2/users/me", false},
+		{"http://LOCALHOST:8080/v2/users/me", false},
+		{"http://LocalHost./v2/users/me", false},
+		{"http://localhost:8080/v2/users/me", false},
+		{"http://127.0.0.1:8080/v2/users/me", false},
+		{"http://127.1.2.3:8080/v2/users/me", false},
+		{"http://[::1]:8080/v2/users/me", false},
+		{"https://localhost.:8443/v2/users/me", false},
+		{"https://rest.ecgrid.io/v2/users/me", true},
+		{"http://localhost.evil.example/v2/users/me", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.url, func(t *testing.T) {
+			req, err := http.NewRequest(http.MethodGet, tt.url, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := proxy(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (got != nil) != tt.wantProxy {
+				t.Errorf("proxy %v, want proxied %v", got, tt.wantProxy)
+			}
+		})
 	}
 }
 

@@ -204,7 +204,8 @@ func (r *Run) Push(ctx context.Context, rawURL, job string, grouping map[string]
 	ctx, cancel := context.WithTimeout(ctx, PushTimeout)
 	defer cancel()
 
-	p := push.New(base, job).Gatherer(reg).Client(&http.Client{Timeout: PushTimeout})
+	hc := &http.Client{Timeout: PushTimeout, Transport: pushTransport, CheckRedirect: checkPushRedirect}
+	p := push.New(base, job).Gatherer(reg).Client(hc)
 	names := make([]string, 0, len(grouping))
 	for k := range grouping {
 		names = append(names, k)
@@ -220,6 +221,44 @@ func (r *Run) Push(ctx context.Context, rawURL, job string, grouping map[string]
 	if err := p.AddContext(ctx); err != nil {
 		// The push error names the gateway URL, which carries no userinfo.
 		return fmt.Errorf("pushing metrics: %w", err)
+	}
+	return nil
+}
+
+// pushTransport carries the pushes: the default transport, with the proxy
+// from the environment except for a loopback host (Go's exempts only
+// "localhost" and loopback IPs; basic auth to "LOCALHOST" over plain http
+// would otherwise go to HTTP_PROXY in clear). Tests replace it to trust
+// their TLS server.
+var pushTransport http.RoundTripper = func() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = func(req *http.Request) (*url.URL, error) {
+		if isLoopback(req.URL.Hostname()) {
+			return nil, nil
+		}
+		return http.ProxyFromEnvironment(req)
+	}
+	return t
+}()
+
+// maxPushRedirects bounds the redirects a push follows.
+const maxPushRedirects = 10
+
+// checkPushRedirect follows a redirect of a push only to the same host
+// (name and port) and, from https, only to https: Go keeps the
+// Authorization header on a redirect to the same host name, so a redirect
+// from https to http would send the basic auth credentials in clear, and
+// one to another host would send the metrics there.
+func checkPushRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxPushRedirects {
+		return fmt.Errorf("stopped after %d redirects", maxPushRedirects)
+	}
+	first := via[0].URL
+	switch {
+	case first.Scheme == "https" && req.URL.Scheme != "https":
+		return fmt.Errorf("refusing a redirect from https to %s: it would send the credentials in clear", req.URL.Scheme)
+	case !strings.EqualFold(req.URL.Host, first.Host):
+		return fmt.Errorf("refusing a redirect to another host (%s, not %s)", req.URL.Host, first.Host)
 	}
 	return nil
 }

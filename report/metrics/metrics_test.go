@@ -275,6 +275,81 @@ func TestPushSendsURLCredentialsAsBasicAuth(t *testing.T) {
 	}
 }
 
+// TestPushRedirects: a push follows a redirect only on the same host and
+// never from https to http, so basic auth never crosses the network in
+// clear (Go keeps Authorization on a redirect to the same host name) and
+// the metrics never go to another host.
+func TestPushRedirects(t *testing.T) {
+	tests := []struct {
+		name     string
+		tls      bool   // the gateway the push is sent to is https
+		target   string // where it redirects: "plain" (http, 127.0.0.1), "plain-other-host" (http, localhost), "self"
+		wantPush bool   // the push reaches a gateway
+	}{
+		{"https to http on the same host", true, "plain", false},
+		{"http to another host", false, "plain-other-host", false},
+		{"https to https on the same host", true, "self", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			plain, toPlain := gateway(t, http.StatusAccepted)
+			moved := make(chan pushed, 4)
+			front := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+				if strings.HasPrefix(req.URL.Path, "/moved/") {
+					u, p, _ := req.BasicAuth()
+					moved <- pushed{method: req.Method, path: req.URL.EscapedPath(), user: u, password: p}
+					w.WriteHeader(http.StatusAccepted)
+					return
+				}
+				var to string
+				switch tt.target {
+				case "plain":
+					to = plain.URL + req.URL.Path
+				case "plain-other-host":
+					to = strings.Replace(plain.URL, "127.0.0.1", "localhost", 1) + req.URL.Path
+				case "self":
+					to = "/moved" + req.URL.Path
+				}
+				http.Redirect(w, req, to, http.StatusTemporaryRedirect)
+			}))
+			if tt.tls {
+				front.StartTLS()
+			} else {
+				front.Start()
+			}
+			t.Cleanup(front.Close)
+			saved := pushTransport
+			pushTransport = front.Client().Transport // trusts the test certificate
+			t.Cleanup(func() { pushTransport = saved })
+
+			u := strings.Replace(front.URL, "://", "://ops:s3cret-pw@", 1)
+			err := NewRun().Push(context.Background(), u, "pwrotate", nil, Final{Success: true})
+			var p pushed
+			select {
+			case p = <-toPlain:
+			case p = <-moved:
+			default:
+			}
+			switch {
+			case p.method != "":
+				if !tt.wantPush {
+					t.Errorf("the push was redirected to %s (credentials %q/%q)", p.path, p.user, p.password)
+				} else if p.user != "ops" || p.password != "s3cret-pw" {
+					t.Errorf("basic auth = %q/%q on the same-host redirect", p.user, p.password)
+				}
+			case tt.wantPush:
+				t.Errorf("the push did not arrive: %v", err)
+			}
+			if tt.wantPush != (err == nil) {
+				t.Errorf("Push error = %v, want an error %v", err, !tt.wantPush)
+			}
+			if err != nil && strings.Contains(err.Error(), "s3cret-pw") {
+				t.Errorf("the error %q holds the password", err)
+			}
+		})
+	}
+}
+
 func TestPushContextCancelled(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
