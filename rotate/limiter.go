@@ -90,6 +90,14 @@ type Limiter struct {
 	// number (time since epoch / slotLen) whose count is in slotN[i].
 	slotID [numSlots]int64
 	slotN  [numSlots]int
+	// relID and relFirst ring the first call let go in each slot:
+	// relFirst[i] is when slot relID[i]'s first call went. A span that
+	// begins in a slot begins there, not at the slot's boundary: the run
+	// (or the cycle after a pause) starts anywhere within a slot, and a
+	// span counted from the boundary would hold time in which nothing
+	// was sent, and estimate too low.
+	relID    [numSlots]int64
+	relFirst [numSlots]time.Time
 
 	// released rings the times of the last len(released) calls let go: no
 	// call goes while that many went within the last window (a second
@@ -205,6 +213,9 @@ func (l *Limiter) releaseLocked(now time.Time) time.Duration {
 		l.released[l.next] = now
 		l.next = (l.next + 1) % len(l.released)
 	}
+	if id := now.UnixNano() / int64(slotLen); l.relID[id%numSlots] != id {
+		l.relID[id%numSlots], l.relFirst[id%numSlots] = id, now
+	}
 	if l.onRelease != nil {
 		l.onRelease(now)
 	}
@@ -311,7 +322,11 @@ func (l *Limiter) closeEpisodeLocked() {
 		if i := int(id % numSlots); l.slotID[i] == id {
 			n += l.slotN[i]
 		}
-		span := l.tripAt.Sub(time.Unix(0, id*int64(slotLen)))
+		start := time.Unix(0, id*int64(slotLen))
+		if j := int(id % numSlots); l.relID[j] == id && l.relFirst[j].After(start) {
+			start = l.relFirst[j]
+		}
+		span := l.tripAt.Sub(start)
 		if span < 0 {
 			span = 0
 		}
