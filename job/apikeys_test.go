@@ -328,3 +328,50 @@ func TestKeyChangedBySomeoneElseIsNotTaken(t *testing.T) {
 		})
 	}
 }
+
+// TestResumeHonoursRotateAPIKeys: a run started with --rotate-api-keys
+// and resumed without the flag still rotates the keys it owes (run.json
+// records the flag): those of the users changed before it stopped and of
+// those it changes now.
+func TestResumeHonoursRotateAPIKeys(t *testing.T) {
+	tests := []struct {
+		name    string
+		prepare func(w *world, cfg *job.Config) context.Context
+		want    int // exit code of the first run
+	}{
+		{"interrupted", func(w *world, cfg *job.Config) context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			cfg.Workers = 1
+			cfg.Hook = func(point string, n int) {
+				if point == "recorded" && n == 1 {
+					cancel()
+				}
+			}
+			return ctx
+		}, job.ExitInterrupted},
+		{"a key failed for good", func(w *world, cfg *job.Config) context.Context {
+			w.sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: firstUser + 1, Kind: ecgridsim.Envelope, Status: 404, Code: "ObjectNotFound"})
+			return context.Background()
+		}, job.ExitIncomplete},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := newWorld(t, 4)
+			out := filepath.Join(t.TempDir(), "out")
+			cfg := w.config(users(span(firstUser, 4)...), out)
+			cfg.RotateAPIKeys = true
+			ctx := tt.prepare(w, &cfg)
+			if sum, err := job.New(cfg).Run(ctx); sum.ExitCode != tt.want {
+				t.Fatalf("first run: exit %d (%v), want %d", sum.ExitCode, err, tt.want)
+			}
+			cfg = w.config(users(span(firstUser, 4)...), out)
+			cfg.Resume = true // and no --rotate-api-keys
+			cfg.Sleep = func(context.Context, time.Duration) error { return nil }
+			if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+				t.Fatalf("resume without --rotate-api-keys: exit %d: %v", sum.ExitCode, err)
+			}
+			w.checkInvariant(out)
+			w.checkKeyOutcome(out, span(firstUser, 4))
+		})
+	}
+}

@@ -271,6 +271,10 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 			r.log.Info("the run was started with --reset-sessions: resetting sessions as it promised", "out", out.Path)
 			r.resets = true
 		}
+		if ok && m.RotateAPIKeys && !cfg.RotateAPIKeys {
+			r.log.Info("the run was started with --rotate-api-keys: rotating API keys as it promised", "out", out.Path)
+			cfg.RotateAPIKeys, r.cfg.RotateAPIKeys = true, true
+		}
 		if ok && m.Shard != sum.Shard {
 			return fatal("output folder %s holds %s (run.json); this run is %s: a folder is bound to the shard layout of its first run",
 				out.Path, layoutName(m.Shard), layoutName(sum.Shard))
@@ -908,12 +912,13 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 
 	if m, ok, err := out.ReadManifest(); err != nil {
 		return &ExitError{Code: ExitFatal, Err: err}
-	} else if !ok || (r.resets && !m.ResetSessions) {
+	} else if !ok || (r.resets && !m.ResetSessions) || (cfg.RotateAPIKeys && !m.RotateAPIKeys) {
 		if !ok {
 			m = Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard,
 				Selection: r.Selection(), Reason: cfg.Reason, ProtectEntries: cfg.Protect.Len(), ProtectSHA256: cfg.Protect.Fingerprint()}
 		}
 		m.ResetSessions = r.resets
+		m.RotateAPIKeys = cfg.RotateAPIKeys
 		if err := out.WriteManifest(m); err != nil {
 			return fatal("writing %s: %w", ManifestName, err)
 		}

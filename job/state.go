@@ -44,6 +44,9 @@ type Manifest struct {
 	// ResetSessions records that the run resets the sessions of every user
 	// it changes: a resume owes those resets even without the flag.
 	ResetSessions bool `json:"resetSessions,omitempty"`
+	// RotateAPIKeys records that the run rotates the API key of every user
+	// it changes: a resume owes those keys even without the flag.
+	RotateAPIKeys bool `json:"rotateApiKeys,omitempty"`
 	// Selection is set for a run --select: the filter, how many users
 	// were listed, and the snapshot's path and sha256.
 	Selection *Selection `json:"selection,omitempty"`
