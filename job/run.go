@@ -246,6 +246,9 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		defer out.Close()
 		out.Files = r.files
 		cfg.Hook("locked", 1)
+		if err := checkBound(out); err != nil {
+			return &ExitError{Code: ExitFatal, Err: err}
+		}
 	}
 
 	in, err := r.input(ctx, out)
@@ -849,13 +852,26 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	for k := len(existing) - 1; k >= 0; k-- {
 		row := existing[k]
 		i := sort.Search(len(p.records), func(i int) bool { return p.records[i].Line >= row.Line })
-		if i < len(p.records) && p.records[i].Line == row.Line && !p.recorded[i] {
-			p.recorded[i] = true
-			counts.add(row)
-			r.keys.noteRecorded(row)
-			if r.resets && resetOwed(row) {
-				owed = append(owed, owedReset{row: row})
-			}
+		if i == len(p.records) || p.records[i].Line != row.Line {
+			continue
+		}
+		if rec := &p.records[i]; row.UserID != rec.UserID {
+			// What is owed (a reset, a key) acts on the row's user: it must
+			// be the record's.
+			return fatal("--resume: %s: the row of input line %d is of user %d, but line %d of %s is user %d: refusing to act on results that are not of this input",
+				out.File(ResultsName), row.Line, row.UserID, row.Line, p.in.Name, rec.UserID)
+		}
+		if p.recorded[i] {
+			continue
+		}
+		p.recorded[i] = true
+		counts.add(row)
+		if _, skipped := p.skip[int32(i)]; skipped || p.records[i].Invalid != "" {
+			continue // never a reset or a key for a record left alone
+		}
+		r.keys.noteRecorded(row)
+		if r.resets && resetOwed(row) {
+			owed = append(owed, owedReset{row: row})
 		}
 	}
 	slices.SortFunc(owed, func(a, b owedReset) int { return a.row.Line - b.row.Line })
