@@ -1234,7 +1234,9 @@ const heartbeatEvery = time.Second
 
 // lastActivityIn returns when the run in out last showed signs of life:
 // the latest mtime of run.json (the pool's heartbeat), results.csv,
-// summary.json and the sealed files.
+// summary.json and the sealed files, or their ctime when later: anyone who
+// can write the folder can set an mtime back (and so skip the wait), not
+// a ctime.
 func lastActivityIn(out *OutDir) (time.Time, error) {
 	var last time.Time
 	entries, err := os.ReadDir(out.Path)
@@ -1256,8 +1258,10 @@ func lastActivityIn(out *OutDir) (time.Time, error) {
 		if err != nil {
 			return last, err
 		}
-		if fi.ModTime().After(last) {
-			last = fi.ModTime()
+		for _, t := range []time.Time{fi.ModTime(), changeTime(fi)} {
+			if t.After(last) {
+				last = t
+			}
 		}
 	}
 	return last, nil
