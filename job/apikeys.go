@@ -25,9 +25,12 @@ import (
 // are its users' rows recorded again with apiKeyRotated=true (the later row
 // of a line supersedes the earlier). An unknown outcome (a lost answer, a
 // kill) is settled by reading the key back: the logged digest means not
-// rotated, generate again; another key is the new one, seal it. A resumed
-// run settles every row still owed the same way, so no key is generated
-// twice because of an unknown answer.
+// rotated, generate again; another key may be pwrotate's or someone
+// else's, so it is sealed as a candidate, its digest logged, and a key
+// generated once more (each key is sealed before the next generate, so
+// none is lost). A key-generate success whose body holds no key that
+// parses is sealed as received. A resumed run settles every row still
+// owed the same way.
 
 // Batches of new keys are sealed at this many keys, or this long after the
 // first key of the batch arrived.
@@ -47,6 +50,9 @@ const (
 	hookKeyLogged   = "key-logged"   // a user's old-key digest is durable in the key log, nothing generated
 	hookKeyAnswered = "key-answered" // a key-generate was answered (or its answer lost), nothing sealed
 	hookKeysSealed  = "keys-sealed"  // a batch of keys is durable, its rows not yet recorded
+	// a key read back (or an unreadable answer) is durable as a candidate,
+	// its digest not yet logged
+	hookKeyCandidate = "key-candidate"
 )
 
 // errKeyStopped: the rotation of one key was interrupted (a signal past
@@ -72,16 +78,19 @@ type keyRotator struct {
 	owedAt                  map[int]int  // by input line, the index in owed
 
 	// Set by start, for the pool.
-	res       *report.ResultsFile
-	stop      context.CancelCauseFunc
-	in        chan pendingKey
-	loopDone  chan struct{}
+	res      *report.ResultsFile
+	stop     context.CancelCauseFunc
+	in       chan pendingKey
+	loopDone chan struct{}
+
+	batchMu   sync.Mutex // guards nextBatch and sealed: the batcher and candidates (sealCandidate) both seal
 	nextBatch int
 	sealed    []string // batch files written by this run
 
 	owedNow, rotatedNow, failedNow atomic.Int64
 	readBacks, avoided, generated  atomic.Int64
-	loggedN, answeredN             atomic.Int64
+	loggedN, answeredN, candidates atomic.Int64
+	batchesN                       atomic.Int64 // batches the batcher sealed
 }
 
 // pendingKey is a new key waiting for its batch to be sealed, with the row
@@ -304,9 +313,15 @@ func (k *keyRotator) rotate(ctx context.Context, row report.Row) {
 	}
 }
 
-// rotateOne gives userID a new API key, generated once, and returns it.
-// An error wrapping errKeyStopped leaves the key owed; any other error says
-// why the rotation failed (the key may still be owed: the log settles it).
+// rotateOne gives userID a new API key and returns it: the key of a
+// key-generate answer, never a key merely read back. An error wrapping
+// errKeyStopped leaves the key owed; any other error says why the rotation
+// failed (the key may still be owed: the log settles it).
+//
+// A read-back that shows another key than the one logged (after a lost
+// answer, or a kill) cannot tell pwrotate's generate from someone else's,
+// who would then know the key: that key is sealed as a candidate (no key
+// is lost), its digest logged, and a key generated once more.
 func (k *keyRotator) rotateOne(ctx context.Context, userID int) (secret.Password, error) {
 	k.mu.Lock()
 	digest, logged := k.digests[userID]
@@ -320,53 +335,127 @@ func (k *keyRotator) rotateOne(ctx context.Context, userID int) (secret.Password
 			return "", err
 		}
 		if replaced {
-			k.avoided.Add(1)
-			return cur, nil
+			if digest, err = k.candidate(userID, cur); err != nil {
+				return "", err
+			}
 		}
 	} else {
 		cur, o := k.client.APIKey(ctx, userID)
 		if err := k.outcomeErr(o, "reading the API key"); err != nil {
 			return "", err
 		}
-		digest = report.KeyDigest(cur)
-		if err := k.log.Record(report.KeyLogEntry{UserID: userID, OldDigest: digest}); err != nil {
-			k.stop(fmt.Errorf("API key log: %w", err))
-			return "", fmt.Errorf("%w: %v", errKeyStopped, err)
+		var err error
+		if digest, err = k.logDigest(userID, cur); err != nil {
+			return "", err
 		}
-		k.mu.Lock()
-		k.digests[userID] = digest
-		k.mu.Unlock()
-		k.r.cfg.Hook(hookKeyLogged, int(k.loggedN.Add(1)))
 	}
 	for n := 1; ; n++ {
-		key, o := k.client.GenerateAPIKey(ctx, userID)
+		key, unread, o := k.client.GenerateAPIKey(ctx, userID)
 		k.generated.Add(1)
 		k.r.cfg.Hook(hookKeyAnswered, int(k.answeredN.Add(1)))
 		if o.OK {
 			return key, nil
 		}
+		if !unread.Empty() {
+			// A success whose body holds no key that parses: it may be
+			// the new key in a form we do not read. Sealed as received
+			// before anything else.
+			if err := k.sealCandidate(userID, unread); err != nil {
+				return "", err
+			}
+		}
 		if !o.Unknown {
 			return "", k.outcomeErr(o, "generating the API key")
 		}
-		// The answer was lost: read the key back.
+		// The answer was lost (or unreadable): read the key back.
 		cur, replaced, err := k.settle(ctx, userID, digest)
 		if err != nil {
 			return "", fmt.Errorf("generating the API key: outcome unknown (%v); %w", errText(o.Err), err)
 		}
 		if replaced {
-			k.avoided.Add(1)
-			return cur, nil
+			if answerHolds(unread, cur) {
+				// This generate's own answer holds the live key: ours.
+				k.avoided.Add(1)
+				return cur, nil
+			}
+			if digest, err = k.candidate(userID, cur); err != nil {
+				return "", err
+			}
 		}
-		// Each generate whose read-back shows it was not applied counts
-		// as one attempt of --max-attempts.
+		// Each generate whose read-back shows it was not applied, or not
+		// surely ours, counts as one attempt of --max-attempts.
 		if n >= k.client.MaxAttempts() {
-			return "", fmt.Errorf("generating the API key: not applied after %d attempts: %s", n, errText(o.Err))
+			return "", fmt.Errorf("generating the API key: no new key confirmed after %d attempts: %s", n, errText(o.Err))
 		}
 	}
 }
 
+// answerHolds reports whether the unread body of a key-generate answer
+// holds key (long enough not to be there by chance): the server gave it in
+// answer to that generate.
+func answerHolds(unread, key secret.Password) bool {
+	return len(key.Reveal()) >= 16 && strings.Contains(unread.Reveal(), key.Reveal())
+}
+
+// logDigest makes the digest of userID's live key durable in the key log,
+// before a key-generate is sent, and returns it.
+func (k *keyRotator) logDigest(userID int, live secret.Password) (string, error) {
+	digest := report.KeyDigest(live)
+	if err := k.log.Record(report.KeyLogEntry{UserID: userID, OldDigest: digest}); err != nil {
+		k.stop(fmt.Errorf("API key log: %w", err))
+		return "", fmt.Errorf("%w: %v", errKeyStopped, err)
+	}
+	k.mu.Lock()
+	k.digests[userID] = digest
+	k.mu.Unlock()
+	k.r.cfg.Hook(hookKeyLogged, int(k.loggedN.Add(1)))
+	return digest, nil
+}
+
+// candidate seals cur, a key read back that may not be pwrotate's, and
+// logs its digest: the next key-generate replaces it. It returns the
+// digest.
+func (k *keyRotator) candidate(userID int, cur secret.Password) (string, error) {
+	k.r.log.Warn("API key replaced, but not surely by pwrotate: sealed as a candidate; generating once more", "user", userID)
+	if err := k.sealCandidate(userID, cur); err != nil {
+		return "", err
+	}
+	return k.logDigest(userID, cur)
+}
+
+// sealCandidate seals key, which may be userID's live key, at once in a
+// batch of its own, durably, before any other key-generate for the user.
+// Its row is not recorded as rotated. A failure stops the run (the key
+// stays owed).
+func (k *keyRotator) sealCandidate(userID int, key secret.Password) error {
+	k.batchMu.Lock()
+	n := k.nextBatch
+	k.nextBatch++
+	k.batchMu.Unlock()
+	keys := []report.SealedKey{{UserID: userID, Key: key, ObtainedAt: k.r.cfg.Now().UTC()}}
+	path, err := report.SealAPIKeys(k.dir, n, k.recips, keys)
+	clear(keys)
+	if err != nil {
+		k.stop(fmt.Errorf("sealing API keys: %w", err))
+		return fmt.Errorf("%w: sealing a candidate key: %v", errKeyStopped, err)
+	}
+	// The key log vouches for a candidate's batch too: open --api-keys
+	// must not report pwrotate's own file as planted.
+	if err := k.log.RecordBatch(path); err != nil {
+		k.stop(fmt.Errorf("API key log: %w", err))
+		return fmt.Errorf("%w: API key log: %v", errKeyStopped, err)
+	}
+	k.batchMu.Lock()
+	k.sealed = append(k.sealed, path)
+	k.batchMu.Unlock()
+	k.candidates.Add(1)
+	k.r.log.Info("API key sealed as a candidate", "file", path, "user", userID)
+	k.r.cfg.Hook(hookKeyCandidate, int(k.candidates.Load()))
+	return nil
+}
+
 // settle reads userID's key back after an unknown outcome: replaced when
-// it is not the key whose digest was logged (cur is then the new key). A
+// it is not the key whose digest was logged (cur is then the live key). A
 // key still the old one is read again one --timeout later before it is
 // taken as not replaced: the request may yet be applied late (a 504 from a
 // proxy while the server goes on, a killed run's request in flight).
@@ -471,8 +560,10 @@ func (k *keyRotator) seal(batch []pendingKey) {
 	for i, pk := range batch {
 		keys[i] = report.SealedKey{UserID: pk.row.UserID, Key: pk.key, ObtainedAt: pk.at}
 	}
+	k.batchMu.Lock()
 	n := k.nextBatch
 	k.nextBatch++
+	k.batchMu.Unlock()
 	path, err := report.SealAPIKeys(k.dir, n, k.recips, keys)
 	clear(keys)
 	for i := range batch {
@@ -482,9 +573,11 @@ func (k *keyRotator) seal(batch []pendingKey) {
 		k.stop(fmt.Errorf("sealing API keys: %w", err))
 		return
 	}
+	k.batchMu.Lock()
 	k.sealed = append(k.sealed, path)
+	k.batchMu.Unlock()
 	k.r.log.Info("API keys sealed", "file", path, "keys", len(batch))
-	k.r.cfg.Hook(hookKeysSealed, n)
+	k.r.cfg.Hook(hookKeysSealed, int(k.batchesN.Add(1)))
 	now := k.r.cfg.Now().UTC()
 	rows := make([]report.Row, len(batch))
 	for i, pk := range batch {

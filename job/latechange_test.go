@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -135,6 +136,59 @@ func TestResumeWaitsOutLateChange(t *testing.T) {
 		t.Errorf("the wait is not logged")
 	}
 	t.Logf("the resume waited %v (2 x --timeout %v + 1s heartbeat since the last activity)", waits[0], timeout)
+}
+
+// TestResumeWaitsDespiteBackdatedFiles: someone who can write the output
+// folder sets its files' mtimes an hour back after a run stopped with a
+// change held by a slow server; the resume still waits (the files' ctimes
+// say when they were last changed) and the late change cannot land over
+// the new password.
+func TestResumeWaitsDespiteBackdatedFiles(t *testing.T) {
+	w := newWorld(t, 4)
+	late := firstUser + 1
+	ls := &lateServer{sim: w.sim, late: late, arrived: make(chan struct{})}
+	srv := httptest.NewServer(ls)
+	t.Cleanup(srv.Close)
+	w.url = srv.URL
+	const timeout = 200 * time.Millisecond
+	out := filepath.Join(t.TempDir(), "out")
+	cfg := w.config(users(span(firstUser, 4)...), out)
+	cfg.Client = w.client(testKey, func(c *rotate.Config) { c.Timeout = timeout })
+	cfg.Workers = 1
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-ls.arrived; cancel() }()
+	if sum, _ := job.New(cfg).Run(ctx); sum.ExitCode != job.ExitInterrupted {
+		t.Fatalf("first run: exit %d, want 3", sum.ExitCode)
+	}
+	hourAgo := time.Now().Add(-time.Hour)
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if err := os.Chtimes(filepath.Join(out, e.Name()), hourAgo, hourAgo); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	var waits []time.Duration
+	now := time.Now()
+	cfg.Resume = true
+	cfg.Now = func() time.Time { return now }
+	cfg.Sleep = func(ctx context.Context, d time.Duration) error {
+		waits = append(waits, d)
+		ls.apply()
+		now = now.Add(d)
+		return nil
+	}
+	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+		t.Fatalf("resume: exit %d: %v", sum.ExitCode, err)
+	}
+	ls.apply()
+	if len(waits) != 1 || waits[0] <= 0 {
+		t.Errorf("the resume waited %v, want once (the backdated mtimes are not the last activity)", waits)
+	}
+	w.checkInvariant(out)
 }
 
 // TestResumeWaitsOnlyWhenNeeded: no wait in a fresh run, in a resume whose

@@ -256,6 +256,9 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		defer out.Close()
 		out.Files = r.files
 		cfg.Hook("locked", 1)
+		if err := checkBound(out); err != nil {
+			return &ExitError{Code: ExitFatal, Err: err}
+		}
 	}
 
 	in, err := r.input(ctx, out)
@@ -280,6 +283,10 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		if ok && m.ResetSessions && !r.resets {
 			r.log.Info("the run was started with --reset-sessions: resetting sessions as it promised", "out", out.Path)
 			r.resets = true
+		}
+		if ok && m.RotateAPIKeys && !cfg.RotateAPIKeys {
+			r.log.Info("the run was started with --rotate-api-keys: rotating API keys as it promised", "out", out.Path)
+			cfg.RotateAPIKeys, r.cfg.RotateAPIKeys = true, true
 		}
 		if ok && m.Shard != sum.Shard {
 			return fatal("output folder %s holds %s (run.json); this run is %s: a folder is bound to the shard layout of its first run",
@@ -855,13 +862,26 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	for k := len(existing) - 1; k >= 0; k-- {
 		row := existing[k]
 		i := sort.Search(len(p.records), func(i int) bool { return p.records[i].Line >= row.Line })
-		if i < len(p.records) && p.records[i].Line == row.Line && !p.recorded[i] {
-			p.recorded[i] = true
-			counts.add(row)
-			r.keys.noteRecorded(row)
-			if r.resets && resetOwed(row) {
-				owed = append(owed, owedReset{row: row})
-			}
+		if i == len(p.records) || p.records[i].Line != row.Line {
+			continue
+		}
+		if rec := &p.records[i]; row.UserID != rec.UserID {
+			// What is owed (a reset, a key) acts on the row's user: it must
+			// be the record's.
+			return fatal("--resume: %s: the row of input line %d is of user %d, but line %d of %s is user %d: refusing to act on results that are not of this input",
+				out.File(ResultsName), row.Line, row.UserID, row.Line, p.in.Name, rec.UserID)
+		}
+		if p.recorded[i] {
+			continue
+		}
+		p.recorded[i] = true
+		counts.add(row)
+		if _, skipped := p.skip[int32(i)]; skipped || p.records[i].Invalid != "" {
+			continue // never a reset or a key for a record left alone
+		}
+		r.keys.noteRecorded(row)
+		if r.resets && resetOwed(row) {
+			owed = append(owed, owedReset{row: row})
 		}
 	}
 	slices.SortFunc(owed, func(a, b owedReset) int { return a.row.Line - b.row.Line })
@@ -918,12 +938,13 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 
 	if m, ok, err := out.ReadManifest(); err != nil {
 		return &ExitError{Code: ExitFatal, Err: err}
-	} else if !ok || (r.resets && !m.ResetSessions) {
+	} else if !ok || (r.resets && !m.ResetSessions) || (cfg.RotateAPIKeys && !m.RotateAPIKeys) {
 		if !ok {
 			m = Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard,
 				Selection: r.Selection(), Reason: cfg.Reason, ProtectEntries: cfg.Protect.Len(), ProtectSHA256: cfg.Protect.Fingerprint()}
 		}
 		m.ResetSessions = r.resets
+		m.RotateAPIKeys = cfg.RotateAPIKeys
 		if err := out.WriteManifest(m); err != nil {
 			return fatal("writing %s: %w", ManifestName, err)
 		}
@@ -1224,7 +1245,9 @@ const heartbeatEvery = time.Second
 
 // lastActivityIn returns when the run in out last showed signs of life:
 // the latest mtime of run.json (the pool's heartbeat), results.csv,
-// summary.json and the sealed files.
+// summary.json and the sealed files, or their ctime when later: anyone who
+// can write the folder can set an mtime back (and so skip the wait), not
+// a ctime.
 func lastActivityIn(out *OutDir) (time.Time, error) {
 	var last time.Time
 	entries, err := os.ReadDir(out.Path)
@@ -1246,8 +1269,10 @@ func lastActivityIn(out *OutDir) (time.Time, error) {
 		if err != nil {
 			return last, err
 		}
-		if fi.ModTime().After(last) {
-			last = fi.ModTime()
+		for _, t := range []time.Time{fi.ModTime(), changeTime(fi)} {
+			if t.After(last) {
+				last = t
+			}
 		}
 	}
 	return last, nil

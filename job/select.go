@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"strconv"
 	"strings"
 
@@ -126,16 +125,20 @@ func (r *Runner) input(ctx context.Context, out *OutDir) (*Input, error) {
 		if hasRun && m.Selection.Spec != sel.Spec {
 			return nil, fatal("--resume: %s holds a run of --select %s, not of --select %s: refusing to mix them", out.Path, m.Selection.Spec, sel.Spec)
 		}
-		in, err := readInputFile(sel.Snapshot, nil, r.keepLogins())
-		switch {
-		case err == nil:
-			// A resumed run keeps its target set: never list again.
+		// A resumed run keeps its target set: never list again. Only a
+		// snapshot that run.json vouches for (its sha256, checked against
+		// the manifest's by the caller) is a listing: without run.json
+		// nothing was sent, and an input.csv there (a killed first run's,
+		// or one planted in the folder) is listed over.
+		if hasRun {
+			in, err := readInputFile(sel.Snapshot, nil, r.keepLogins())
+			if err != nil {
+				return nil, fatal("--select: the snapshot of the listing: %w", err)
+			}
 			sel.Listed, sel.SnapshotSHA256 = len(in.Records), in.SHA256
 			r.setSelection(sel)
 			r.log.Info("--select: reading the snapshot of the earlier listing; not listing again", "snapshot", sel.Snapshot, "users", sel.Listed)
 			return in, nil
-		case hasRun || !errors.Is(err, fs.ErrNotExist):
-			return nil, fatal("--select: the snapshot of the listing: %w", err)
 		}
 	}
 	if cfg.Client == nil {

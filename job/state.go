@@ -45,6 +45,9 @@ type Manifest struct {
 	// ResetSessions records that the run resets the sessions of every user
 	// it changes: a resume owes those resets even without the flag.
 	ResetSessions bool `json:"resetSessions,omitempty"`
+	// RotateAPIKeys records that the run rotates the API key of every user
+	// it changes: a resume owes those keys even without the flag.
+	RotateAPIKeys bool `json:"rotateApiKeys,omitempty"`
 	// Selection is set for a run --select: the filter, how many users
 	// were listed, and the snapshot's path and sha256.
 	Selection *Selection `json:"selection,omitempty"`
@@ -223,6 +226,46 @@ func readManifest(dir string) (m Manifest, ok bool, err error) {
 		return m, false, fmt.Errorf("reading %s: %w", path, err)
 	}
 	return m, true, nil
+}
+
+// checkBound refuses to continue in an output folder that holds what only
+// a run leaves after writing run.json (results rows, sealed passwords or
+// API keys) but no run.json: without it nothing binds those files to an
+// input, so old rows could be taken for another input's users. A dry run's
+// folder is refused as such.
+func checkBound(o *OutDir) error {
+	_, ok, err := o.ReadManifest()
+	if err != nil || ok {
+		return err
+	}
+	if prev, err := report.ReadSummary(o.File(SummaryName)); err == nil && prev.DryRun {
+		return fmt.Errorf("output folder %s holds a dry run's plan, not a run: choose another --out", o.Path)
+	}
+	var what string
+	rows, err := report.ReadResults(o.File(ResultsName))
+	switch {
+	case err != nil && !errors.Is(err, fs.ErrNotExist), len(rows) > 0:
+		what = ResultsName
+	default:
+		gens, err := report.SealedGenerations(o.Path)
+		if err != nil {
+			return fmt.Errorf("output folder %s: %w", o.Path, err)
+		}
+		batches, err := report.APIKeyBatches(o.Path)
+		if err != nil {
+			return fmt.Errorf("output folder %s: %w", o.Path, err)
+		}
+		switch {
+		case len(gens) > 0:
+			what = report.SealedName(gens[0])
+		case len(batches) > 0:
+			what = report.APIKeysName(batches[0])
+		default:
+			return nil
+		}
+	}
+	return fmt.Errorf("--resume: output folder %s holds %s but no %s, which binds a run to its input: "+
+		"refusing to continue a run whose input is unknown; choose a new --out", o.Path, what, ManifestName)
 }
 
 // layoutName names a shard layout as run.json records it ("K/N", or ""

@@ -72,9 +72,11 @@ type APIKeyStats struct {
 	Generated int `json:"generateRequests"`
 	// ReadBacks counts the keys read back to settle an unknown outcome.
 	ReadBacks int `json:"readBacks"`
-	// GeneratesAvoided counts the read-backs that found the key already
-	// replaced: each a second generation (and a second broken
-	// integration) avoided.
+	// GeneratesAvoided counts the read-backs that found the key replaced
+	// by the one an unreadable key-generate answer held: each a second
+	// generation avoided. (A key read back that differs from the one
+	// logged, after a lost answer, is sealed as a candidate and a key
+	// generated once more: it may be someone else's.)
 	GeneratesAvoided int `json:"generatesAvoided"`
 }
 

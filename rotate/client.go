@@ -379,6 +379,10 @@ type call struct {
 	// maxBody bounds the answer body (0: maxBody); with check set, a longer
 	// answer is a final failure instead of being cut.
 	maxBody int64
+	// unread, when set, is given the body (read so far, at most maxBody)
+	// of a 2xx answer that is not understood and may have been applied;
+	// body is valid only during the call.
+	unread func(body []byte)
 }
 
 // attemptResult is the result of one attempt.
@@ -582,6 +586,9 @@ func (c *Client) attempt(ctx context.Context, cl call, scrub func(string) string
 	}
 	if res.v.ok && cl.onOK != nil {
 		cl.onOK(a)
+	}
+	if !res.v.ok && res.v.unknown && cl.unread != nil && status >= 200 && status < 300 {
+		cl.unread(data)
 	}
 	return res
 }

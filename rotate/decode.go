@@ -325,6 +325,15 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 		scrub = func(s string) string { return s }
 	}
 	mutating := isMutating(endpoint)
+	if endpoint == endpointKey || endpoint == endpointKeyGen {
+		// An answer of the key endpoints may hold a key anywhere (a text
+		// body, a message, a title, a header): none of the server's words
+		// go into a message, only its status and the body's format.
+		a.text, a.traceID, a.location = "", "", ""
+		if !isCodeWord(a.code) {
+			a.code = ""
+		}
+	}
 	v := verdict{code: clean(scrub(a.code), maxCode)}
 	fail := func(detail string) verdict {
 		v.msg = httpMessage(a.status, v.code, detail)
@@ -422,6 +431,21 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 	}
 }
 
+// isCodeWord reports whether code looks like an ECGrid errorCode
+// ("ObjectNotFound"): one word of ASCII letters, at most 40. Anything else
+// in an answer of the key endpoints (digits, spaces) might be a key.
+func isCodeWord(code string) bool {
+	if len(code) == 0 || len(code) > 40 {
+		return false
+	}
+	for i := 0; i < len(code); i++ {
+		if c := code[i] | 0x20; c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
+}
+
 // describe returns the server's own words about an answer, scrubbed and
 // bounded, or a description of its format.
 func describe(a answer, scrub func(string) string) string {
@@ -445,6 +469,9 @@ func describe(a answer, scrub func(string) string) string {
 		}
 		return strings.TrimSpace(text + " (html)")
 	case formatText:
+		if text == "" {
+			return "text body"
+		}
 		return text
 	case formatEmpty:
 		return strings.TrimSpace(http.StatusText(a.status) + " (empty body)")

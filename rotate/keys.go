@@ -1,6 +1,7 @@
 package rotate
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,10 @@ import (
 
 // maxKeyLength bounds an API key read from an answer.
 const maxKeyLength = 512
+
+// maxUnreadKey bounds the body of a key-generate answer kept as received
+// when it holds no key that parses.
+const maxUnreadKey = 4 << 10
 
 // APIKey reads the live API key of userID (GET /v2/users/key/{id},
 // NetworkAdmin or higher). It changes nothing, so every failure is retried
@@ -32,13 +37,29 @@ func (c *Client) APIKey(ctx context.Context, userID int) (secret.Password, Outco
 // the key again: the Outcome is then Unknown, and the caller settles it by
 // reading the key back (APIKey). Attempts that were surely not applied (429,
 // a request never sent) are retried.
-func (c *Client) GenerateAPIKey(ctx context.Context, userID int) (secret.Password, Outcome) {
-	return c.keyCall(ctx, userID, call{
+//
+// A success (2xx) whose body holds no key that parses (a text body, another
+// JSON shape) may still have replaced the key: the Outcome is Unknown and
+// unread is that body as received (at most 4 KiB), for the caller to seal:
+// it may be the new key in a form we do not read. Neither the body nor any
+// other text of the server's is put into the Outcome's error.
+func (c *Client) GenerateAPIKey(ctx context.Context, userID int) (key, unread secret.Password, o Outcome) {
+	var raw []byte
+	defer func() { clear(raw) }()
+	key, o = c.keyCall(ctx, userID, call{
 		endpoint: endpointKeyGen,
 		method:   http.MethodPost,
 		url:      c.endpointURL("/v2/users/key-generate/" + strconv.Itoa(userID)),
 		once:     true,
+		unread: func(body []byte) {
+			clear(raw)
+			raw = append(raw[:0], body[:min(len(body), maxUnreadKey)]...)
+		},
 	})
+	if !o.OK && len(bytes.TrimSpace(raw)) > 0 {
+		unread = secret.Password(raw)
+	}
+	return key, unread, o
 }
 
 func (c *Client) keyCall(ctx context.Context, userID int, cl call) (secret.Password, Outcome) {

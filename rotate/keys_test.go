@@ -2,6 +2,8 @@ package rotate
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -71,7 +73,7 @@ func TestGenerateAPIKey(t *testing.T) {
 				sim.Inject(f)
 			}
 			e := newTestClient(t, url, func(cfg *Config) { cfg.Timeout = time.Second })
-			key, out := e.c.GenerateAPIKey(context.Background(), 1042)
+			key, _, out := e.c.GenerateAPIKey(context.Background(), 1042)
 			checkOutcome(t, e, out)
 			live, _ := sim.APIKey(1042)
 			if out.OK != c.wantOK || out.Unknown != c.wantUnknown || out.Attempts != c.wantAttempts {
@@ -113,4 +115,83 @@ func TestParseKeyNeverEchoesData(t *testing.T) {
 	if k, err := parseKey([]byte(`"0123456789abcdef0123456789abcdef"`)); err != nil || k.Reveal() != "0123456789abcdef0123456789abcdef" {
 		t.Errorf("parseKey of a good key: %v", err)
 	}
+}
+
+// TestKeyAnswersNeverEchoTheServer: the key endpoints answer with the key
+// (or text holding it) in a form that does not parse: a text body, a
+// message, a problem title, an errorCode. No part of it reaches the
+// error, the error code, the observer or the logs; a key-generate success
+// whose body holds no key that parses comes back Unknown with the body as
+// received (bounded), to be sealed.
+func TestKeyAnswersNeverEchoTheServer(t *testing.T) {
+	const key = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+	cases := []struct {
+		name        string
+		status      int
+		ctype, body string
+		wantUnread  bool // key-generate returns the body as unread
+	}{
+		{"200 text body", 200, "text/plain", key + "\n", true},
+		{"200 other JSON", 200, "application/json", `{"apiKey":"` + key + `"}`, true},
+		{"200 success without a usable key", 200, "application/json", `{"success":true,"data":{"key":"` + key + `"},"message":"new key ` + key + `"}`, true},
+		{"200 refusal with the key in the message", 200, "application/json", `{"success":false,"message":"key ` + key + `"}`, true},
+		{"200 key in errorCode", 200, "application/json", `{"success":false,"errorCode":"` + key + `","message":"` + key + `"}`, true},
+		{"400 key in the message", 400, "application/json", `{"success":false,"errorCode":"InvalidParameter","message":"key ` + key + `"}`, false},
+		{"404 problem with the key in the title", 404, "application/problem+json", `{"title":"` + key + `","detail":"` + key + `","traceId":"` + key + `"}`, false},
+		{"500 text", 500, "text/plain", "key " + key, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", c.ctype)
+				w.WriteHeader(c.status)
+				io.WriteString(w, c.body)
+			}))
+			t.Cleanup(srv.Close)
+			e := newTestClient(t, srv.URL, func(cfg *Config) { cfg.MaxAttempts = 1 })
+			_, out := e.c.APIKey(context.Background(), 1042)
+			gkey, unread, gout := e.c.GenerateAPIKey(context.Background(), 1042)
+			for _, o := range []Outcome{out, gout} {
+				if o.OK {
+					t.Fatalf("%s: OK", c.name)
+				}
+				if strings.Contains(o.Err.Error(), key[:12]) || strings.Contains(o.ErrorCode, key[:12]) {
+					t.Errorf("the outcome holds the key: %q (code %q)", o.Err, o.ErrorCode)
+				}
+			}
+			if strings.Contains(e.logs.String(), key[:12]) {
+				t.Errorf("the logs hold the key")
+			}
+			e.obs.mu.Lock()
+			for _, call := range e.obs.calls {
+				if strings.Contains(call.err, key[:12]) {
+					t.Errorf("the observer saw the key: %q", call.err)
+				}
+			}
+			e.obs.mu.Unlock()
+			if !gkey.Empty() {
+				t.Errorf("a key is returned with a failed outcome")
+			}
+			if got := !unread.Empty(); got != c.wantUnread {
+				t.Errorf("unread body returned: %v, want %v", got, c.wantUnread)
+			}
+			if c.wantUnread {
+				if !gout.Unknown || unread.Reveal() != c.body {
+					t.Errorf("unknown %v, unread is the body as received: %v", gout.Unknown, unread.Reveal() == c.body)
+				}
+			}
+		})
+	}
+	t.Run("unread body is bounded", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			io.WriteString(w, strings.Repeat("k", 40<<10))
+		}))
+		t.Cleanup(srv.Close)
+		e := newTestClient(t, srv.URL, nil)
+		_, unread, o := e.c.GenerateAPIKey(context.Background(), 1042)
+		if !o.Unknown || len(unread.Reveal()) != maxUnreadKey {
+			t.Errorf("unknown %v, unread %d bytes, want %d", o.Unknown, len(unread.Reveal()), maxUnreadKey)
+		}
+	})
 }

@@ -167,7 +167,8 @@ type APIKeys struct {
 	NotRotated int
 	// ReadBacks counts the keys read back to settle a lost answer.
 	ReadBacks int
-	// GeneratesAvoided counts the read-backs that found the key replaced.
+	// GeneratesAvoided counts the read-backs that found the key replaced by
+	// the one an unreadable key-generate answer held.
 	GeneratesAvoided int
 }
 
@@ -360,7 +361,7 @@ func (r *Run) registerFinal(reg *prometheus.Registry, f Final) error {
 		keys.WithLabelValues("not_rotated").Set(float64(k.NotRotated))
 		cs = append(cs, keys,
 			gauge("pwrotate_api_key_read_backs", "API keys read back to settle a lost key-generate answer, this run.", float64(k.ReadBacks)),
-			gauge("pwrotate_api_key_generates_avoided", "Read-backs that found the key already replaced (a second generation avoided), this run.", float64(k.GeneratesAvoided)))
+			gauge("pwrotate_api_key_generates_avoided", "Read-backs that found the key replaced by the one an unreadable key-generate answer held (a second generation avoided), this run.", float64(k.GeneratesAvoided)))
 	}
 	if f.Success {
 		success := stamp
