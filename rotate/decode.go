@@ -368,7 +368,17 @@ func judge(a answer, endpoint string, scrub func(string) string) verdict {
 	case a.status < 200 || a.status >= 300:
 		return fail(describe(a, scrub))
 	}
-	// 2xx.
+	return judgeSuccess(a, endpoint, v, scrub)
+}
+
+// judgeSuccess judges a 2xx answer: its body must be an ECGrid envelope
+// saying success, with the data the endpoint gives.
+func judgeSuccess(a answer, endpoint string, v verdict, scrub func(string) string) verdict {
+	mutating := isMutating(endpoint)
+	fail := func(detail string) verdict {
+		v.msg = httpMessage(a.status, v.code, detail)
+		return v
+	}
 	if a.format != formatEnvelope || !a.hasSuccess {
 		v.retry, v.unknown = true, mutating
 		if d := describe(a, scrub); d != "" {
