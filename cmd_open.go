@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"strings"
 
-	"pwrotate/job"
 	"pwrotate/report"
 	"pwrotate/report/console"
 )
@@ -22,12 +21,12 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 	human := stderrFile != nil && console.IsTerminal(stderrFile)
 	fail := func(err error) int {
 		startError(stderr, human, "open", err, "")
-		return job.ExitFatal
+		return report.ExitFatal
 	}
 	paths, err := parseArgs(fs, args, false)
 	if errors.Is(err, flag.ErrHelp) {
 		writeHelp(stdout, "open")
-		return job.ExitOK
+		return report.ExitOK
 	}
 	if err != nil {
 		return fail(err)
@@ -54,7 +53,7 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 			return fail(err)
 		}
 		warnUnvouched(stderr, opened)
-		return job.ExitOK
+		return report.ExitOK
 	}
 	rows, err := report.Open(paths, ids, *all)
 	if err != nil {
@@ -63,7 +62,7 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 	if err := report.WriteOpenCSV(stdout, rows); err != nil {
 		return fail(err)
 	}
-	return job.ExitOK
+	return report.ExitOK
 }
 
 // warnUnvouched says on stderr which sealed key batches no key log vouches

@@ -96,7 +96,7 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 				console.WriteError(ui.screen, "interrupted during start-up: nothing was changed", "run the same command again")
 			} else {
 				ui.logger.Warn("interrupted during start-up: nothing was changed; run the same command again",
-					"signal", s.String(), "exitCode", job.ExitInterrupted)
+					"signal", s.String(), "exitCode", report.ExitInterrupted)
 			}
 		},
 		first: func(s os.Signal) {
@@ -115,9 +115,9 @@ func cmdRun(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan 
 		if ui.human {
 			runError(ui.screen, f, args, err)
 		} else {
-			ui.logger.Error("cannot start", "err", err, "exitCode", job.ExitFatal)
+			ui.logger.Error("cannot start", "err", err, "exitCode", report.ExitFatal)
 		}
-		return job.ExitFatal
+		return report.ExitFatal
 	}
 	if ui.human {
 		console.WriteHeader(ui.screen, runHeader(f, cfg))
@@ -144,10 +144,10 @@ func parseRun(args []string, stdout, stderr io.Writer) (f *runFlags, ui runUI, c
 		if refuseKeyFlag("run", args, io.Discard) {
 			console.WriteError(stderr, "there is no --api-key flag: a key on the command line leaks into process lists and shell history",
 				"set ECGRID_API_KEY, or pass --api-key-file FILE")
-			return nil, ui, job.ExitFatal, false
+			return nil, ui, report.ExitFatal, false
 		}
 	} else if refuseKeyFlag("run", args, stderr) {
-		return nil, ui, job.ExitFatal, false
+		return nil, ui, report.ExitFatal, false
 	}
 	fs, f := newRunFlags(stderr)
 	fs.SetOutput(io.Discard)
@@ -155,20 +155,20 @@ func parseRun(args []string, stdout, stderr io.Writer) (f *runFlags, ui runUI, c
 	rest, err := parseArgs(fs, args, true)
 	if errors.Is(err, flag.ErrHelp) {
 		writeHelp(stdout, "run")
-		return nil, ui, job.ExitOK, false
+		return nil, ui, report.ExitOK, false
 	}
 	if err != nil {
 		startError(stderr, terminal, "run", err, "")
-		return nil, ui, job.ExitFatal, false
+		return nil, ui, report.ExitFatal, false
 	}
 	ui.human = terminal && f.logFormat == "auto"
 	if len(rest) > 0 {
 		startError(stderr, ui.human, "run", fmt.Errorf("unexpected argument %q (flags only; the input is --input FILE)", rest[0]), "")
-		return nil, ui, job.ExitFatal, false
+		return nil, ui, report.ExitFatal, false
 	}
 	if ui.prog, err = console.NewProgress(console.ProgressConfig{Out: stderr, Mode: f.progress, Terminal: terminal}); err != nil {
 		startError(stderr, ui.human, "run", err, "")
-		return nil, ui, job.ExitFatal, false
+		return nil, ui, report.ExitFatal, false
 	}
 	if ui.human {
 		ui.logger, err = f.humanLogger(ui.prog.LogWriter())
@@ -177,7 +177,7 @@ func parseRun(args []string, stdout, stderr io.Writer) (f *runFlags, ui runUI, c
 	}
 	if err != nil {
 		startError(stderr, ui.human, "run", err, "")
-		return nil, ui, job.ExitFatal, false
+		return nil, ui, report.ExitFatal, false
 	}
 	ui.prog.SetLogger(ui.logger)
 	ui.screen = ui.prog.LogWriter()
@@ -188,7 +188,7 @@ func parseRun(args []string, stdout, stderr io.Writer) (f *runFlags, ui runUI, c
 // summary lines for a machine; it pushes the metrics, and after a demo it
 // says how to open what it sealed.
 func reportRun(ui runUI, f *runFlags, cfg job.Config, sum report.Summary, runErr error, args []string, stdout io.Writer) {
-	fatal := sum.ExitCode == job.ExitFatal || sum.ExitCode == job.ExitBusy
+	fatal := sum.ExitCode == report.ExitFatal || sum.ExitCode == report.ExitBusy
 	if ui.human {
 		if runErr != nil && fatal {
 			runError(ui.screen, f, args, runErr)
@@ -215,7 +215,7 @@ func reportRun(ui runUI, f *runFlags, cfg job.Config, sum report.Summary, runErr
 		logger.Info("api keys", "rotated", k.Rotated, "notRotated", k.NotRotated, "rotatedNow", k.RotatedNow,
 			"generateRequests", k.Generated, "readBacks", k.ReadBacks, "generatesAvoided", k.GeneratesAvoided)
 	}
-	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != job.ExitFatal {
+	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != report.ExitFatal {
 		identity := filepath.Join(cfg.Out, job.DemoIdentityName)
 		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
 			identity, cfg.Out, identity, filepath.Join(cfg.Out, report.SealedName(1)))
@@ -507,7 +507,7 @@ func pushMetrics(f *runFlags, cfg job.Config, sum report.Summary, logger *slog.L
 		Counts: sum.Counts, Duration: sum.FinishedAt.Sub(sum.StartedAt), AchievedRate: sum.AchievedRate,
 		ExitCode: sum.ExitCode, Interrupted: sum.Interrupted,
 		// A dry run rotates nothing: it must not silence a "rotation overdue" alert.
-		Success: sum.ExitCode == job.ExitOK && !sum.DryRun,
+		Success: sum.ExitCode == report.ExitOK && !sum.DryRun,
 		// A re-run of a complete folder changed nothing: it reports when
 		// the rotation really happened (summary.json), not now.
 		CompletedAt: sum.FinishedAt,

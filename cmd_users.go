@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"pwrotate/job"
+	"pwrotate/report"
 	"pwrotate/report/console"
 	"pwrotate/report/directory"
 	"pwrotate/report/metrics"
@@ -65,41 +65,41 @@ func (f *usersFlags) filter() (rotate.UserFilter, error) {
 // nil when Main runs in-process (tests).
 func cmdUsers(args []string, stdout, stderr io.Writer, sigs chan os.Signal) int {
 	if refuseKeyFlag("users", args, stderr) {
-		return job.ExitFatal
+		return report.ExitFatal
 	}
 	fs, f := newUsersFlags(stderr)
 	fs.SetOutput(io.Discard)
 	rest, err := parseArgs(fs, args, true)
 	if errors.Is(err, flag.ErrHelp) {
 		writeHelp(stdout, "users")
-		return job.ExitOK
+		return report.ExitOK
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "pwrotate users: %v\n", err)
-		return job.ExitFatal
+		return report.ExitFatal
 	}
 	if len(rest) > 0 {
 		fmt.Fprintf(stderr, "pwrotate users: unexpected argument %q (flags only; the file is --output FILE)\n", rest[0])
-		return job.ExitFatal
+		return report.ExitFatal
 	}
 	stderrFile, _ := stderr.(*os.File)
 	terminal := stderrFile != nil && console.IsTerminal(stderrFile)
 	prog, err := console.NewProgress(console.ProgressConfig{Out: stderr, Mode: f.progress, Terminal: terminal})
 	if err != nil {
 		fmt.Fprintf(stderr, "pwrotate users: %v\n", err)
-		return job.ExitFatal
+		return report.ExitFatal
 	}
 	logger, err := f.logger(prog.LogWriter(), terminal)
 	if err != nil {
 		fmt.Fprintf(stderr, "pwrotate users: %v\n", err)
-		return job.ExitFatal
+		return report.ExitFatal
 	}
 	prog.SetLogger(logger)
 
 	// The listing changes nothing, and its file is written atomically at
 	// the end: a signal exits 3 at once.
 	ctx, stopWatching := watchSignals(sigs, interrupt{early: func(s os.Signal) {
-		logger.Warn("interrupted: nothing was written", "signal", s.String(), "exitCode", job.ExitInterrupted)
+		logger.Warn("interrupted: nothing was written", "signal", s.String(), "exitCode", report.ExitInterrupted)
 	}})
 	defer stopWatching()
 
@@ -114,18 +114,18 @@ func cmdUsers(args []string, stdout, stderr io.Writer, sigs chan os.Signal) int 
 // listUsers lists the users and writes the CSV; it returns the exit code.
 func listUsers(ctx context.Context, f *usersFlags, stdout io.Writer, prog *console.Progress, logger *slog.Logger) (int, error) {
 	if err := f.connFlags.validate(); err != nil {
-		return job.ExitFatal, err
+		return report.ExitFatal, err
 	}
 	filter, err := f.filter()
 	if err != nil {
-		return job.ExitFatal, err
+		return report.ExitFatal, err
 	}
 	apiKey, err := readAPIKey(f.apiKeyFile)
 	if err != nil {
-		return job.ExitFatal, err
+		return report.ExitFatal, err
 	}
 	if apiKey == "" {
-		return job.ExitFatal, errors.New("no API key: set ECGRID_API_KEY or pass --api-key-file")
+		return report.ExitFatal, errors.New("no API key: set ECGRID_API_KEY or pass --api-key-file")
 	}
 	calls := metrics.NewRun()
 	client, err := rotate.New(rotate.Config{
@@ -133,13 +133,13 @@ func listUsers(ctx context.Context, f *usersFlags, stdout io.Writer, prog *conso
 		Pacer: rotate.NewLimiter(f.rate, f.burst), Observer: calls, Logger: logger,
 	})
 	if err != nil {
-		return job.ExitFatal, err
+		return report.ExitFatal, err
 	}
 	logger.Info("start", "version", version, "command", "users", "filter", filter.String(), "output", f.output,
 		"baseURL", f.baseURL, "rate", f.rate, "burst", f.burst, "timeout", f.timeout.String(), "maxAttempts", f.maxAttempts,
 		"apiKey", keyState(apiKey))
 	if ctx.Err() != nil {
-		return job.ExitInterrupted, errors.New("interrupted during start-up: nothing was listed")
+		return report.ExitInterrupted, errors.New("interrupted during start-up: nothing was listed")
 	}
 	start := time.Now()
 	prog.Start(ctx)
@@ -147,20 +147,20 @@ func listUsers(ctx context.Context, f *usersFlags, stdout io.Writer, prog *conso
 	users, err := client.ListUsers(ctx, filter, rotate.ListOptions{OnPage: progressByPage(prog, &pages)})
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
-			return job.ExitInterrupted, fmt.Errorf("interrupted: nothing was written: %w", err)
+			return report.ExitInterrupted, fmt.Errorf("interrupted: nothing was written: %w", err)
 		}
-		return job.ExitFatal, fmt.Errorf("POST %s/v2/users/list: %w", f.baseURL, err)
+		return report.ExitFatal, fmt.Errorf("POST %s/v2/users/list: %w", f.baseURL, err)
 	}
 	prog.Stop()
 	if err := directory.WriteTo(f.output, stdout, users); err != nil {
-		return job.ExitFatal, fmt.Errorf("--output %s: %w", f.output, err)
+		return report.ExitFatal, fmt.Errorf("--output %s: %w", f.output, err)
 	}
 	if len(users) == 0 {
 		logger.Warn("no user matches the filter", "filter", filter.String())
 	}
 	logger.Info("listed", "users", len(users), "pages", pages, "apiCalls", calls.Calls(), "retries", calls.Retries(),
-		"output", f.output, "duration", time.Since(start).Round(time.Millisecond).String(), "exitCode", job.ExitOK)
-	return job.ExitOK, nil
+		"output", f.output, "duration", time.Since(start).Round(time.Millisecond).String(), "exitCode", report.ExitOK)
+	return report.ExitOK, nil
 }
 
 // progressByPage returns a ListOptions.OnPage that counts the new users of

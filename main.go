@@ -15,8 +15,8 @@ import (
 	"runtime"
 	"syscall"
 
-	"pwrotate/job"
 	"pwrotate/job/gcpace"
+	"pwrotate/report"
 	"pwrotate/rotate/secret"
 )
 
@@ -64,7 +64,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs chan os.Signal) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, helpTop)
-		return job.ExitFatal
+		return report.ExitFatal
 	}
 	switch args[0] {
 	case "run":
@@ -75,12 +75,12 @@ func dispatch(args []string, stdin io.Reader, stdout, stderr io.Writer, sigs cha
 		return cmdOpen(args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "pwrotate %s (commit %s, %s %s/%s)\n", version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-		return job.ExitOK
+		return report.ExitOK
 	case "help", "-h", "--help":
 		return cmdHelp(args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "pwrotate: error: unknown command %q\npwrotate: hint: the commands are run, users, open and version; 'pwrotate help' says more\n", args[0])
-		return job.ExitFatal
+		return report.ExitFatal
 	}
 }
 

@@ -88,7 +88,7 @@ func runError(w io.Writer, f *runFlags, args []string, err error) {
 // something: a fatal error or a busy folder before any outcome is an error
 // line alone.
 func started(sum report.Summary) bool {
-	if sum.ExitCode != job.ExitFatal && sum.ExitCode != job.ExitBusy {
+	if sum.ExitCode != report.ExitFatal && sum.ExitCode != report.ExitBusy {
 		return true
 	}
 	for k, n := range sum.Counts {
@@ -162,14 +162,14 @@ func runFinal(f *runFlags, cfg job.Config, sum report.Summary, args []string) co
 
 	input := inputName(cfg)
 	switch {
-	case sum.ExitCode == job.ExitInterrupted:
+	case sum.ExitCode == report.ExitInterrupted:
 		if r := resumeCommand(f, args); r != "" {
 			fin.Next = append(fin.Next, console.NextStep{What: "Finish the run: nothing recorded is lost, and it goes on where it stopped:", Command: r})
 		} else {
 			fin.Next = append(fin.Next, console.NextStep{What: "Nothing was changed; run the same command again:", Command: runCommand(args)})
 		}
 		return fin
-	case sum.ExitCode == job.ExitFatal:
+	case sum.ExitCode == report.ExitFatal:
 		if r := resumeCommand(f, args); r != "" {
 			fin.Next = append(fin.Next, console.NextStep{What: "Fix the cause above, then finish the run:", Command: r})
 		}

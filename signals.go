@@ -4,10 +4,9 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"pwrotate/report"
 	"sync"
 	"syscall"
-
-	"pwrotate/job"
 )
 
 // interrupt is what a subcommand does on SIGINT and SIGTERM. One watcher
@@ -58,7 +57,7 @@ func watchSignals(sigs chan os.Signal, h interrupt) (context.Context, func()) {
 		}
 		if h.changing == nil || !h.changing() {
 			h.early(s)
-			exit(job.ExitInterrupted)
+			exit(report.ExitInterrupted)
 			return
 		}
 		h.first(s)
@@ -69,7 +68,7 @@ func watchSignals(sigs chan os.Signal, h interrupt) (context.Context, func()) {
 			return
 		}
 		h.second()
-		exit(job.ExitInterrupted)
+		exit(report.ExitInterrupted)
 	}()
 	return ctx, func() {
 		close(done)

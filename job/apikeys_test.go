@@ -240,7 +240,7 @@ func TestKeyGenerateTextAnswerIsSealed(t *testing.T) {
 	cfg.RotateAPIKeys = true
 	cfg.Client = w.client(testKey, func(c *rotate.Config) { c.MaxAttempts = 2; c.Timeout = 200 * time.Millisecond })
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitIncomplete {
+	if sum.ExitCode != report.ExitIncomplete {
 		t.Fatalf("exit %d (%v), want 2: the key could not be read back", sum.ExitCode, err)
 	}
 	if live, _ := w.sim.APIKey(target); live != textKey {
@@ -256,7 +256,7 @@ func TestKeyGenerateTextAnswerIsSealed(t *testing.T) {
 	front.keygen, front.key = nil, nil
 	front.mu.Unlock()
 	cfg.Resume = true
-	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 		t.Fatalf("resume: exit %d: %v", sum.ExitCode, err)
 	}
 	w.checkKeyOutcome(out, span(firstUser, 3), textKey, oldKey)
@@ -307,13 +307,13 @@ func TestKeyChangedBySomeoneElseIsNotTaken(t *testing.T) {
 			cfg.Client = w.client(testKey, func(c *rotate.Config) { c.Timeout = 300 * time.Millisecond })
 			sum, err := job.New(cfg).Run(context.Background())
 			if tt.resume {
-				if sum.ExitCode != job.ExitIncomplete {
+				if sum.ExitCode != report.ExitIncomplete {
 					t.Fatalf("first run: exit %d (%v), want 2", sum.ExitCode, err)
 				}
 				cfg.Resume = true
 				sum, err = job.New(cfg).Run(context.Background())
 			}
-			if sum.ExitCode != job.ExitOK {
+			if sum.ExitCode != report.ExitOK {
 				t.Fatalf("exit %d: %v", sum.ExitCode, err)
 			}
 			live, _ := w.sim.APIKey(target)
@@ -348,11 +348,11 @@ func TestResumeHonoursRotateAPIKeys(t *testing.T) {
 				}
 			}
 			return ctx
-		}, job.ExitInterrupted},
+		}, report.ExitInterrupted},
 		{"a key failed for good", func(w *world, cfg *job.Config) context.Context {
 			w.sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: firstUser + 1, Kind: ecgridsim.Envelope, Status: 404, Code: "ObjectNotFound"})
 			return context.Background()
-		}, job.ExitIncomplete},
+		}, report.ExitIncomplete},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -367,7 +367,7 @@ func TestResumeHonoursRotateAPIKeys(t *testing.T) {
 			cfg = w.config(users(span(firstUser, 4)...), out)
 			cfg.Resume = true // and no --rotate-api-keys
 			cfg.Sleep = func(context.Context, time.Duration) error { return nil }
-			if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+			if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 				t.Fatalf("resume without --rotate-api-keys: exit %d: %v", sum.ExitCode, err)
 			}
 			w.checkInvariant(out)

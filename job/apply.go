@@ -290,9 +290,9 @@ func (r *Runner) finish(ctx context.Context, out *OutDir, res *report.ResultsFil
 		runErr = fatal("recording results: %w", o.syncErr)
 	case ctx.Err() != nil:
 		sum.Interrupted = true
-		runErr = &ExitError{Code: ExitInterrupted, Err: errors.New("interrupted: run again with --resume to finish")}
+		runErr = &ExitError{Code: report.ExitInterrupted, Err: errors.New("interrupted: run again with --resume to finish")}
 	case o.poolErr != nil:
-		runErr = &ExitError{Code: ExitFatal, Err: o.poolErr}
+		runErr = &ExitError{Code: report.ExitFatal, Err: o.poolErr}
 	case o.done != o.total:
 		runErr = fatal("run incomplete: %d records have no outcome; run again with --resume", o.total-o.done)
 	default:
@@ -311,7 +311,7 @@ func (r *Runner) finish(ctx context.Context, out *OutDir, res *report.ResultsFil
 			keysFailed = sum.APIKeys.NotRotated
 		}
 		if failed > 0 || resetFailed > 0 || keysFailed > 0 {
-			runErr = &ExitError{Code: ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed, %d API keys not rotated", failed, resetFailed, keysFailed)}
+			runErr = &ExitError{Code: report.ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed, %d API keys not rotated", failed, resetFailed, keysFailed)}
 		}
 	}
 	if runErr != nil {

@@ -36,9 +36,9 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 		sum.APICalls = int(r.cfg.Counter.Calls())
 		sum.Retries = int(r.cfg.Counter.Retries())
 	}
-	code := ExitOK
+	code := report.ExitOK
 	if invalid > 0 {
-		code = ExitIncomplete
+		code = report.ExitIncomplete
 	}
 	sum.ExitCode = code
 	sum.Complete = true
@@ -64,7 +64,7 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 			return fatal("summary: %w", err)
 		}
 	}
-	if code != ExitOK {
+	if code != report.ExitOK {
 		return &ExitError{Code: code, Err: fmt.Errorf("%d invalid records", invalid)}
 	}
 	return nil

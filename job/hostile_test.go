@@ -148,52 +148,52 @@ func TestHostileInput(t *testing.T) {
 		}
 	}
 	cases := []tc{
-		{name: "binary file with NUL", file: write("binary.csv", binaryInput()), want: job.ExitFatal,
+		{name: "binary file with NUL", file: write("binary.csv", binaryInput()), want: report.ExitFatal,
 			errIn: []string{"binary.csv", "line ", "NUL"}},
-		{name: "only random bytes", file: write("noise.csv", binaryInput()[12:]), want: job.ExitFatal,
+		{name: "only random bytes", file: write("noise.csv", binaryInput()[12:]), want: report.ExitFatal,
 			errIn: []string{"noise.csv"}},
-		{name: "header not UTF-8", file: write("latin1.csv", []byte("user\xe9Id\n1000\n")), want: job.ExitFatal,
+		{name: "header not UTF-8", file: write("latin1.csv", []byte("user\xe9Id\n1000\n")), want: report.ExitFatal,
 			errIn: []string{"latin1.csv", "line 1", "UTF-8"}},
-		{name: "userId not UTF-8", file: write("badid.csv", []byte("userId\n1000\n10\xff\xfe01\n1001\n")), want: job.ExitIncomplete,
+		{name: "userId not UTF-8", file: write("badid.csv", []byte("userId\n1000\n10\xff\xfe01\n1001\n")), want: report.ExitIncomplete,
 			invalid: map[int]string{3: "UTF-8"}, updated: 2},
-		{name: "password not UTF-8", file: write("badpw.csv", []byte("userId,password\n1000,Ab1!\xff\xfeXyzzy-99\n1001,\n")), want: job.ExitIncomplete,
+		{name: "password not UTF-8", file: write("badpw.csv", []byte("userId,password\n1000,Ab1!\xff\xfeXyzzy-99\n1001,\n")), want: report.ExitIncomplete,
 			invalid: map[int]string{2: "UTF-8"}, updated: 1},
-		{name: "quote never closes", file: write("quote.csv", []byte("userId,comment\n1000,ok\n1001,\"never closed\n1002,x\n1003,y\n")), want: job.ExitFatal,
+		{name: "quote never closes", file: write("quote.csv", []byte("userId,comment\n1000,ok\n1001,\"never closed\n1002,x\n1003,y\n")), want: report.ExitFatal,
 			errIn: []string{"quote.csv", "line 3", "quote"}},
 		{name: "50 MB line after the header", file: func(t *testing.T, dir string) string {
 			p := filepath.Join(dir, "huge.csv")
 			writeHugeLine(t, p, true, 50<<20)
 			return p
-		}, want: job.ExitFatal, errIn: []string{"huge.csv", "line 2", "64 KiB"}},
+		}, want: report.ExitFatal, errIn: []string{"huge.csv", "line 2", "64 KiB"}},
 		{name: "50 MB header line", file: func(t *testing.T, dir string) string {
 			p := filepath.Join(dir, "hugehead.csv")
 			writeHugeLine(t, p, false, 50<<20)
 			return p
-		}, want: job.ExitFatal, errIn: []string{"hugehead.csv", "line 1"}},
-		{name: "header only", file: write("header.csv", []byte("userId,password\r\n\r\n\n")), want: job.ExitFatal,
+		}, want: report.ExitFatal, errIn: []string{"hugehead.csv", "line 1"}},
+		{name: "header only", file: write("header.csv", []byte("userId,password\r\n\r\n\n")), want: report.ExitFatal,
 			errIn: []string{"header.csv", "input has no records"}},
-		{name: "empty file", file: write("empty.csv", nil), want: job.ExitFatal, errIn: []string{"empty.csv"}},
-		{name: "BOM only", file: write("bom.csv", []byte("\ufeff")), want: job.ExitFatal, errIn: []string{"bom.csv"}},
+		{name: "empty file", file: write("empty.csv", nil), want: report.ExitFatal, errIn: []string{"empty.csv"}},
+		{name: "BOM only", file: write("bom.csv", []byte("\ufeff")), want: report.ExitFatal, errIn: []string{"bom.csv"}},
 		{name: "a directory", file: func(t *testing.T, dir string) string {
 			p := filepath.Join(dir, "adir")
 			if err := os.Mkdir(p, 0o700); err != nil {
 				t.Fatal(err)
 			}
 			return p
-		}, want: job.ExitFatal, errIn: []string{"adir", "directory"}},
+		}, want: report.ExitFatal, errIn: []string{"adir", "directory"}},
 		{name: "missing path", file: func(t *testing.T, dir string) string { return filepath.Join(dir, "nope.csv") },
-			want: job.ExitFatal, errIn: []string{"nope.csv", "no such file"}},
+			want: report.ExitFatal, errIn: []string{"nope.csv", "no such file"}},
 		{name: "stdin with data", stdin: func() io.Reader { return strings.NewReader("userId\r\n1000\r\n1001\r\n") },
-			want: job.ExitOK, updated: 2},
-		{name: "stdin empty", stdin: func() io.Reader { return strings.NewReader("") }, want: job.ExitFatal,
+			want: report.ExitOK, updated: 2},
+		{name: "stdin empty", stdin: func() io.Reader { return strings.NewReader("") }, want: report.ExitFatal,
 			errIn: []string{"stdin"}},
-		{name: "stdin header only", stdin: func() io.Reader { return strings.NewReader("userId\n") }, want: job.ExitFatal,
+		{name: "stdin header only", stdin: func() io.Reader { return strings.NewReader("userId\n") }, want: report.ExitFatal,
 			errIn: []string{"stdin", "input has no records"}},
 		{name: "stdin closed mid-quote", stdin: func() io.Reader { return strings.NewReader("userId,c\n1000,\"cut") },
-			want: job.ExitFatal, errIn: []string{"stdin", "line 2"}},
+			want: report.ExitFatal, errIn: []string{"stdin", "line 2"}},
 		{name: "stdin read error", stdin: func() io.Reader {
 			return &failingReader{data: []byte("userId\n1000\n10"), err: errors.New("read /dev/stdin: input/output error")}
-		}, want: job.ExitFatal, errIn: []string{"stdin", "line 3", "input/output error"}},
+		}, want: report.ExitFatal, errIn: []string{"stdin", "line 3", "input/output error"}},
 		{name: "stdin pipe closed early", stdin: func() io.Reader {
 			pr, pw := io.Pipe()
 			go func() {
@@ -201,7 +201,7 @@ func TestHostileInput(t *testing.T) {
 				pw.CloseWithError(io.ErrUnexpectedEOF)
 			}()
 			return pr
-		}, want: job.ExitFatal, errIn: []string{"stdin", "unexpected EOF"}},
+		}, want: report.ExitFatal, errIn: []string{"stdin", "unexpected EOF"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -219,7 +219,7 @@ func TestHostileInput(t *testing.T) {
 			if sum.ExitCode != c.want {
 				t.Fatalf("exit %d (%v), want %d", sum.ExitCode, err, c.want)
 			}
-			if c.want == job.ExitFatal {
+			if c.want == report.ExitFatal {
 				if err == nil {
 					t.Fatal("exit 1 without an error")
 				}
@@ -329,24 +329,24 @@ func TestHostileAnswers(t *testing.T) {
 	many := 100 // a fault that hits every attempt
 	cases := []tc{
 		{name: "200 with invalid JSON", faults: []ecgridsim.Fault{{Endpoint: "password", UserID: victim, Kind: ecgridsim.InvalidJSON, Times: many}},
-			want: job.ExitIncomplete, reason: []string{"JSON", "unreadable"}},
+			want: report.ExitIncomplete, reason: []string{"JSON", "unreadable"}},
 		{name: "200 with data false", faults: []ecgridsim.Fault{{Endpoint: "password", UserID: victim, Kind: ecgridsim.DataFalse, Times: many}},
-			want: job.ExitIncomplete, reason: []string{"data"}},
+			want: report.ExitIncomplete, reason: []string{"data"}},
 		{name: "200 with 20 MiB body", faults: []ecgridsim.Fault{{Endpoint: "password", UserID: victim, Kind: ecgridsim.HugeBody, Times: many}},
-			want: job.ExitIncomplete, reason: []string{"200"}},
+			want: report.ExitIncomplete, reason: []string{"200"}},
 		{name: "slow drip past the timeout", faults: []ecgridsim.Fault{{Endpoint: "password", UserID: victim, Kind: ecgridsim.SlowDrip, Hold: 20 * time.Second, Times: many}},
-			timeout: 400 * time.Millisecond, want: job.ExitIncomplete, reason: []string{"timeout"},
+			timeout: 400 * time.Millisecond, want: report.ExitIncomplete, reason: []string{"timeout"},
 			bound: 2*400*time.Millisecond + 8*time.Second},
 		{name: "redirect to another host", faults: []ecgridsim.Fault{{Endpoint: "password", UserID: victim, Kind: ecgridsim.Redirect, Location: other.URL + "/v2/users/password", Times: many}},
-			want: job.ExitIncomplete, reason: []string{"redirect"}},
+			want: report.ExitIncomplete, reason: []string{"redirect"}},
 		{name: "preflight redirect to another host", faults: []ecgridsim.Fault{{Endpoint: "me", Kind: ecgridsim.Redirect, Location: other.URL + "/v2/users/me", Times: many}},
-			want: job.ExitFatal, errIn: []string{"redirect"}},
+			want: report.ExitFatal, errIn: []string{"redirect"}},
 		{name: "preflight 200 invalid JSON", faults: []ecgridsim.Fault{{Endpoint: "me", Kind: ecgridsim.InvalidJSON, Times: many}},
-			want: job.ExitFatal, errIn: []string{"preflight"}},
+			want: report.ExitFatal, errIn: []string{"preflight"}},
 		{name: "preflight 20 MiB body", faults: []ecgridsim.Fault{{Endpoint: "me", Kind: ecgridsim.HugeBody, Times: many}},
-			want: job.ExitFatal, errIn: []string{"preflight"}},
+			want: report.ExitFatal, errIn: []string{"preflight"}},
 		{name: "preflight slow drip", faults: []ecgridsim.Fault{{Endpoint: "me", Kind: ecgridsim.SlowDrip, Hold: 20 * time.Second, Times: many}},
-			timeout: 400 * time.Millisecond, want: job.ExitFatal, errIn: []string{"timeout"},
+			timeout: 400 * time.Millisecond, want: report.ExitFatal, errIn: []string{"timeout"},
 			bound: 2*400*time.Millisecond + 8*time.Second},
 		{name: "untrusted TLS certificate", base: func(t *testing.T, w *world) (string, *http.Client) {
 			srv := httptest.NewUnstartedServer(w.sim)
@@ -354,13 +354,13 @@ func TestHostileAnswers(t *testing.T) {
 			srv.StartTLS()
 			t.Cleanup(srv.Close)
 			return srv.URL, nil // the default transport does not trust the test CA
-		}, want: job.ExitFatal, errIn: []string{"certificate", "x509", "tls"}},
+		}, want: report.ExitFatal, errIn: []string{"certificate", "x509", "tls"}},
 		{name: "connection refused", base: func(t *testing.T, w *world) (string, *http.Client) {
 			return "http://" + closedPort(t), nil
-		}, want: job.ExitFatal, errIn: []string{"refused"}},
+		}, want: report.ExitFatal, errIn: []string{"refused"}},
 		{name: "DNS failure", base: func(t *testing.T, w *world) (string, *http.Client) {
 			return "https://pwrotate-hostile-test.invalid", nil
-		}, want: job.ExitFatal, errIn: []string{"no such host", "lookup", "server misbehaving", "proxy"}},
+		}, want: report.ExitFatal, errIn: []string{"no such host", "lookup", "server misbehaving", "proxy"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -401,7 +401,7 @@ func TestHostileAnswers(t *testing.T) {
 			if n := watcher.withBody.Load() - beforeBody; n != 0 {
 				t.Errorf("the other host received %d request bodies (a password)", n)
 			}
-			if c.want == job.ExitFatal {
+			if c.want == report.ExitFatal {
 				if !containsAny(strings.ToLower(err.Error()), c.errIn) {
 					t.Errorf("error %q names none of %q", err, c.errIn)
 				}
@@ -492,7 +492,7 @@ func TestHostileOutFolder(t *testing.T) {
 			out := c.out(t, t.TempDir())
 			cfg := w.config(users(span(firstUser, 3)...), out)
 			sum, err, _ := runBounded(t, cfg, hangBound)
-			if sum.ExitCode != job.ExitFatal || err == nil {
+			if sum.ExitCode != report.ExitFatal || err == nil {
 				t.Fatalf("exit %d (%v), want 1", sum.ExitCode, err)
 			}
 			if !strings.Contains(err.Error(), out) || !strings.Contains(err.Error(), c.errIn) {
@@ -591,7 +591,7 @@ func TestHostileFullDisk(t *testing.T) {
 			if callsAtFill < 0 {
 				t.Fatalf("the disk was never filled: exit %d (%v)", sum.ExitCode, err)
 			}
-			if sum.ExitCode != job.ExitFatal || err == nil {
+			if sum.ExitCode != report.ExitFatal || err == nil {
 				t.Fatalf("disk full: exit %d (%v), want 1", sum.ExitCode, err)
 			}
 			if !strings.Contains(err.Error(), "no space left") {
@@ -621,7 +621,7 @@ func TestHostileFullDisk(t *testing.T) {
 			}
 			cfg.Resume, cfg.Hook = true, nil
 			sum, err, _ = runBounded(t, cfg, hangBound)
-			if sum.ExitCode != job.ExitIncomplete {
+			if sum.ExitCode != report.ExitIncomplete {
 				t.Fatalf("resume after the disk was freed: exit %d (%v), want 2 (one invalid record)", sum.ExitCode, err)
 			}
 			byUser := w.checkInvariant(out)
@@ -694,7 +694,7 @@ func TestHostileInputFIFOInterruptible(t *testing.T) {
 	}()
 	select {
 	case sum := <-done:
-		if sum.ExitCode != job.ExitInterrupted {
+		if sum.ExitCode != report.ExitInterrupted {
 			t.Errorf("exit %d, want 3 (interrupted)", sum.ExitCode)
 		}
 	case <-time.After(10 * time.Second):

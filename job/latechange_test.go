@@ -103,7 +103,7 @@ func TestResumeWaitsOutLateChange(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-ls.arrived; cancel() }()
 	sum, _ := job.New(cfg).Run(ctx)
-	if sum.ExitCode != job.ExitInterrupted {
+	if sum.ExitCode != report.ExitInterrupted {
 		t.Fatalf("first run: exit %d, want 3", sum.ExitCode)
 	}
 
@@ -118,7 +118,7 @@ func TestResumeWaitsOutLateChange(t *testing.T) {
 		return nil
 	}
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitOK {
+	if sum.ExitCode != report.ExitOK {
 		t.Fatalf("resume: exit %d: %v", sum.ExitCode, err)
 	}
 	ls.apply() // or after the resume, if it did not wait
@@ -157,7 +157,7 @@ func TestResumeWaitsDespiteBackdatedFiles(t *testing.T) {
 	cfg.Workers = 1
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-ls.arrived; cancel() }()
-	if sum, _ := job.New(cfg).Run(ctx); sum.ExitCode != job.ExitInterrupted {
+	if sum, _ := job.New(cfg).Run(ctx); sum.ExitCode != report.ExitInterrupted {
 		t.Fatalf("first run: exit %d, want 3", sum.ExitCode)
 	}
 	hourAgo := time.Now().Add(-time.Hour)
@@ -181,7 +181,7 @@ func TestResumeWaitsDespiteBackdatedFiles(t *testing.T) {
 		now = now.Add(d)
 		return nil
 	}
-	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 		t.Fatalf("resume: exit %d: %v", sum.ExitCode, err)
 	}
 	ls.apply()
@@ -205,7 +205,7 @@ func TestResumeWaitsOnlyWhenNeeded(t *testing.T) {
 		{"fresh run", func(*testing.T, *world, job.Config) {}, 0},
 		{"earlier run recorded every outcome", func(t *testing.T, w *world, cfg job.Config) {
 			w.sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: firstUser + 1, Kind: ecgridsim.Envelope, Status: 404, Code: "ObjectNotFound"})
-			if sum, _ := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitIncomplete {
+			if sum, _ := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitIncomplete {
 				t.Fatalf("earlier run: exit %d, want 2", sum.ExitCode)
 			}
 		}, 0},
@@ -217,7 +217,7 @@ func TestResumeWaitsOnlyWhenNeeded(t *testing.T) {
 				}
 			}
 			cfg.Workers = 1
-			if sum, _ := job.New(cfg).Run(ctx); sum.ExitCode != job.ExitInterrupted {
+			if sum, _ := job.New(cfg).Run(ctx); sum.ExitCode != report.ExitInterrupted {
 				t.Fatalf("earlier run: exit %d, want 3", sum.ExitCode)
 			}
 		}, 2 * time.Minute},
@@ -236,7 +236,7 @@ func TestResumeWaitsOnlyWhenNeeded(t *testing.T) {
 				return nil
 			}
 			sum, err := job.New(cfg).Run(context.Background())
-			if sum.ExitCode != job.ExitOK && sum.ExitCode != job.ExitIncomplete {
+			if sum.ExitCode != report.ExitOK && sum.ExitCode != report.ExitIncomplete {
 				t.Fatalf("exit %d: %v", sum.ExitCode, err)
 			}
 			w.checkInvariant(out)
@@ -259,7 +259,7 @@ func TestResetSurvivesAnotherWorkersFatal(t *testing.T) {
 	cfg.ResetSessions = true
 	cfg.Workers = 2
 	sum, _ := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitFatal {
+	if sum.ExitCode != report.ExitFatal {
 		t.Fatalf("exit %d, want 1 (a 401 stops the run)", sum.ExitCode)
 	}
 	rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"pwrotate/report"
 	"pwrotate/rotate"
 	"slices"
 	"strconv"
@@ -52,11 +53,11 @@ func (r *Runner) readInputCtx(ctx context.Context) (*Input, error) {
 	select {
 	case res := <-ch:
 		if res.err != nil {
-			return nil, &ExitError{Code: ExitFatal, Err: res.err}
+			return nil, &ExitError{Code: report.ExitFatal, Err: res.err}
 		}
 		return res.in, nil
 	case <-ctx.Done():
-		return nil, &ExitError{Code: ExitInterrupted, Err: errors.New("interrupted while reading the input")}
+		return nil, &ExitError{Code: report.ExitInterrupted, Err: errors.New("interrupted while reading the input")}
 	}
 }
 
@@ -134,7 +135,7 @@ func (r *Runner) preflight(ctx context.Context, p *plan) error {
 	caller, o := cfg.Client.Me(ctx)
 	if !o.OK {
 		if o.Interrupted {
-			return &ExitError{Code: ExitInterrupted, Err: fmt.Errorf("preflight: %w", o.Err)}
+			return &ExitError{Code: report.ExitInterrupted, Err: fmt.Errorf("preflight: %w", o.Err)}
 		}
 		return fatal("preflight GET /v2/users/me: %w", o.Err)
 	}

@@ -140,7 +140,7 @@ func TestProtectedAndSelfSkipped(t *testing.T) {
 	cfg.Protect = prot
 	cfg.Reason = "INC-4711 credential leak"
 	sum, err := job.New(cfg).Run(context.Background())
-	if err != nil || sum.ExitCode != job.ExitOK {
+	if err != nil || sum.ExitCode != report.ExitOK {
 		t.Fatalf("exit %d (%v), want 0: skips are deliberate", sum.ExitCode, err)
 	}
 	byUser := w.checkInvariant(out)
@@ -183,7 +183,7 @@ func TestProtectedAndSelfSkipped(t *testing.T) {
 	cfg.Resume = true
 	cfg.Protect = nil
 	sum, err = job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitOK || err != nil {
+	if sum.ExitCode != report.ExitOK || err != nil {
 		// A complete run needs nothing: it is reported as it was.
 		t.Fatalf("resume of a complete run: exit %d (%v)", sum.ExitCode, err)
 	}
@@ -210,14 +210,14 @@ func TestResumeRefusesOtherProtection(t *testing.T) {
 			stop() // as a signal would: nothing is sent
 		}
 	}
-	if sum, err := job.New(cfg).Run(ctx); sum.ExitCode != job.ExitInterrupted {
+	if sum, err := job.New(cfg).Run(ctx); sum.ExitCode != report.ExitInterrupted {
 		t.Fatalf("first run: exit %d (%v), want 3", sum.ExitCode, err)
 	}
 	cfg.Hook = nil
 	cfg.Resume, cfg.Protect, cfg.Reason = true, nil, ""
 	calls := len(w.sim.Calls())
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), "same --protect") {
+	if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), "same --protect") {
 		t.Fatalf("exit %d (%v), want 1 refusing other protection", sum.ExitCode, err)
 	}
 	if len(w.sim.Calls()) != calls {
@@ -225,7 +225,7 @@ func TestResumeRefusesOtherProtection(t *testing.T) {
 	}
 	cfg.Protect = prot
 	sum, err = job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitOK {
+	if sum.ExitCode != report.ExitOK {
 		t.Fatalf("resume with the same protection: exit %d (%v)", sum.ExitCode, err)
 	}
 	if sum.Reason != "INC-9 first run" {
@@ -248,7 +248,7 @@ func TestProtectGlobNeedsLogin(t *testing.T) {
 	cfg := w.config(users(1000, 1001, 1002), out)
 	cfg.Protect = prot
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), "--protect "+pf+":3") || !strings.Contains(err.Error(), "login column") {
+	if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), "--protect "+pf+":3") || !strings.Contains(err.Error(), "login column") {
 		t.Fatalf("exit %d (%v), want 1 naming the pattern's line and the login column", sum.ExitCode, err)
 	}
 	if n := len(w.sim.Calls()); n != 0 {
@@ -261,7 +261,7 @@ func TestProtectGlobNeedsLogin(t *testing.T) {
 	prot, _ = job.LoadProtect([]string{writeProtect(t, dir, "ids.txt", "1000\n")})
 	cfg = w.config(users(1000, 1001, 1002), filepath.Join(dir, "out2"))
 	cfg.Protect = prot
-	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 		t.Fatalf("IDs only: exit %d (%v)", sum.ExitCode, err)
 	}
 	if pw, _ := w.sim.Password(1000); pw != initialPw {
@@ -278,7 +278,7 @@ func TestPrivilegedFirst(t *testing.T) {
 	cfg.Workers = 1
 	cfg.Client = w.client(testKey, nil) // 8 connections, but one worker
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitOK {
+	if sum.ExitCode != report.ExitOK {
 		t.Fatalf("exit %d (%v)", sum.ExitCode, err)
 	}
 	var order []int
@@ -303,7 +303,7 @@ func TestPrivilegedFirst(t *testing.T) {
 	w2 := newWorld(t, 10)
 	cfg = w2.config(users(1005, 1002, 1000), filepath.Join(t.TempDir(), "out"))
 	cfg.Workers = 1
-	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 		t.Fatalf("exit %d (%v)", sum.ExitCode, err)
 	}
 	order = nil
@@ -326,7 +326,7 @@ func TestDryRunSkipped(t *testing.T) {
 	cfg := w.config(exportCSV, out)
 	cfg.Apply, cfg.Recipients, cfg.Protect = false, nil, prot
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitOK || err != nil {
+	if sum.ExitCode != report.ExitOK || err != nil {
 		t.Fatalf("exit %d (%v)", sum.ExitCode, err)
 	}
 	if sum.Counts["planned"] != 7 || sum.Counts["skipped"] != 3 {
@@ -364,7 +364,7 @@ func TestProtectSharded(t *testing.T) {
 		out := filepath.Join(dir, "out", "shard-"+string(rune('0'+k)))
 		cfg := w.config(exportCSV, out)
 		cfg.Protect, cfg.Shard, cfg.Shards, cfg.Workers = prot, k, 2, 1
-		if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+		if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 			t.Fatalf("shard %d: exit %d (%v)", k, sum.ExitCode, err)
 		}
 		for id, r := range w.checkInvariant(out) {
@@ -406,7 +406,7 @@ func TestMaxUsersCountsNoSkips(t *testing.T) {
 	for _, tt := range []struct {
 		max  int
 		code int
-	}{{6, job.ExitOK}, {5, job.ExitFatal}} {
+	}{{6, report.ExitOK}, {5, report.ExitFatal}} {
 		cfg := w.config(exportCSV, "")
 		cfg.Apply, cfg.Recipients, cfg.Protect, cfg.MaxUsers = false, nil, prot, tt.max
 		// 10 records; 1000, 1001, 1003 protected and 7 the caller: 6 to change.
@@ -445,7 +445,7 @@ func TestSelectProtectedPrivilegedFirst(t *testing.T) {
 	cfg := w.selectConfig(filter, out)
 	cfg.Protect, cfg.Workers, cfg.Reason = prot, 1, "INC-77"
 	sum, err := job.New(cfg).Run(context.Background())
-	if err != nil || sum.ExitCode != job.ExitOK {
+	if err != nil || sum.ExitCode != report.ExitOK {
 		t.Fatalf("exit %d: %v", sum.ExitCode, err)
 	}
 	w.checkOnlyListedChanged(out, want)

@@ -152,7 +152,7 @@ func (r *Runner) resetOwedSessions(ctx context.Context, owed []owedReset, res *r
 func (r *Runner) resumeChecks(out *OutDir, in *Input, sum *report.Summary) (complete bool, err error) {
 	m, ok, err := out.ReadManifest()
 	if err != nil {
-		return false, &ExitError{Code: ExitFatal, Err: err}
+		return false, &ExitError{Code: report.ExitFatal, Err: err}
 	}
 	if ok && m.ResetSessions && !r.resets {
 		r.log.Info("the run was started with --reset-sessions: resetting sessions as it promised", "out", out.Path)
@@ -179,7 +179,7 @@ func (r *Runner) resumeChecks(out *OutDir, in *Input, sum *report.Summary) (comp
 	}
 	if ok {
 		owed := false
-		if perr == nil && prev.Complete && r.resets && prev.ExitCode == ExitIncomplete {
+		if perr == nil && prev.Complete && r.resets && prev.ExitCode == report.ExitIncomplete {
 			if owed, err = resetsOwed(out.File(ResultsName)); err != nil {
 				return false, fatal("results: %w", err)
 			}
@@ -189,7 +189,7 @@ func (r *Runner) resumeChecks(out *OutDir, in *Input, sum *report.Summary) (comp
 			*sum = prev
 			// The rotation happened when the folder says, not now: a
 			// re-run must not look like a fresh success to the alerts.
-			if prev.ExitCode != ExitOK {
+			if prev.ExitCode != report.ExitOK {
 				return true, &ExitError{Code: prev.ExitCode, Err: fmt.Errorf("run in %s already complete with exit code %d", out.Path, prev.ExitCode)}
 			}
 			return true, nil
@@ -210,7 +210,7 @@ func (r *Runner) recordManifest(out *OutDir, p *plan, sum *report.Summary) error
 	cfg := r.cfg
 	m, ok, err := out.ReadManifest()
 	if err != nil {
-		return &ExitError{Code: ExitFatal, Err: err}
+		return &ExitError{Code: report.ExitFatal, Err: err}
 	}
 	if !ok || (r.resets && !m.ResetSessions) || (cfg.RotateAPIKeys && !m.RotateAPIKeys) {
 		if !ok {

@@ -59,7 +59,7 @@ func TestResumeActsOnlyOnTheRecordsUser(t *testing.T) {
 			if r.UserID == firstUser+1 {
 				r.UserID = stranger
 			}
-		}, job.ExitFatal, "line 3"},
+		}, report.ExitFatal, "line 3"},
 		{"a protected user made updated and owing", func(r *report.Row) {
 			if r.UserID == protected {
 				r.Status, r.Error, r.Generation, r.SessionsReset, r.APIKeyRotated = report.Updated, "", 1, "false", "false"
@@ -79,15 +79,15 @@ func TestResumeActsOnlyOnTheRecordsUser(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
 			cfg := w.config(users(span(firstUser, 3)...), out)
 			cfg.RotateAPIKeys, cfg.ResetSessions, cfg.Protect = true, true, prot
-			if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitIncomplete {
+			if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitIncomplete {
 				t.Fatalf("first run: exit %d (%v), want 2", sum.ExitCode, err)
 			}
 			editResults(t, out, tt.edit)
 			before := len(w.sim.Calls())
 			cfg.Resume = true
 			sum, err := job.New(cfg).Run(context.Background())
-			if tt.want == job.ExitFatal {
-				if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), tt.lines) {
+			if tt.want == report.ExitFatal {
+				if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), tt.lines) {
 					t.Fatalf("resume: exit %d (%v), want 1 naming %s", sum.ExitCode, err, tt.lines)
 				}
 				for _, c := range w.sim.Calls()[before:] {
@@ -131,7 +131,7 @@ func TestResumeWithoutManifestRefused(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out")
 			cfg := w.config(users(span(firstUser, 3)...), out)
 			cfg.RotateAPIKeys = true
-			if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+			if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 				t.Fatalf("first run: exit %d: %v", sum.ExitCode, err)
 			}
 			for _, name := range append([]string{job.ManifestName}, tt.remove...) {
@@ -157,7 +157,7 @@ func TestResumeWithoutManifestRefused(t *testing.T) {
 			cfg.Sleep = func(context.Context, time.Duration) error { return nil }
 			sum, err := job.New(cfg).Run(context.Background())
 			if tt.want == "" {
-				if sum.ExitCode != job.ExitOK {
+				if sum.ExitCode != report.ExitOK {
 					t.Fatalf("resume: exit %d: %v", sum.ExitCode, err)
 				}
 				if n := w.sim.Count("password") - before; n != 4 {
@@ -165,7 +165,7 @@ func TestResumeWithoutManifestRefused(t *testing.T) {
 				}
 				return
 			}
-			if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), job.ManifestName) {
+			if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), job.ManifestName) {
 				t.Fatalf("resume: exit %d (%v), want 1 naming %s and %s", sum.ExitCode, err, tt.want, job.ManifestName)
 			}
 			if n := w.sim.Count("password") - before; n != 0 {
@@ -202,7 +202,7 @@ func TestSelectPlantedSnapshotNotTaken(t *testing.T) {
 	cfg := w.selectConfig(f, out)
 	cfg.Resume = true
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitOK {
+	if sum.ExitCode != report.ExitOK {
 		t.Fatalf("exit %d: %v", sum.ExitCode, err)
 	}
 	if n := w.sim.Count("list"); n == 0 {

@@ -21,15 +21,6 @@ import (
 	"pwrotate/rotate"
 )
 
-// Exit codes, as the contract gives them.
-const (
-	ExitOK          = 0 // every record updated (dry run: no invalid record)
-	ExitFatal       = 1 // could not start, or a fatal error
-	ExitIncomplete  = 2 // finished, but some records failed or were invalid, or a reset failed
-	ExitInterrupted = 3 // interrupted by a signal: run again with --resume
-	ExitBusy        = 4 // the output folder is held by another run: try again later
-)
-
 // Progress is told about every finished record (console.Progress).
 type Progress interface {
 	SetTotal(n int)
@@ -95,7 +86,7 @@ func (e *ExitError) Error() string { return e.Err.Error() }
 func (e *ExitError) Unwrap() error { return e.Err }
 
 func fatal(format string, args ...any) error {
-	return &ExitError{Code: ExitFatal, Err: fmt.Errorf(format, args...)}
+	return &ExitError{Code: report.ExitFatal, Err: fmt.Errorf(format, args...)}
 }
 
 // Runner runs one rotation. Abort may be called from another goroutine
@@ -197,7 +188,7 @@ func (r *Runner) Run(ctx context.Context) (report.Summary, error) {
 		if errors.As(err, &ee) {
 			sum.ExitCode = ee.Code
 		} else {
-			sum.ExitCode = ExitFatal
+			sum.ExitCode = report.ExitFatal
 		}
 	}
 	return sum, err
@@ -258,20 +249,20 @@ func (r *Runner) openOut() (*OutDir, error) {
 		return nil, fatal("--recipient: at least one recipient is needed with --apply")
 	}
 	if err := CheckLayout(cfg.Out, cfg.Shard, cfg.Shards); err != nil {
-		return nil, &ExitError{Code: ExitFatal, Err: err}
+		return nil, &ExitError{Code: report.ExitFatal, Err: err}
 	}
 	out, err := OpenOut(cfg.Out, cfg.Resume)
 	if err != nil {
 		if errors.Is(err, ErrBusy) {
-			return nil, &ExitError{Code: ExitBusy, Err: err}
+			return nil, &ExitError{Code: report.ExitBusy, Err: err}
 		}
-		return nil, &ExitError{Code: ExitFatal, Err: err}
+		return nil, &ExitError{Code: report.ExitFatal, Err: err}
 	}
 	out.Files = r.files
 	cfg.Hook("locked", 1)
 	if err := checkBound(out); err != nil {
 		out.Close()
-		return nil, &ExitError{Code: ExitFatal, Err: err}
+		return nil, &ExitError{Code: report.ExitFatal, Err: err}
 	}
 	return out, nil
 }

@@ -247,7 +247,7 @@ func TestApplyWithFaults(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	cfg := w.config(input, out)
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitIncomplete {
+	if sum.ExitCode != report.ExitIncomplete {
 		t.Fatalf("exit code %d (%v), want 2", sum.ExitCode, err)
 	}
 	byUser := w.checkInvariant(out)
@@ -344,7 +344,7 @@ func TestCleanRunWritesOneSealedFile(t *testing.T) {
 	cfg := w.config(users(span(firstUser, 30)...), out)
 	cfg.ResetSessions = true
 	sum, err := job.New(cfg).Run(context.Background())
-	if err != nil || sum.ExitCode != job.ExitOK {
+	if err != nil || sum.ExitCode != report.ExitOK {
 		t.Fatalf("exit %d: %v", sum.ExitCode, err)
 	}
 	byUser := w.checkInvariant(out)
@@ -367,7 +367,7 @@ func TestCleanRunWritesOneSealedFile(t *testing.T) {
 	before := len(w.sim.Calls())
 	cfg.Resume = true
 	sum2, err := job.New(cfg).Run(context.Background())
-	if err != nil || sum2.ExitCode != job.ExitOK || len(w.sim.Calls()) != before {
+	if err != nil || sum2.ExitCode != report.ExitOK || len(w.sim.Calls()) != before {
 		t.Errorf("resume of a finished run: exit %d err %v, %d new calls", sum2.ExitCode, err, len(w.sim.Calls())-before)
 	}
 }
@@ -379,7 +379,7 @@ func TestSessionResetFailureIsExit2(t *testing.T) {
 	cfg := w.config(users(span(firstUser, 3)...), out)
 	cfg.ResetSessions = true
 	sum, _ := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitIncomplete {
+	if sum.ExitCode != report.ExitIncomplete {
 		t.Fatalf("exit %d, want 2", sum.ExitCode)
 	}
 	byUser := w.checkInvariant(out)
@@ -393,7 +393,7 @@ func TestSessionResetFailureIsExit2(t *testing.T) {
 		passwordCalls := w.sim.Count("password")
 		cfg.Resume, cfg.ResetSessions = true, flag // the manifest remembers the flag
 		sum, err := job.New(cfg).Run(context.Background())
-		if sum.ExitCode != job.ExitOK {
+		if sum.ExitCode != report.ExitOK {
 			t.Fatalf("resume %d: exit %d (%v), want 0", i+1, sum.ExitCode, err)
 		}
 		byUser = w.checkInvariant(out)
@@ -426,7 +426,7 @@ func TestPreflightRefusals(t *testing.T) {
 			cfg := w.config(users(span(firstUser, 5)...), out)
 			cfg.Client = w.client(tc.key, nil)
 			sum, err := job.New(cfg).Run(context.Background())
-			if sum.ExitCode != job.ExitFatal || err == nil {
+			if sum.ExitCode != report.ExitFatal || err == nil {
 				t.Fatalf("exit %d, err %v; want 1", sum.ExitCode, err)
 			}
 			if n := w.sim.Count("password"); n != 0 {
@@ -450,7 +450,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	cfg.Apply = false
 	cfg.Recipients = nil
 	sum, _ := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitIncomplete {
+	if sum.ExitCode != report.ExitIncomplete {
 		t.Errorf("dry run with an invalid record: exit %d, want 2", sum.ExitCode)
 	}
 	if n := w.sim.Count("password") + w.sim.Count("reset"); n != 0 {
@@ -482,7 +482,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	w2 := newWorld(t, 5)
 	cfg2 := w2.config(users(span(firstUser, 5)...), "")
 	cfg2.Apply, cfg2.Client, cfg2.Recipients = false, nil, nil
-	if sum, err := job.New(cfg2).Run(context.Background()); sum.ExitCode != job.ExitOK {
+	if sum, err := job.New(cfg2).Run(context.Background()); sum.ExitCode != report.ExitOK {
 		t.Errorf("dry run without key: exit %d %v", sum.ExitCode, err)
 	}
 	if n := len(w2.sim.Calls()); n != 0 {
@@ -497,7 +497,7 @@ func TestUnauthorizedMidRunStopsEverything(t *testing.T) {
 	cfg := w.config(users(span(firstUser, 30)...), out)
 	cfg.Workers = 1
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitFatal || err == nil {
+	if sum.ExitCode != report.ExitFatal || err == nil {
 		t.Fatalf("exit %d (%v), want 1", sum.ExitCode, err)
 	}
 	var after bool
@@ -513,7 +513,7 @@ func TestUnauthorizedMidRunStopsEverything(t *testing.T) {
 	// The key is fixed (the fault is gone): --resume completes the run.
 	cfg.Resume = true
 	sum, err = job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitOK {
+	if sum.ExitCode != report.ExitOK {
 		t.Fatalf("resume: exit %d (%v)", sum.ExitCode, err)
 	}
 	byUser := w.checkInvariant(out)
@@ -536,7 +536,7 @@ func TestInterruptThenResume(t *testing.T) {
 		}
 	}
 	sum, _ := job.New(cfg).Run(ctx)
-	if sum.ExitCode != job.ExitInterrupted || !sum.Interrupted {
+	if sum.ExitCode != report.ExitInterrupted || !sum.Interrupted {
 		t.Fatalf("exit %d interrupted %v, want 3", sum.ExitCode, sum.Interrupted)
 	}
 	got, err := report.ReadSummary(filepath.Join(out, job.SummaryName))
@@ -549,19 +549,19 @@ func TestInterruptThenResume(t *testing.T) {
 	other := cfg
 	other.InputData = []byte(users(span(firstUser, 61)...))
 	other.Resume, other.Hook = true, nil
-	if sum, _ := job.New(other).Run(context.Background()); sum.ExitCode != job.ExitFatal {
+	if sum, _ := job.New(other).Run(context.Background()); sum.ExitCode != report.ExitFatal {
 		t.Errorf("resume with another input: exit %d, want 1", sum.ExitCode)
 	}
 	// Without --resume the folder is refused, never overwritten.
 	fresh := cfg
 	fresh.Hook = nil
-	if sum, _ := job.New(fresh).Run(context.Background()); sum.ExitCode != job.ExitFatal {
+	if sum, _ := job.New(fresh).Run(context.Background()); sum.ExitCode != report.ExitFatal {
 		t.Errorf("non-empty --out without --resume: exit %d, want 1", sum.ExitCode)
 	}
 
 	cfg.Resume, cfg.Hook = true, nil
 	sum, err = job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitOK {
+	if sum.ExitCode != report.ExitOK {
 		t.Fatalf("resume: exit %d (%v)", sum.ExitCode, err)
 	}
 	byUser := w.checkInvariant(out)
@@ -596,7 +596,7 @@ func TestRateNeverExceeded(t *testing.T) {
 	lim := rotate.NewLimiter(rate, burst)
 	lim.SetReleaseHook(paced.record)
 	cfg.Client = w.client(testKey, func(c *rotate.Config) { c.Pacer = lim })
-	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 		t.Fatalf("exit %d: %v", sum.ExitCode, err)
 	}
 	at := paced.sorted()
@@ -650,7 +650,7 @@ func TestShardsCoverEveryUserOnce(t *testing.T) {
 		cfg := w.config(input, out)
 		cfg.Shard, cfg.Shards = k, shards
 		sum, err := job.New(cfg).Run(context.Background())
-		if sum.ExitCode != job.ExitOK && sum.ExitCode != job.ExitIncomplete {
+		if sum.ExitCode != report.ExitOK && sum.ExitCode != report.ExitIncomplete {
 			t.Fatalf("shard %d: exit %d (%v)", k, sum.ExitCode, err)
 		}
 		if sum.Shard != fmt.Sprintf("%d/%d", k, shards) {
@@ -739,7 +739,7 @@ func TestBatchFsyncAtMostTenASecond(t *testing.T) {
 		}
 	}
 	start := time.Now()
-	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != job.ExitOK {
+	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 		t.Fatalf("exit %d: %v", sum.ExitCode, err)
 	}
 	elapsed := time.Since(start)

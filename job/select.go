@@ -117,7 +117,7 @@ func (r *Runner) input(ctx context.Context, out *OutDir) (*Input, error) {
 		sel.Snapshot = out.File(SnapshotName)
 		m, hasRun, err := out.ReadManifest()
 		if err != nil {
-			return nil, &ExitError{Code: ExitFatal, Err: err}
+			return nil, &ExitError{Code: report.ExitFatal, Err: err}
 		}
 		if hasRun && m.Selection == nil {
 			return nil, fatal("--select: %s holds a run of the input %s, not of a --select listing: refusing to mix them", out.Path, m.Input)
@@ -148,7 +148,7 @@ func (r *Runner) input(ctx context.Context, out *OutDir) (*Input, error) {
 	users, err := cfg.Client.ListUsers(ctx, f, rotate.ListOptions{OnPage: cfg.ListProgress})
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
-			return nil, &ExitError{Code: ExitInterrupted, Err: fmt.Errorf("interrupted while listing users: %w", err)}
+			return nil, &ExitError{Code: report.ExitInterrupted, Err: fmt.Errorf("interrupted while listing users: %w", err)}
 		}
 		return nil, fatal("--select %s: listing users: %w", sel.Spec, err)
 	}

@@ -85,7 +85,7 @@ func TestSelectChangesExactlyTheListed(t *testing.T) {
 	var pages int
 	cfg.ListProgress = func(int, int, int) { pages++ }
 	sum, err := job.New(cfg).Run(context.Background())
-	if err != nil || sum.ExitCode != job.ExitOK {
+	if err != nil || sum.ExitCode != report.ExitOK {
 		t.Fatalf("exit %d: %v", sum.ExitCode, err)
 	}
 	w.checkOnlyListedChanged(out, want)
@@ -151,7 +151,7 @@ func TestSelectResumeNeverListsAgain(t *testing.T) {
 				}
 			}
 			sum, _ := job.New(cfg).Run(ctx)
-			if sum.ExitCode != job.ExitInterrupted {
+			if sum.ExitCode != report.ExitInterrupted {
 				t.Fatalf("first run: exit %d", sum.ExitCode)
 			}
 			lists := w.sim.Count("list")
@@ -163,7 +163,7 @@ func TestSelectResumeNeverListsAgain(t *testing.T) {
 			cfg.Resume = true
 			r := job.New(cfg)
 			sum, err := r.Run(context.Background())
-			if err != nil || sum.ExitCode != job.ExitOK {
+			if err != nil || sum.ExitCode != report.ExitOK {
 				t.Fatalf("resume: exit %d: %v", sum.ExitCode, err)
 			}
 			if point == "snapshot" {
@@ -190,7 +190,7 @@ func TestSelectRefusals(t *testing.T) {
 		w.sim.SetListBehavior(ecgridsim.ListBehavior{IgnorePageNo: true})
 		out := filepath.Join(t.TempDir(), "out")
 		sum, err := job.New(w.selectConfig(f, out)).Run(context.Background())
-		if sum.ExitCode != job.ExitFatal || !errors.Is(err, rotate.ErrPageNoIgnored) {
+		if sum.ExitCode != report.ExitFatal || !errors.Is(err, rotate.ErrPageNoIgnored) {
 			t.Fatalf("exit %d: %v", sum.ExitCode, err)
 		}
 		if w.sim.Count("list") != 2 || w.sim.Count("password") != 0 {
@@ -210,7 +210,7 @@ func TestSelectRefusals(t *testing.T) {
 		other := w.selectConfig(rotate.UserFilter{NetworkID: 2, Status: "Active"}, out)
 		other.Resume = true
 		sum, err := job.New(other).Run(context.Background())
-		if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), "not of --select network=2") {
+		if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), "not of --select network=2") {
 			t.Fatalf("exit %d: %v", sum.ExitCode, err)
 		}
 		if w.sim.Count("list") != lists || w.sim.Count("password") != pw {
@@ -227,7 +227,7 @@ func TestSelectRefusals(t *testing.T) {
 		cfg := w.selectConfig(f, out)
 		cfg.Resume = true
 		sum, err := job.New(cfg).Run(context.Background())
-		if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), "not of a --select listing") {
+		if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), "not of a --select listing") {
 			t.Fatalf("exit %d: %v", sum.ExitCode, err)
 		}
 		if w.sim.Count("list") != 0 {
@@ -239,7 +239,7 @@ func TestSelectRefusals(t *testing.T) {
 		cfg := w.selectConfig(f, "")
 		cfg.Apply, cfg.Client = false, nil
 		sum, err := job.New(cfg).Run(context.Background())
-		if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), "ECGRID_API_KEY") {
+		if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), "ECGRID_API_KEY") {
 			t.Fatalf("exit %d: %v", sum.ExitCode, err)
 		}
 	})
@@ -247,7 +247,7 @@ func TestSelectRefusals(t *testing.T) {
 		w := newSelectWorld(t, 10)
 		cfg := w.selectConfig(rotate.UserFilter{NetworkID: 77, Status: "Active"}, filepath.Join(t.TempDir(), "out"))
 		sum, err := job.New(cfg).Run(context.Background())
-		if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), "no records") {
+		if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), "no records") {
 			t.Fatalf("exit %d: %v", sum.ExitCode, err)
 		}
 	})
@@ -266,7 +266,7 @@ func TestSelectDryRun(t *testing.T) {
 			cfg := w.selectConfig(f, out)
 			cfg.Apply = false
 			sum, err := job.New(cfg).Run(context.Background())
-			if err != nil || sum.ExitCode != job.ExitOK || sum.Counts["planned"] != len(want) {
+			if err != nil || sum.ExitCode != report.ExitOK || sum.Counts["planned"] != len(want) {
 				t.Fatalf("exit %d, counts %v: %v", sum.ExitCode, sum.Counts, err)
 			}
 			if w.sim.Count("password") != 0 || w.sim.Count("list") == 0 {

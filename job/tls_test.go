@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"pwrotate/job"
+	"pwrotate/report"
 	"pwrotate/rotate"
 )
 
@@ -85,7 +86,7 @@ func TestCertificateChangeMidRunStopsEverything(t *testing.T) {
 		}
 	}
 	sum, err := job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitFatal || err == nil || !strings.Contains(err.Error(), "TLS certificate verification failed") {
+	if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), "TLS certificate verification failed") {
 		t.Fatalf("exit %d (%v), want 1 naming the certificate", sum.ExitCode, err)
 	}
 	if n := w.sim.Count("password"); n != 0 {
@@ -102,7 +103,7 @@ func TestCertificateChangeMidRunStopsEverything(t *testing.T) {
 	intercept.Store(false)
 	cfg.Hook, cfg.Resume = nil, true
 	sum, err = job.New(cfg).Run(context.Background())
-	if sum.ExitCode != job.ExitOK {
+	if sum.ExitCode != report.ExitOK {
 		t.Fatalf("resume: exit %d (%v)", sum.ExitCode, err)
 	}
 	if byUser := w.checkInvariant(out); len(byUser) != 20 {

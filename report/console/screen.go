@@ -3,6 +3,7 @@ package console
 import (
 	"fmt"
 	"io"
+	"pwrotate/report"
 	"sort"
 	"strconv"
 	"strings"
@@ -151,29 +152,6 @@ var statusWords = []struct{ status, words string }{
 	{"pending", "no outcome yet: resume the run"},
 }
 
-// ExitMeaning says what an exit code means, in words.
-func ExitMeaning(code int, dryRun bool) string {
-	switch code {
-	case 0:
-		if dryRun {
-			return "the plan is clean: no invalid record"
-		}
-		return "every record updated or skipped"
-	case 1:
-		return "could not start, or a fatal error stopped the run"
-	case 2:
-		if dryRun {
-			return "some input records are invalid"
-		}
-		return "finished, but some records failed or were invalid, or a session reset failed"
-	case 3:
-		return "interrupted: nothing is lost, resume the run"
-	case 4:
-		return "the output folder is held by another run: try again later"
-	}
-	return "unknown exit code"
-}
-
 // WriteSummary writes the closing summary to w in one Write.
 func WriteSummary(w io.Writer, f Final) {
 	var b strings.Builder
@@ -181,7 +159,7 @@ func WriteSummary(w io.Writer, f Final) {
 	switch {
 	case f.Interrupted:
 		what = "Interrupted"
-	case f.ExitCode == 1:
+	case f.ExitCode == report.ExitFatal:
 		what = "Stopped"
 	}
 	kind := "run"
@@ -232,7 +210,7 @@ func WriteSummary(w io.Writer, f Final) {
 		}
 		fmt.Fprintf(&b, "  %-10s %s\n", label, o)
 	}
-	fmt.Fprintf(&b, "  exit code: %d, %s\n", f.ExitCode, ExitMeaning(f.ExitCode, f.DryRun))
+	fmt.Fprintf(&b, "  exit code: %d, %s\n", f.ExitCode, report.ExitMeaning(f.ExitCode, f.DryRun))
 
 	if f.ProblemsTotal > 0 {
 		if len(f.Problems) > 0 {
