@@ -216,7 +216,7 @@ func reportRun(ui runUI, f *runFlags, cfg job.Config, sum report.Summary, runErr
 			"generateRequests", k.Generated, "readBacks", k.ReadBacks, "generatesAvoided", k.GeneratesAvoided)
 	}
 	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != report.ExitFatal {
-		identity := filepath.Join(cfg.Out, job.DemoIdentityName)
+		identity := filepath.Join(cfg.Out, report.DemoIdentityName)
 		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
 			identity, cfg.Out, identity, filepath.Join(cfg.Out, report.SealedName(1)))
 		if f.rotateAPIKeys {
@@ -293,7 +293,7 @@ func (f *runFlags) config(getenv func(string) string) (cfg job.Config, rateLimit
 		cfg.Shard, cfg.Shards = shard, shards
 		rateLimit = f.rate / float64(shards)
 		if cfg.Out != "" {
-			cfg.Out = filepath.Join(cfg.Out, fmt.Sprintf("shard-%d", shard))
+			cfg.Out = filepath.Join(cfg.Out, report.ShardDir(shard))
 		}
 	}
 	if f.pushgateway != "" {

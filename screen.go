@@ -130,7 +130,7 @@ func runHeader(f *runFlags, cfg job.Config) console.Header {
 		h.Shard = fmt.Sprintf("%d/%d", cfg.Shard, cfg.Shards)
 	}
 	if f.demo && f.apply {
-		h.DemoIdentity = filepath.Join(cfg.Out, job.DemoIdentityName)
+		h.DemoIdentity = filepath.Join(cfg.Out, report.DemoIdentityName)
 	}
 	return h
 }
@@ -152,7 +152,7 @@ func runFinal(f *runFlags, cfg job.Config, sum report.Summary, args []string) co
 	fin.ProblemsTotal = failed + invalid
 	results := ""
 	if cfg.Out != "" {
-		results = filepath.Join(cfg.Out, job.ResultsName)
+		results = filepath.Join(cfg.Out, report.ResultsName)
 		if probs, err := console.ReadProblems(results, console.MaxProblems); err == nil {
 			fin.Problems = probs
 			fin.ProblemsIn = results
@@ -199,7 +199,7 @@ func runFinal(f *runFlags, cfg job.Config, sum report.Summary, args []string) co
 		key := "KEY.txt"
 		what := "Read the new passwords (KEY.txt: the age identity of a --recipient):"
 		if f.demo {
-			key = filepath.Join(cfg.Out, job.DemoIdentityName)
+			key = filepath.Join(cfg.Out, report.DemoIdentityName)
 			what = "Read the new passwords (the demo sealed them to " + key + "):"
 		}
 		fin.Next = append(fin.Next, console.NextStep{What: what, Command: "pwrotate open --identity " + shellArgs([]string{key, cfg.Out})})

@@ -103,7 +103,7 @@ type pendingKey struct {
 
 // openKeys prepares the key rotation of a run applying into out: the key
 // log (created if missing) and the number of the next batch.
-func (r *Runner) openKeys(out *OutDir, p *plan) error {
+func (r *Runner) openKeys(out *report.Folder, p *plan) error {
 	if !r.cfg.RotateAPIKeys {
 		return nil
 	}
@@ -165,11 +165,11 @@ func (k *keyRotator) noteRecorded(row report.Row) {
 // keysOwedIn reports whether the results in out hold a row (the last of
 // its line) whose API key is owed: a complete run with such a row is
 // resumed, not skipped.
-func (r *Runner) keysOwedIn(out *OutDir) bool {
+func (r *Runner) keysOwedIn(out *report.Folder) bool {
 	if !r.cfg.RotateAPIKeys {
 		return false
 	}
-	rows, err := report.ReadResults(out.File(ResultsName))
+	rows, err := report.ReadResults(out.ResultsPath())
 	if err != nil {
 		return false
 	}

@@ -47,7 +47,7 @@ func TestOutDirAcceptsKeyFiles(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			d, err := job.OpenOut(out, true)
+			d, err := report.OpenFolder(out, true)
 			if tt.ok {
 				if err != nil {
 					t.Fatalf("OpenOut: %v", err)
@@ -159,7 +159,7 @@ func (w *world) checkKeyOutcome(out string, ids []int, keys ...string) {
 	t := w.t
 	t.Helper()
 	_, latest := allSealedKeys(t, out, w.id)
-	rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))
+	rows, err := report.ReadResults(filepath.Join(out, report.ResultsName))
 	if err != nil {
 		t.Fatal(err)
 	}

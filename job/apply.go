@@ -50,14 +50,14 @@ var errFatalAPI = errors.New("stopping the run")
 // recorded (resume), the new generation generated and sealed before
 // anything is sent, the records known without a call, the sending (pool),
 // and the outcome (summary.json, the exit code).
-func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Summary) (err error) {
+func (r *Runner) apply(ctx context.Context, p *plan, out *report.Folder, sum *report.Summary) (err error) {
 	// When an earlier run last showed signs of life, read before this run
 	// touches a file (opening the results may repair their tail).
 	lastActivity, err := lastActivityIn(out)
 	if err != nil {
 		return fatal("output folder %s: %w", out.Path, err)
 	}
-	res, existing, err := r.files.OpenResults(out.File(ResultsName))
+	res, existing, err := r.files.OpenResults(out.ResultsPath())
 	if err != nil {
 		return fatal("results: %w", err)
 	}
@@ -99,7 +99,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *OutDir, sum *report.Su
 	}
 	r.beat = func() {
 		t := r.cfg.Now()
-		_ = os.Chtimes(out.File(ManifestName), t, t)
+		_ = os.Chtimes(out.ManifestPath(), t, t)
 	}
 	r.printPlan(p, fmt.Sprintf("applying, generation %d, %d still to do", o.gen, len(p.pending)))
 	r.log.Info("plan", "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid,
@@ -146,7 +146,7 @@ type outcome struct {
 // by binary search (no map: a plan can be millions long). A later row of a
 // line supersedes an earlier one (a session reset or an API key rotation
 // recorded after its change): they are walked from the last.
-func (r *Runner) recall(p *plan, out *OutDir, existing []report.Row, counts *runCounts) ([]owedReset, error) {
+func (r *Runner) recall(p *plan, out *report.Folder, existing []report.Row, counts *runCounts) ([]owedReset, error) {
 	p.recorded = make([]bool, len(p.records))
 	var owed []owedReset
 	for k := len(existing) - 1; k >= 0; k-- {
@@ -159,7 +159,7 @@ func (r *Runner) recall(p *plan, out *OutDir, existing []report.Row, counts *run
 			// What is owed (a reset, a key) acts on the row's user: it must
 			// be the record's.
 			return nil, fatal("--resume: %s: the row of input line %d is of user %d, but line %d of %s is user %d: refusing to act on results that are not of this input",
-				out.File(ResultsName), row.Line, row.UserID, row.Line, p.in.Name, rec.UserID)
+				out.ResultsPath(), row.Line, row.UserID, row.Line, p.in.Name, rec.UserID)
 		}
 		if p.recorded[i] {
 			continue
@@ -258,7 +258,7 @@ func (r *Runner) send(ctx context.Context, p *plan, gen int, owed []owedReset, l
 // finish turns the outcome into the summary and the run's error (its exit
 // code): a complete run's results are rewritten in input order, and
 // summary.json is written in every case.
-func (r *Runner) finish(ctx context.Context, out *OutDir, res *report.ResultsFile, counts *runCounts, sum *report.Summary, o outcome) error {
+func (r *Runner) finish(ctx context.Context, out *report.Folder, res *report.ResultsFile, counts *runCounts, sum *report.Summary, o outcome) error {
 	cfg := r.cfg
 	counts.mu.Lock()
 	for st, n := range counts.byStatus {
@@ -274,7 +274,7 @@ func (r *Runner) finish(ctx context.Context, out *OutDir, res *report.ResultsFil
 			sum.AchievedRate = float64(o.calls) / o.took.Seconds()
 		}
 	}
-	sum.Outputs = []string{out.File(ResultsName), out.File(SummaryName)}
+	sum.Outputs = []string{out.ResultsPath(), out.SummaryPath()}
 	for _, g := range append(o.gens, o.gen) {
 		if g == o.gen && o.pending == 0 {
 			continue
@@ -301,7 +301,7 @@ func (r *Runner) finish(ctx context.Context, out *OutDir, res *report.ResultsFil
 		if err := res.Close(); err != nil {
 			return fatal("results: %w", err)
 		}
-		if err := r.files.RewriteSorted(out.File(ResultsName)); err != nil {
+		if err := r.files.RewriteSorted(out.ResultsPath()); err != nil {
 			return fatal("results: %w", err)
 		}
 		// Skips are deliberate: they do not make the run incomplete.
@@ -320,7 +320,7 @@ func (r *Runner) finish(ctx context.Context, out *OutDir, res *report.ResultsFil
 		sum.ExitCode = ee.Code
 	}
 	sum.FinishedAt = cfg.Now().UTC()
-	if err := r.files.WriteSummary(out.File(SummaryName), *sum); err != nil && runErr == nil {
+	if err := r.files.WriteSummary(out.SummaryPath(), *sum); err != nil && runErr == nil {
 		runErr = fatal("summary: %w", err)
 	}
 	return runErr

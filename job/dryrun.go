@@ -7,7 +7,7 @@ import (
 	"pwrotate/rotate/secret"
 )
 
-func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
+func (r *Runner) dryRun(p *plan, out *report.Folder, sum *report.Summary) error {
 	for i := range p.records {
 		if _, skip := p.skip[int32(i)]; p.records[i].Invalid == "" && !skip {
 			p.pending = append(p.pending, int32(i))
@@ -47,7 +47,7 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 		for i, rec := range p.records {
 			rows = append(rows, r.baseRow(rec, report.Planned, p.skip[int32(i)]))
 		}
-		res, _, err := r.files.OpenResults(out.File(ResultsName))
+		res, _, err := r.files.OpenResults(out.ResultsPath())
 		if err != nil {
 			return fatal("results: %w", err)
 		}
@@ -58,9 +58,9 @@ func (r *Runner) dryRun(p *plan, out *OutDir, sum *report.Summary) error {
 		if err := res.Close(); err != nil {
 			return fatal("results: %w", err)
 		}
-		sum.Outputs = []string{out.File(ResultsName), out.File(SummaryName)}
+		sum.Outputs = []string{out.ResultsPath(), out.SummaryPath()}
 		sum.FinishedAt = r.cfg.Now().UTC()
-		if err := r.files.WriteSummary(out.File(SummaryName), *sum); err != nil {
+		if err := r.files.WriteSummary(out.SummaryPath(), *sum); err != nil {
 			return fatal("summary: %w", err)
 		}
 	}

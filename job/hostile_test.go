@@ -241,7 +241,7 @@ func TestHostileInput(t *testing.T) {
 			}
 			byUser := w.checkInvariant(out)
 			w.checkNoSecrets(out)
-			rows, rerr := report.ReadResults(filepath.Join(out, job.ResultsName))
+			rows, rerr := report.ReadResults(filepath.Join(out, report.ResultsName))
 			if rerr != nil {
 				t.Fatal(rerr)
 			}
@@ -626,7 +626,7 @@ func TestHostileFullDisk(t *testing.T) {
 			}
 			byUser := w.checkInvariant(out)
 			w.checkNoSecrets(out)
-			rows, rerr := report.ReadResults(filepath.Join(out, job.ResultsName))
+			rows, rerr := report.ReadResults(filepath.Join(out, report.ResultsName))
 			if rerr != nil {
 				t.Fatal(rerr)
 			}
@@ -643,7 +643,7 @@ func TestHostileFullDisk(t *testing.T) {
 					t.Errorf("user %d: %s (%s) after resume", id, byUser[id].Status, byUser[id].Error)
 				}
 			}
-			if got, err := report.ReadSummary(filepath.Join(out, job.SummaryName)); err != nil || !got.Complete {
+			if got, err := report.ReadSummary(filepath.Join(out, report.SummaryName)); err != nil || !got.Complete {
 				t.Errorf("summary after resume: complete %v, err %v", got.Complete, err)
 			}
 			// Every user the server changed has its live password sealed:

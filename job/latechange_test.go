@@ -262,7 +262,7 @@ func TestResetSurvivesAnotherWorkersFatal(t *testing.T) {
 	if sum.ExitCode != report.ExitFatal {
 		t.Fatalf("exit %d, want 1 (a 401 stops the run)", sum.ExitCode)
 	}
-	rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))
+	rows, err := report.ReadResults(filepath.Join(out, report.ResultsName))
 	if err != nil {
 		t.Fatal(err)
 	}

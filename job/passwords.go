@@ -83,7 +83,7 @@ func (a *pwArena) wipe() { clear(a.buf) }
 // (generated, or the input's) and seals them all in one file, fsynced,
 // before the first request that carries one. The passwords stay in p.pw
 // for the pool; the caller wipes them.
-func (r *Runner) sealPending(out *OutDir, p *plan, gen int) error {
+func (r *Runner) sealPending(out *report.Folder, p *plan, gen int) error {
 	if len(p.pending) == 0 {
 		return nil
 	}

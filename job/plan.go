@@ -233,7 +233,7 @@ func (r *Runner) printPlan(p *plan, mode string) {
 				continue
 			}
 			if shown == 10 {
-				fmt.Fprintf(w, "    … and %d more (see results.csv)\n", len(p.skip)-shown)
+				fmt.Fprintf(w, "    … and %d more (see %s)\n", len(p.skip)-shown, report.ResultsName)
 				break
 			}
 			fmt.Fprintf(w, "    line %d: user %d: %s\n", rec.Line, rec.UserID, why)
@@ -247,7 +247,7 @@ func (r *Runner) printPlan(p *plan, mode string) {
 			continue
 		}
 		if shown == 10 {
-			fmt.Fprintf(w, "    … and %d more (see results.csv)\n", invalid-shown)
+			fmt.Fprintf(w, "    … and %d more (see %s)\n", invalid-shown, report.ResultsName)
 			break
 		}
 		fmt.Fprintf(w, "    line %d: %s\n", rec.Line, rec.Invalid)

@@ -163,7 +163,7 @@ func TestProtectedAndSelfSkipped(t *testing.T) {
 	if sum.Counts["skipped"] != 4 || sum.Counts["updated"] != 6 || sum.Counts["invalid"] != 0 {
 		t.Errorf("counts %v, want 4 skipped, 6 updated", sum.Counts)
 	}
-	got, err := report.ReadSummary(filepath.Join(out, job.SummaryName))
+	got, err := report.ReadSummary(filepath.Join(out, report.SummaryName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestProtectedAndSelfSkipped(t *testing.T) {
 		t.Errorf("summary.json: reason %q, counts %v", got.Reason, got.Counts)
 	}
 	var m map[string]any
-	b, _ := os.ReadFile(filepath.Join(out, job.ManifestName))
+	b, _ := os.ReadFile(filepath.Join(out, report.ManifestName))
 	if err := json.Unmarshal(b, &m); err != nil || m["reason"] != cfg.Reason || m["protectSha256"] != prot.Fingerprint() {
 		t.Errorf("run.json %s: want the reason and the protect fingerprint", b)
 	}
@@ -254,7 +254,7 @@ func TestProtectGlobNeedsLogin(t *testing.T) {
 	if n := len(w.sim.Calls()); n != 0 {
 		t.Errorf("%d calls made", n)
 	}
-	if _, err := os.Stat(filepath.Join(out, job.ManifestName)); err == nil {
+	if _, err := os.Stat(filepath.Join(out, report.ManifestName)); err == nil {
 		t.Error("run.json written")
 	}
 	// IDs alone need no login column.
@@ -332,7 +332,7 @@ func TestDryRunSkipped(t *testing.T) {
 	if sum.Counts["planned"] != 7 || sum.Counts["skipped"] != 3 {
 		t.Errorf("counts %v, want 7 planned, 3 skipped", sum.Counts)
 	}
-	rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))
+	rows, err := report.ReadResults(filepath.Join(out, report.ResultsName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestDryRunSkipped(t *testing.T) {
 	if skipped != 3 {
 		t.Errorf("%d skipped rows in the plan's results, want 3", skipped)
 	}
-	if got, _ := report.ReadSummary(filepath.Join(out, job.SummaryName)); got.Selection != nil {
+	if got, _ := report.ReadSummary(filepath.Join(out, report.SummaryName)); got.Selection != nil {
 		t.Errorf("summary.json of an input file has a selection: %+v", got.Selection)
 	}
 	if w.sim.Count("password") != 0 {
@@ -452,7 +452,7 @@ func TestSelectProtectedPrivilegedFirst(t *testing.T) {
 	if sum.Counts["skipped"] != wantSkip {
 		t.Errorf("%d skipped, want the %d service accounts", sum.Counts["skipped"], wantSkip)
 	}
-	got, err := report.ReadSummary(filepath.Join(out, job.SummaryName))
+	got, err := report.ReadSummary(filepath.Join(out, report.SummaryName))
 	if err != nil {
 		t.Fatal(err)
 	}

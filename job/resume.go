@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"pwrotate/report"
-	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -18,7 +17,7 @@ import (
 // summary.json and the sealed files, or their ctime when later: anyone who
 // can write the folder can set an mtime back (and so skip the wait), not
 // a ctime.
-func lastActivityIn(out *OutDir) (time.Time, error) {
+func lastActivityIn(out *report.Folder) (time.Time, error) {
 	var last time.Time
 	entries, err := os.ReadDir(out.Path)
 	if err != nil {
@@ -27,8 +26,8 @@ func lastActivityIn(out *OutDir) (time.Time, error) {
 	for _, e := range entries {
 		name := e.Name()
 		switch {
-		case name == ManifestName, name == ResultsName, name == SummaryName:
-		case strings.HasPrefix(name, "passwords-g") && strings.HasSuffix(name, ".age"):
+		case name == report.ManifestName, name == report.ResultsName, name == report.SummaryName:
+		case report.IsSealedName(name):
 		default:
 			continue
 		}
@@ -149,8 +148,8 @@ func (r *Runner) resetOwedSessions(ctx context.Context, owed []owedReset, res *r
 // (its shard, input, protect files; what it promised: resets, keys), and
 // summary.json (a dry run's folder; a run already complete). complete is
 // true when there is nothing left to do: sum is then the earlier run's.
-func (r *Runner) resumeChecks(out *OutDir, in *Input, sum *report.Summary) (complete bool, err error) {
-	m, ok, err := out.ReadManifest()
+func (r *Runner) resumeChecks(out *report.Folder, in *Input, sum *report.Summary) (complete bool, err error) {
+	m, ok, err := readManifest(out)
 	if err != nil {
 		return false, &ExitError{Code: report.ExitFatal, Err: err}
 	}
@@ -163,8 +162,8 @@ func (r *Runner) resumeChecks(out *OutDir, in *Input, sum *report.Summary) (comp
 		r.cfg.RotateAPIKeys = true
 	}
 	if ok && m.Shard != sum.Shard {
-		return false, fatal("output folder %s holds %s (run.json); this run is %s: a folder is bound to the shard layout of its first run",
-			out.Path, layoutName(m.Shard), layoutName(sum.Shard))
+		return false, fatal("output folder %s holds %s (%s); this run is %s: a folder is bound to the shard layout of its first run",
+			out.Path, report.LayoutName(m.Shard), report.ManifestName, report.LayoutName(sum.Shard))
 	}
 	if ok && m.InputSHA256 != in.SHA256 {
 		return false, fatal("--resume: %s holds a run of %s (sha256 %.12s…), not of this input %s (sha256 %.12s…): refusing to mix them",
@@ -173,14 +172,14 @@ func (r *Runner) resumeChecks(out *OutDir, in *Input, sum *report.Summary) (comp
 	if ok && sum.Reason == "" {
 		sum.Reason = m.Reason // a resume without --reason continues the same change
 	}
-	prev, perr := report.ReadSummary(out.File(SummaryName))
+	prev, perr := report.ReadSummary(out.SummaryPath())
 	if perr == nil && prev.DryRun {
 		return false, fatal("output folder %s holds a dry run's plan, not a run: choose another --out", out.Path)
 	}
 	if ok {
 		owed := false
 		if perr == nil && prev.Complete && r.resets && prev.ExitCode == report.ExitIncomplete {
-			if owed, err = resetsOwed(out.File(ResultsName)); err != nil {
+			if owed, err = resetsOwed(out.ResultsPath()); err != nil {
 				return false, fatal("results: %w", err)
 			}
 		}
@@ -206,9 +205,9 @@ func (r *Runner) resumeChecks(out *OutDir, in *Input, sum *report.Summary) (comp
 // recordManifest writes run.json before anything is sealed or sent: what
 // binds the folder to this input, shard and protect files, and what the
 // run promised (session resets, API keys), which a resume keeps.
-func (r *Runner) recordManifest(out *OutDir, p *plan, sum *report.Summary) error {
+func (r *Runner) recordManifest(out *report.Folder, p *plan, sum *report.Summary) error {
 	cfg := r.cfg
-	m, ok, err := out.ReadManifest()
+	m, ok, err := readManifest(out)
 	if err != nil {
 		return &ExitError{Code: report.ExitFatal, Err: err}
 	}
@@ -220,9 +219,39 @@ func (r *Runner) recordManifest(out *OutDir, p *plan, sum *report.Summary) error
 		m.ResetSessions = r.resets
 		m.RotateAPIKeys = cfg.RotateAPIKeys
 		if err := out.WriteManifest(m); err != nil {
-			return fatal("writing %s: %w", ManifestName, err)
+			return fatal("writing %s: %w", report.ManifestName, err)
 		}
 	}
 	cfg.Hook("manifest", 1)
 	return nil
+}
+
+// Manifest is run.json: what a resumed run must agree with.
+type Manifest struct {
+	Version     string    `json:"version"`
+	Input       string    `json:"input"`
+	InputSHA256 string    `json:"inputSha256"`
+	StartedAt   time.Time `json:"startedAt"`
+	Shard       string    `json:"shard,omitempty"`
+	// Reason is the --reason of the run that started the folder.
+	Reason string `json:"reason,omitempty"`
+	// ProtectEntries and ProtectSHA256 name the --protect entries the run
+	// started with (Protect.Fingerprint): a resume must bring the same.
+	ProtectEntries int    `json:"protectEntries,omitempty"`
+	ProtectSHA256  string `json:"protectSha256,omitempty"`
+	// ResetSessions records that the run resets the sessions of every user
+	// it changes: a resume owes those resets even without the flag.
+	ResetSessions bool `json:"resetSessions,omitempty"`
+	// RotateAPIKeys records that the run rotates the API key of every user
+	// it changes: a resume owes those keys even without the flag.
+	RotateAPIKeys bool `json:"rotateApiKeys,omitempty"`
+	// Selection is set for a run --select: the filter, how many users
+	// were listed, and the snapshot's path and sha256.
+	Selection *Selection `json:"selection,omitempty"`
+}
+
+// readManifest returns out's run.json, or ok=false if there is none.
+func readManifest(out *report.Folder) (m Manifest, ok bool, err error) {
+	ok, err = out.ReadManifest(&m)
+	return m, ok, err
 }

@@ -18,7 +18,7 @@ import (
 // editResults rewrites out's results.csv with edit applied to each row.
 func editResults(t *testing.T, out string, edit func(*report.Row)) {
 	t.Helper()
-	path := filepath.Join(out, job.ResultsName)
+	path := filepath.Join(out, report.ResultsName)
 	rows, err := report.ReadResults(path)
 	if err != nil {
 		t.Fatal(err)
@@ -120,10 +120,10 @@ func TestResumeWithoutManifestRefused(t *testing.T) {
 		remove []string // besides run.json
 		want   string   // in the error; "" for a resume that runs
 	}{
-		{"results rows", nil, job.ResultsName},
-		{"sealed passwords", []string{job.ResultsName, job.SummaryName}, "passwords-g0001.age"},
-		{"sealed API keys", []string{job.ResultsName, job.SummaryName, "passwords-g0001.age"}, "apikeys-00001.age"},
-		{"results header only", []string{"passwords-g0001.age", "apikeys-00001.age", "apikeys-log.csv", job.SummaryName}, ""},
+		{"results rows", nil, report.ResultsName},
+		{"sealed passwords", []string{report.ResultsName, report.SummaryName}, "passwords-g0001.age"},
+		{"sealed API keys", []string{report.ResultsName, report.SummaryName, "passwords-g0001.age"}, "apikeys-00001.age"},
+		{"results header only", []string{"passwords-g0001.age", "apikeys-00001.age", "apikeys-log.csv", report.SummaryName}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,17 +134,17 @@ func TestResumeWithoutManifestRefused(t *testing.T) {
 			if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
 				t.Fatalf("first run: exit %d: %v", sum.ExitCode, err)
 			}
-			for _, name := range append([]string{job.ManifestName}, tt.remove...) {
+			for _, name := range append([]string{report.ManifestName}, tt.remove...) {
 				if err := os.Remove(filepath.Join(out, name)); err != nil {
 					t.Fatal(err)
 				}
 			}
 			if tt.want == "" {
 				// As a kill leaves it: the header of a new results.csv.
-				if err := os.Remove(filepath.Join(out, job.ResultsName)); err != nil {
+				if err := os.Remove(filepath.Join(out, report.ResultsName)); err != nil {
 					t.Fatal(err)
 				}
-				res, _, err := report.OpenResults(filepath.Join(out, job.ResultsName))
+				res, _, err := report.OpenResults(filepath.Join(out, report.ResultsName))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -165,8 +165,8 @@ func TestResumeWithoutManifestRefused(t *testing.T) {
 				}
 				return
 			}
-			if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), job.ManifestName) {
-				t.Fatalf("resume: exit %d (%v), want 1 naming %s and %s", sum.ExitCode, err, tt.want, job.ManifestName)
+			if sum.ExitCode != report.ExitFatal || err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), report.ManifestName) {
+				t.Fatalf("resume: exit %d (%v), want 1 naming %s and %s", sum.ExitCode, err, tt.want, report.ManifestName)
 			}
 			if n := w.sim.Count("password") - before; n != 0 {
 				t.Errorf("%d changes sent by a refused resume", n)
@@ -196,7 +196,7 @@ func TestSelectPlantedSnapshotNotTaken(t *testing.T) {
 	if err := os.MkdirAll(out, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(out, job.SnapshotName), []byte(planted.String()), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(out, report.SnapshotName), []byte(planted.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := w.selectConfig(f, out)

@@ -41,7 +41,7 @@ type Config struct {
 	InputName string    // the name InputData goes by
 	// Select, when set, takes the users from ECGrid instead of an input
 	// (run --select): listed through Client, snapshotted to
-	// OUT/SnapshotName before the plan; a resume reads the snapshot.
+	// OUT/input.csv (report.SnapshotName) before the plan; a resume reads the snapshot.
 	Select *rotate.UserFilter
 	// ListProgress, when set, is told after each page of a --select
 	// listing: the page number, its users, the users listed so far.
@@ -240,7 +240,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 // openOut locks the output folder of a run that has one (every --apply,
 // and a dry run with --out), after checking its shard layout and that
 // run.json binds what it holds. It returns nil for a dry run without --out.
-func (r *Runner) openOut() (*OutDir, error) {
+func (r *Runner) openOut() (*report.Folder, error) {
 	cfg := r.cfg
 	if !cfg.Apply && cfg.Out == "" {
 		return nil, nil
@@ -248,19 +248,19 @@ func (r *Runner) openOut() (*OutDir, error) {
 	if cfg.Apply && len(cfg.Recipients) == 0 {
 		return nil, fatal("--recipient: at least one recipient is needed with --apply")
 	}
-	if err := CheckLayout(cfg.Out, cfg.Shard, cfg.Shards); err != nil {
+	if err := report.CheckLayout(cfg.Out, cfg.Shard, cfg.Shards); err != nil {
 		return nil, &ExitError{Code: report.ExitFatal, Err: err}
 	}
-	out, err := OpenOut(cfg.Out, cfg.Resume)
+	out, err := report.OpenFolder(cfg.Out, cfg.Resume)
 	if err != nil {
-		if errors.Is(err, ErrBusy) {
+		if errors.Is(err, report.ErrBusy) {
 			return nil, &ExitError{Code: report.ExitBusy, Err: err}
 		}
 		return nil, &ExitError{Code: report.ExitFatal, Err: err}
 	}
 	out.Files = r.files
 	cfg.Hook("locked", 1)
-	if err := checkBound(out); err != nil {
+	if err := report.CheckBound(out); err != nil {
 		out.Close()
 		return nil, &ExitError{Code: report.ExitFatal, Err: err}
 	}

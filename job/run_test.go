@@ -130,7 +130,7 @@ func span(from, n int) []int {
 func (w *world) checkInvariant(out string) map[int]report.Row {
 	t := w.t
 	t.Helper()
-	rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))
+	rows, err := report.ReadResults(filepath.Join(out, report.ResultsName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func (w *world) checkNoSecrets(out string) {
 	}
 	secrets = append(secrets, testKey, initialPw)
 	texts := map[string]string{"logs": w.logs.String(), "stdout": w.stdout.String()}
-	for _, name := range []string{job.ResultsName, job.SummaryName, job.ManifestName} {
+	for _, name := range []string{report.ResultsName, report.SummaryName, report.ManifestName} {
 		b, _ := os.ReadFile(filepath.Join(out, name))
 		texts[name] = string(b)
 	}
@@ -285,7 +285,7 @@ func TestApplyWithFaults(t *testing.T) {
 	if r := byUser[u(8)]; r.HTTPStatus != 400 || r.Attempts != 1 {
 		t.Errorf("user %d: 400 must be final after one attempt, got status %d after %d", u(8), r.HTTPStatus, r.Attempts)
 	}
-	rows, _ := report.ReadResults(filepath.Join(out, job.ResultsName))
+	rows, _ := report.ReadResults(filepath.Join(out, report.ResultsName))
 	if len(rows) != 44 {
 		t.Errorf("results has %d rows, want one per input record (44)", len(rows))
 	}
@@ -459,7 +459,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 	if w.sim.Count("me") != 1 {
 		t.Errorf("dry run with a key must preflight once, made %d", w.sim.Count("me"))
 	}
-	rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))
+	rows, err := report.ReadResults(filepath.Join(out, report.ResultsName))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,7 +539,7 @@ func TestInterruptThenResume(t *testing.T) {
 	if sum.ExitCode != report.ExitInterrupted || !sum.Interrupted {
 		t.Fatalf("exit %d interrupted %v, want 3", sum.ExitCode, sum.Interrupted)
 	}
-	got, err := report.ReadSummary(filepath.Join(out, job.SummaryName))
+	got, err := report.ReadSummary(filepath.Join(out, report.SummaryName))
 	if err != nil || !got.Interrupted || got.Complete {
 		t.Fatalf("summary after interrupt: %+v %v", got, err)
 	}
@@ -618,20 +618,20 @@ func TestRateNeverExceeded(t *testing.T) {
 
 func TestConcurrentRunsOnOneOut(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	first, err := job.OpenOut(out, false)
+	first, err := report.OpenFolder(out, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer first.Close()
 	for _, resume := range []bool{false, true} {
-		if _, err := job.OpenOut(out, resume); err == nil {
+		if _, err := report.OpenFolder(out, resume); err == nil {
 			t.Fatalf("resume=%v: a second run locked a folder in use", resume)
 		} else if !strings.Contains(err.Error(), "pid") {
 			t.Errorf("resume=%v: error %q does not name the holder", resume, err)
 		}
 	}
 	first.Close()
-	again, err := job.OpenOut(out, true)
+	again, err := report.OpenFolder(out, true)
 	if err != nil {
 		t.Fatalf("after release: %v", err)
 	}
@@ -657,7 +657,7 @@ func TestShardsCoverEveryUserOnce(t *testing.T) {
 			t.Errorf("shard %d: summary says shard %q", k, sum.Shard)
 		}
 		w.checkInvariant(out)
-		rows, err := report.ReadResults(filepath.Join(out, job.ResultsName))
+		rows, err := report.ReadResults(filepath.Join(out, report.ResultsName))
 		if err != nil {
 			t.Fatal(err)
 		}

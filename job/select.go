@@ -13,10 +13,6 @@ import (
 	"pwrotate/rotate"
 )
 
-// SnapshotName is the file in the output folder that holds the listing of
-// a run --select: the run's input, read again by --resume.
-const SnapshotName = "input.csv"
-
 // Selection is what a run --select listed. run.json records it (member
 // "selection"), and Runner.Selection returns it for summary.json.
 type Selection struct {
@@ -106,7 +102,7 @@ func (r *Runner) setSelection(s *Selection) {
 // input reads the run's input: the input file, or for --select the
 // snapshot of an earlier listing in the output folder, else a new listing
 // (snapshotted there before anything else happens).
-func (r *Runner) input(ctx context.Context, out *OutDir) (*Input, error) {
+func (r *Runner) input(ctx context.Context, out *report.Folder) (*Input, error) {
 	if r.cfg.Select == nil {
 		return r.readInputCtx(ctx)
 	}
@@ -114,8 +110,8 @@ func (r *Runner) input(ctx context.Context, out *OutDir) (*Input, error) {
 	f := *cfg.Select
 	sel := &Selection{Filter: f, Spec: f.String()}
 	if out != nil {
-		sel.Snapshot = out.File(SnapshotName)
-		m, hasRun, err := out.ReadManifest()
+		sel.Snapshot = out.SnapshotPath()
+		m, hasRun, err := readManifest(out)
 		if err != nil {
 			return nil, &ExitError{Code: report.ExitFatal, Err: err}
 		}

@@ -95,7 +95,7 @@ func TestSelectChangesExactlyTheListed(t *testing.T) {
 
 	// The snapshot is the export of exactly the listed users, 0600, and
 	// run.json records the filter and its sha256.
-	snap := filepath.Join(out, job.SnapshotName)
+	snap := filepath.Join(out, report.SnapshotName)
 	b, err := os.ReadFile(snap)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +117,7 @@ func TestSelectChangesExactlyTheListed(t *testing.T) {
 	}
 	sha := sha256.Sum256(b)
 	var m job.Manifest
-	mb, _ := os.ReadFile(filepath.Join(out, job.ManifestName))
+	mb, _ := os.ReadFile(filepath.Join(out, report.ManifestName))
 	if err := json.Unmarshal(mb, &m); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestSelectRefusals(t *testing.T) {
 		if w.sim.Count("list") != 2 || w.sim.Count("password") != 0 {
 			t.Fatalf("%d list calls, %d password calls", w.sim.Count("list"), w.sim.Count("password"))
 		}
-		if _, err := os.Stat(filepath.Join(out, job.SnapshotName)); err == nil {
+		if _, err := os.Stat(filepath.Join(out, report.SnapshotName)); err == nil {
 			t.Fatal("a snapshot of a failed listing was written")
 		}
 	})
@@ -283,7 +283,7 @@ func TestSelectDryRun(t *testing.T) {
 				return
 			}
 			// The snapshot stays for review; run --input takes it.
-			in, err := job.ReadInputFile(filepath.Join(out, job.SnapshotName))
+			in, err := job.ReadInputFile(filepath.Join(out, report.SnapshotName))
 			if err != nil || len(in.Records) != len(want) {
 				t.Fatalf("snapshot: %v", err)
 			}

@@ -26,8 +26,6 @@ import (
 // batches: each batch is its own age file OUT/apikeys-NNNNN.age whose
 // plaintext is the CSV "userId,apiKey,obtainedAt".
 
-const apiKeysPrefix = "apikeys-"
-
 // apiKeyRecord is one row of a sealed key batch's plaintext.
 type apiKeyRecord struct {
 	UserID     count        `csv:"userId"`

@@ -10,10 +10,6 @@ import (
 	"filippo.io/age"
 )
 
-// DemoIdentityName is the age identity that --demo seals to, in the
-// output folder.
-const DemoIdentityName = "demo-identity.txt"
-
 // DemoIdentity returns the age recipient of dir's demo identity, creating the
 // identity file (0600) if it is not there yet.
 func DemoIdentity(dir string) (age.Recipient, string, error) {

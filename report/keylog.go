@@ -16,15 +16,6 @@ import (
 	"sync"
 )
 
-// KeyLogName is the file name, in an output folder, of the log of API keys
-// about to be replaced: for each user, the sha256 of the key that was live
-// before pwrotate asked for a new one. Never a key. It also vouches for the
-// sealed key batches the run wrote: for each, a line "apikeys-NNNNN.age,"
-// and the sha256 of the file (KeyLog.RecordBatch), which open --api-keys
-// prefers to batches that nothing vouches for (age does not authenticate
-// who sealed a file).
-const KeyLogName = "apikeys-log.csv"
-
 const keyLogHeader = "userId,oldKeySha256\n"
 
 // KeyLog is the append-only, fsynced log of the keys about to be replaced.

@@ -29,9 +29,6 @@ const (
 	OpenUnconfirmed = "unconfirmed"
 )
 
-// ResultsName is the file name of the results CSV in an output folder.
-const ResultsName = "results.csv"
-
 // OpenRow is one line of what `pwrotate open` prints.
 type OpenRow struct {
 	// UserID is the user.

@@ -304,7 +304,7 @@ func parseResults(ra io.ReaderAt, size int64, parse func(rec []string) (Row, err
 				return s, nil
 			}
 		}
-		return s, errors.New("line 1: not the results.csv header (want " + strings.TrimSpace(headerLine) + ")")
+		return s, errors.New("line 1: not the " + ResultsName + " header (want " + strings.TrimSpace(headerLine) + ")")
 	}
 	s.end = cr.InputOffset()
 	var row Row // one for all records: add gets its address

@@ -197,12 +197,6 @@ type Sealed struct {
 // tags of sealedRecord.
 var sealedHeader = CSVHeader[sealedRecord]()
 
-const (
-	sealedPrefix = "passwords-g"
-	sealedSuffix = ".age"
-	tmpSuffix    = ".tmp"
-)
-
 // SealedName is the file name of the sealed passwords of generation gen,
 // e.g. "passwords-g0001.age".
 func SealedName(gen int) string {

@@ -7,9 +7,6 @@ import (
 	"time"
 )
 
-// SummaryName is the file name of the summary in an output folder.
-const SummaryName = "summary.json"
-
 // Summary is summary.json: what a run did, written at the end of every run,
 // interrupted or not.
 type Summary struct {

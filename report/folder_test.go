@@ -1,4 +1,4 @@
-package job
+package report
 
 import (
 	"os"
@@ -38,7 +38,7 @@ func TestOpenOutClearsOwnTemps(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			out, err := OpenOut(dir, true)
+			out, err := OpenFolder(dir, true)
 			if tt.refused != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.refused) {
 					t.Fatalf("OpenOut: %v, want a refusal naming %s", err, tt.refused)
@@ -140,11 +140,11 @@ func TestOpenOutRefusesPlantedEntries(t *testing.T) {
 		want   []string // in the error
 	}{
 		{"lock linked to a file outside", false, func(t *testing.T, dir, outside string) {
-			mustSymlink(t, outside, filepath.Join(dir, LockName))
-		}, []string{LockName, "symbolic link"}},
+			mustSymlink(t, outside, filepath.Join(dir, lockName))
+		}, []string{lockName, "symbolic link"}},
 		{"lock linked, resume", true, func(t *testing.T, dir, outside string) {
-			mustSymlink(t, outside, filepath.Join(dir, LockName))
-		}, []string{LockName, "symbolic link"}},
+			mustSymlink(t, outside, filepath.Join(dir, lockName))
+		}, []string{lockName, "symbolic link"}},
 		{"results linked, resume", true, func(t *testing.T, dir, outside string) {
 			mustSymlink(t, outside, filepath.Join(dir, ResultsName))
 		}, []string{ResultsName, "symbolic link"}},
@@ -190,12 +190,12 @@ func TestOpenOutRefusesPlantedEntries(t *testing.T) {
 			}
 			tt.plant(t, dir, outside)
 			type result struct {
-				out *OutDir
+				out *Folder
 				err error
 			}
 			done := make(chan result, 1)
 			go func() {
-				out, err := OpenOut(dir, tt.resume)
+				out, err := OpenFolder(dir, tt.resume)
 				done <- result{out, err}
 			}()
 			var r result

@@ -1,4 +1,4 @@
-package job
+package report
 
 import (
 	"encoding/json"
@@ -11,70 +11,63 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
-
-	"pwrotate/report"
 )
 
-// Names of the files a run keeps in its output folder.
+// The names of the files a run keeps in its output folder: spelled here
+// and nowhere else (Folder's methods give their paths).
 const (
-	LockName     = ".lock"
+	lockName = ".lock"
+	// ManifestName is run.json: what binds a folder to its run.
 	ManifestName = "run.json"
-	ResultsName  = "results.csv"
-	SummaryName  = "summary.json"
+	// ResultsName is the file name of the results CSV in an output folder.
+	ResultsName = "results.csv"
+	// SummaryName is the file name of the summary in an output folder.
+	SummaryName = "summary.json"
+	// SnapshotName holds the listing of a run --select: the run's input,
+	// read again by --resume.
+	SnapshotName = "input.csv"
+	// KeyLogName is the log of API keys about to be replaced: for each
+	// user, the sha256 of the key that was live before pwrotate asked for
+	// a new one. Never a key. It also vouches for the sealed key batches
+	// the run wrote: for each, a line "apikeys-NNNNN.age," and the sha256
+	// of the file (KeyLog.RecordBatch), which open --api-keys prefers to
+	// batches that nothing vouches for (age does not authenticate who
+	// sealed a file).
+	KeyLogName = "apikeys-log.csv"
 	// DemoIdentityName is the age identity that --demo seals to.
-	DemoIdentityName = report.DemoIdentityName
+	DemoIdentityName = "demo-identity.txt"
+	sealedPrefix     = "passwords-g"
+	sealedSuffix     = ".age"
+	apiKeysPrefix    = "apikeys-"
+	shardPrefix      = "shard-"
+	tmpSuffix        = ".tmp"
 )
 
 // ErrBusy reports that another run holds the output folder.
 var ErrBusy = errors.New("output folder is in use by another run")
 
-// Manifest is run.json: what a resumed run must agree with.
-type Manifest struct {
-	Version     string    `json:"version"`
-	Input       string    `json:"input"`
-	InputSHA256 string    `json:"inputSha256"`
-	StartedAt   time.Time `json:"startedAt"`
-	Shard       string    `json:"shard,omitempty"`
-	// Reason is the --reason of the run that started the folder.
-	Reason string `json:"reason,omitempty"`
-	// ProtectEntries and ProtectSHA256 name the --protect entries the run
-	// started with (Protect.Fingerprint): a resume must bring the same.
-	ProtectEntries int    `json:"protectEntries,omitempty"`
-	ProtectSHA256  string `json:"protectSha256,omitempty"`
-	// ResetSessions records that the run resets the sessions of every user
-	// it changes: a resume owes those resets even without the flag.
-	ResetSessions bool `json:"resetSessions,omitempty"`
-	// RotateAPIKeys records that the run rotates the API key of every user
-	// it changes: a resume owes those keys even without the flag.
-	RotateAPIKeys bool `json:"rotateApiKeys,omitempty"`
-	// Selection is set for a run --select: the filter, how many users
-	// were listed, and the snapshot's path and sha256.
-	Selection *Selection `json:"selection,omitempty"`
-}
-
-// OutDir is an output folder held by this process (flock on .lock, released
+// Folder is an output folder held by this process (flock on .lock, released
 // by the kernel even on kill -9, so a lock is never stale for long).
-type OutDir struct {
+type Folder struct {
 	Path string
 	// Files writes the folder's files (run.json here); its Hook is the
 	// run's test hook.
-	Files report.Files
+	Files Files
 	lock  *os.File
 }
 
 // ours reports whether name is a file a run leaves in its output folder.
 func ours(name string) bool {
 	switch name {
-	case LockName, ManifestName, ResultsName, SummaryName, DemoIdentityName, SnapshotName:
+	case lockName, ManifestName, ResultsName, SummaryName, DemoIdentityName, SnapshotName:
 		return true
 	}
 	if _, ok := ourTemp(name); ok {
 		return true
 	}
-	return strings.HasPrefix(name, "passwords-g") || strings.HasPrefix(name, ".tmp-") ||
-		strings.HasPrefix(name, "shard-") || strings.HasPrefix(name, ResultsName+".") ||
-		name == report.KeyLogName || report.IsAPIKeysFile(name)
+	return strings.HasPrefix(name, sealedPrefix) || strings.HasPrefix(name, ".tmp-") ||
+		strings.HasPrefix(name, shardPrefix) || strings.HasPrefix(name, ResultsName+".") ||
+		name == KeyLogName || IsAPIKeysFile(name)
 }
 
 // ourTemp reports whether name is the temporary file of an atomic write
@@ -82,7 +75,7 @@ func ours(name string) bool {
 // summary.json, a sealed file), left behind by a process killed inside
 // that write, and returns the final name.
 func ourTemp(name string) (string, bool) {
-	final, ok := report.TempFinal(name)
+	final, ok := TempFinal(name)
 	if !ok {
 		return "", false
 	}
@@ -90,7 +83,7 @@ func ourTemp(name string) (string, bool) {
 	case ManifestName, ResultsName, SummaryName, SnapshotName:
 		return final, true
 	}
-	return final, strings.HasPrefix(final, "passwords-g")
+	return final, strings.HasPrefix(final, sealedPrefix)
 }
 
 // clearTemps removes the temporary files that a process killed inside an
@@ -112,18 +105,18 @@ func clearTemps(dir string) error {
 		removed = true
 	}
 	if removed {
-		return report.SyncDir(dir)
+		return SyncDir(dir)
 	}
 	return nil
 }
 
-// OpenOut creates (0700) and locks the output folder. Without resume the
+// OpenFolder creates (0700) and locks the output folder. Without resume the
 // folder must be empty (a demo identity aside); with resume it must be empty
 // or hold an earlier run's files, nothing foreign. The folder must be a
 // folder, not a symbolic link, owned by the effective user, and every entry
 // in it a regular file: whoever else could write it could have planted a
 // link that makes a root run overwrite or read another file.
-func OpenOut(path string, resume bool) (*OutDir, error) {
+func OpenFolder(path string, resume bool) (*Folder, error) {
 	if path == "" {
 		return nil, errors.New("--out: an output folder is required with --apply")
 	}
@@ -155,18 +148,18 @@ func OpenOut(path string, resume bool) (*OutDir, error) {
 	}
 	for _, e := range entries {
 		name := e.Name()
-		if !e.Type().IsRegular() && (resume || name == DemoIdentityName || name == LockName) {
-			return nil, fmt.Errorf("output folder %s: %w", path, report.NotRegular(filepath.Join(path, name), e.Type()))
+		if !e.Type().IsRegular() && (resume || name == DemoIdentityName || name == lockName) {
+			return nil, fmt.Errorf("output folder %s: %w", path, NotRegular(filepath.Join(path, name), e.Type()))
 		}
 		switch {
-		case name == DemoIdentityName || name == LockName:
+		case name == DemoIdentityName || name == lockName:
 		case !resume:
 			return nil, fmt.Errorf("output folder %s is not empty (has %s): pass --resume to continue the run in it, or choose a new folder", path, name)
 		case !ours(name):
 			return nil, fmt.Errorf("output folder %s holds %s, which is not a pwrotate output: refusing to use it", path, name)
 		}
 	}
-	lf, err := report.OpenFile(filepath.Join(path, LockName), os.O_RDWR|os.O_CREATE, 0o600)
+	lf, err := OpenFile(filepath.Join(path, lockName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("output folder %s: lock: %w", path, err)
 	}
@@ -190,12 +183,12 @@ func OpenOut(path string, resume bool) (*OutDir, error) {
 			return nil, err
 		}
 	}
-	return &OutDir{Path: path, lock: lf}, nil
+	return &Folder{Path: path, lock: lf}, nil
 }
 
 // Close releases the lock. The lock file stays: the flock, not the file, is
 // the lock.
-func (o *OutDir) Close() error {
+func (o *Folder) Close() error {
 	if o == nil || o.lock == nil {
 		return nil
 	}
@@ -205,61 +198,89 @@ func (o *OutDir) Close() error {
 }
 
 // File returns the path of name inside the folder.
-func (o *OutDir) File(name string) string { return filepath.Join(o.Path, name) }
+func (o *Folder) File(name string) string { return filepath.Join(o.Path, name) }
 
-// ReadManifest returns the folder's run.json, or ok=false if there is none.
-func (o *OutDir) ReadManifest() (m Manifest, ok bool, err error) {
-	return readManifest(o.Path)
+// ResultsPath is the path of the folder's results.csv.
+func (o *Folder) ResultsPath() string { return o.File(ResultsName) }
+
+// SummaryPath is the path of the folder's summary.json.
+func (o *Folder) SummaryPath() string { return o.File(SummaryName) }
+
+// ManifestPath is the path of the folder's run.json, whose modification
+// time is the run's heartbeat.
+func (o *Folder) ManifestPath() string { return o.File(ManifestName) }
+
+// SnapshotPath is the path of the folder's --select listing.
+func (o *Folder) SnapshotPath() string { return o.File(SnapshotName) }
+
+// ShardDir is the name of shard k's folder inside an output folder.
+func ShardDir(k int) string { return fmt.Sprintf("%s%d", shardPrefix, k) }
+
+// IsSealedName reports whether name is a sealed password file's.
+func IsSealedName(name string) bool {
+	return strings.HasPrefix(name, sealedPrefix) && strings.HasSuffix(name, sealedSuffix)
 }
 
-// readManifest returns dir's run.json, or ok=false if there is none.
-func readManifest(dir string) (m Manifest, ok bool, err error) {
+// ReadManifest decodes the folder's run.json into m (a JSON object), or
+// returns ok=false if there is none.
+func (o *Folder) ReadManifest(m any) (ok bool, err error) {
+	return readManifest(o.Path, m)
+}
+
+// readManifest decodes dir's run.json into m, or returns ok=false if there
+// is none.
+func readManifest(dir string, m any) (ok bool, err error) {
 	path := filepath.Join(dir, ManifestName)
-	b, err := report.ReadFile(path)
+	b, err := ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return m, false, nil
+		return false, nil
 	}
 	if err != nil {
-		return m, false, fmt.Errorf("reading %s: %w", ManifestName, err)
+		return false, fmt.Errorf("reading %s: %w", ManifestName, err)
 	}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return m, false, fmt.Errorf("reading %s: %w", path, err)
+	if err := json.Unmarshal(b, m); err != nil {
+		return false, fmt.Errorf("reading %s: %w", path, err)
 	}
-	return m, true, nil
+	return true, nil
 }
 
-// checkBound refuses to continue in an output folder that holds what only
+// layoutOf is what CheckLayout reads of a run.json: its shard.
+type layoutOf struct {
+	Shard string `json:"shard,omitempty"`
+}
+
+// CheckBound refuses to continue in an output folder that holds what only
 // a run leaves after writing run.json (results rows, sealed passwords or
 // API keys) but no run.json: without it nothing binds those files to an
 // input, so old rows could be taken for another input's users. A dry run's
 // folder is refused as such.
-func checkBound(o *OutDir) error {
-	_, ok, err := o.ReadManifest()
+func CheckBound(o *Folder) error {
+	ok, err := o.ReadManifest(&struct{}{})
 	if err != nil || ok {
 		return err
 	}
-	if prev, err := report.ReadSummary(o.File(SummaryName)); err == nil && prev.DryRun {
+	if prev, err := ReadSummary(o.File(SummaryName)); err == nil && prev.DryRun {
 		return fmt.Errorf("output folder %s holds a dry run's plan, not a run: choose another --out", o.Path)
 	}
 	var what string
-	rows, err := report.ReadResults(o.File(ResultsName))
+	rows, err := ReadResults(o.File(ResultsName))
 	switch {
 	case err != nil && !errors.Is(err, fs.ErrNotExist), len(rows) > 0:
 		what = ResultsName
 	default:
-		gens, err := report.SealedGenerations(o.Path)
+		gens, err := SealedGenerations(o.Path)
 		if err != nil {
 			return fmt.Errorf("output folder %s: %w", o.Path, err)
 		}
-		batches, err := report.APIKeyBatches(o.Path)
+		batches, err := APIKeyBatches(o.Path)
 		if err != nil {
 			return fmt.Errorf("output folder %s: %w", o.Path, err)
 		}
 		switch {
 		case len(gens) > 0:
-			what = report.SealedName(gens[0])
+			what = SealedName(gens[0])
 		case len(batches) > 0:
-			what = report.APIKeysName(batches[0])
+			what = APIKeysName(batches[0])
 		default:
 			return nil
 		}
@@ -268,9 +289,9 @@ func checkBound(o *OutDir) error {
 		"refusing to continue a run whose input is unknown; choose a new --out", o.Path, what, ManifestName)
 }
 
-// layoutName names a shard layout as run.json records it ("K/N", or ""
+// LayoutName names a shard layout as run.json records it ("K/N", or ""
 // for a run without shards).
-func layoutName(shard string) string {
+func LayoutName(shard string) string {
 	if shard == "" {
 		return "a run without shards"
 	}
@@ -291,12 +312,13 @@ func CheckLayout(out string, shard, shards int) error {
 		this = fmt.Sprintf("%d/%d", shard, shards)
 	}
 	const hint = "a folder is bound to the shard layout of its first run: use the same --shard/--shards, or choose another --out"
-	m, ok, err := readManifest(out)
+	var m layoutOf
+	ok, err := readManifest(out, &m)
 	if err != nil {
 		return err
 	}
 	if ok && m.Shard != this {
-		return fmt.Errorf("output folder %s holds %s (run.json); this run is %s: %s", out, layoutName(m.Shard), layoutName(this), hint)
+		return fmt.Errorf("output folder %s holds %s (run.json); this run is %s: %s", out, LayoutName(m.Shard), LayoutName(this), hint)
 	}
 	if shards <= 1 {
 		entries, err := os.ReadDir(out)
@@ -304,18 +326,19 @@ func CheckLayout(out string, shard, shards int) error {
 			return fmt.Errorf("output folder %s: %w", out, err)
 		}
 		for _, e := range entries {
-			if !e.IsDir() || !strings.HasPrefix(e.Name(), "shard-") {
+			if !e.IsDir() || !strings.HasPrefix(e.Name(), shardPrefix) {
 				continue
 			}
 			what := "a sharded run"
-			if sm, ok, _ := readManifest(filepath.Join(out, e.Name())); ok && sm.Shard != "" {
-				what = layoutName(sm.Shard)
+			var sm layoutOf
+			if ok, _ := readManifest(filepath.Join(out, e.Name()), &sm); ok && sm.Shard != "" {
+				what = LayoutName(sm.Shard)
 			}
-			return fmt.Errorf("output folder %s holds %s (in %s); this run is %s: %s", out, what, e.Name(), layoutName(this), hint)
+			return fmt.Errorf("output folder %s holds %s (in %s); this run is %s: %s", out, what, e.Name(), LayoutName(this), hint)
 		}
 		return nil
 	}
-	if filepath.Base(out) != fmt.Sprintf("shard-%d", shard) {
+	if filepath.Base(out) != ShardDir(shard) {
 		return nil
 	}
 	parent := filepath.Dir(out)
@@ -327,15 +350,16 @@ func CheckLayout(out string, shard, shards int) error {
 		name := e.Name()
 		if !e.IsDir() {
 			if name == ManifestName || name == ResultsName || name == SummaryName ||
-				strings.HasPrefix(name, "passwords-g") && strings.HasSuffix(name, ".age") {
-				return fmt.Errorf("output folder %s holds %s (%s); this run is %s: %s", parent, layoutName(""), name, layoutName(this), hint)
+				IsSealedName(name) {
+				return fmt.Errorf("output folder %s holds %s (%s); this run is %s: %s", parent, LayoutName(""), name, LayoutName(this), hint)
 			}
 			continue
 		}
-		if !strings.HasPrefix(name, "shard-") || name == filepath.Base(out) {
+		if !strings.HasPrefix(name, shardPrefix) || name == filepath.Base(out) {
 			continue
 		}
-		sm, ok, err := readManifest(filepath.Join(parent, name))
+		var sm layoutOf
+		ok, err := readManifest(filepath.Join(parent, name), &sm)
 		if err != nil {
 			return err
 		}
@@ -343,14 +367,14 @@ func CheckLayout(out string, shard, shards int) error {
 			continue
 		}
 		if _, n, found := strings.Cut(sm.Shard, "/"); !found || n != fmt.Sprint(shards) {
-			return fmt.Errorf("output folder %s holds %s (in %s); this run is %s: %s", parent, layoutName(sm.Shard), name, layoutName(this), hint)
+			return fmt.Errorf("output folder %s holds %s (in %s); this run is %s: %s", parent, LayoutName(sm.Shard), name, LayoutName(this), hint)
 		}
 	}
 	return nil
 }
 
 // WriteManifest writes run.json atomically.
-func (o *OutDir) WriteManifest(m Manifest) error {
+func (o *Folder) WriteManifest(m any) error {
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
