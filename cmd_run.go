@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"pwrotate/job"
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/report/console"
 	"pwrotate/report/metrics"
@@ -318,7 +319,7 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 		cfg.ListProgress = listLogger(logger, console.DefaultInterval)
 	}
 	if len(f.protect) > 0 {
-		if cfg.Protect, err = job.LoadProtect(f.protect); err != nil {
+		if cfg.Protect, err = input.LoadProtect(f.protect); err != nil {
 			return cfg, cleanup, err
 		}
 	}

@@ -2,6 +2,7 @@ package job
 
 import (
 	"fmt"
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/rotate"
 	"pwrotate/rotate/secret"
@@ -72,7 +73,7 @@ func (r *Runner) dryRun(p *plan, out *report.Folder, sum *report.Summary) error 
 
 // baseRow is the results row of a record before any call: invalid,
 // skipped (skip is the reason), or status st.
-func (r *Runner) baseRow(rec Record, st report.Status, skip string) report.Row {
+func (r *Runner) baseRow(rec input.Record, st report.Status, skip string) report.Row {
 	row := report.Row{Line: rec.Line, UserID: rec.UserID, Status: st}
 	if rec.UserID == 0 {
 		row.RawUserID = rec.RawUserID

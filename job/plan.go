@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/rotate"
 	"slices"
@@ -18,9 +19,9 @@ import (
 // plan is the run's state in memory: the records of this shard, which of
 // them already have an outcome, and the passwords of those still to do.
 type plan struct {
-	in       *Input
-	records  []Record // this shard's records, in input order
-	orig     []int32  // when sharded: the index in in.Records of each of records
+	in       *input.Input
+	records  []input.Record // this shard's records, in input order
+	orig     []int32        // when sharded: the index in in.Records of each of records
 	caller   *rotate.Caller
 	valid    int              // records not invalid (skipped ones included)
 	skip     map[int32]string // by index into records: why a valid record is skipped
@@ -40,9 +41,9 @@ type todo struct {
 // readInputCtx reads the input, giving up when ctx is done: a FIFO with no
 // writer or a stdin that never ends must not make a signal wait. (The
 // reading goroutine is left blocked; the process is about to exit.)
-func (r *Runner) readInputCtx(ctx context.Context) (*Input, error) {
+func (r *Runner) readInputCtx(ctx context.Context) (*input.Input, error) {
 	type result struct {
-		in  *Input
+		in  *input.Input
 		err error
 	}
 	ch := make(chan result, 1)
@@ -68,14 +69,14 @@ func (r *Runner) keepLogins() bool {
 	return ok
 }
 
-func (r *Runner) readInput() (*Input, error) {
+func (r *Runner) readInput() (*input.Input, error) {
 	keep := r.keepLogins()
 	if r.cfg.InputData != nil {
 		name := r.cfg.InputName
 		if name == "" {
 			name = "input"
 		}
-		return readInputWith(bytes.NewReader(r.cfg.InputData), name, defaultInputLimits, keep)
+		return input.ReadWith(bytes.NewReader(r.cfg.InputData), name, keep)
 	}
 	if r.cfg.InputPath == "" {
 		return nil, errors.New("--input: a users CSV is required")
@@ -84,7 +85,7 @@ func (r *Runner) readInput() (*Input, error) {
 	if stdin == nil {
 		stdin = os.Stdin
 	}
-	return readInputFile(r.cfg.InputPath, stdin, keep)
+	return input.ReadFileWith(r.cfg.InputPath, stdin, keep)
 }
 
 // ShardOf returns the shard (0..shards-1) that userID belongs to.
@@ -98,7 +99,7 @@ func ShardOf(userID, shards int) int {
 // shardRecords keeps the records of this shard, and when sharded the
 // index of each in all. Records without a usable userId belong to shard 0,
 // so that each is reported exactly once.
-func (r *Runner) shardRecords(all []Record) (kept []Record, orig []int32) {
+func (r *Runner) shardRecords(all []input.Record) (kept []input.Record, orig []int32) {
 	if r.cfg.Shards <= 1 {
 		return all, nil
 	}
@@ -154,7 +155,7 @@ const selfReason = "the caller's own account (pass --include-self to rotate it)"
 // skipReason returns why a valid record is deliberately left alone, or "":
 // it is protected by --protect, or it is the caller's own account (unless
 // --include-self).
-func (r *Runner) skipReason(rec *Record, login string, caller *rotate.Caller) string {
+func (r *Runner) skipReason(rec *input.Record, login string, caller *rotate.Caller) string {
 	if why := r.cfg.Protect.Match(rec.UserID, login); why != "" {
 		return why
 	}
@@ -174,14 +175,6 @@ func byPrivilege(p *plan) {
 	slices.SortStableFunc(p.pending, func(a, b int32) int {
 		return cmp.Compare(p.in.Level(p.src(int(b))), p.in.Level(p.src(int(a))))
 	})
-}
-
-// describeColumns lists header cells (already display-safe) for a message.
-func describeColumns(cols []string) string {
-	if len(cols) > inputMaxColumnsSeen {
-		return fmt.Sprintf("columns seen: %s and %d more", strings.Join(cols[:inputMaxColumnsSeen], ", "), len(cols)-inputMaxColumnsSeen)
-	}
-	return "columns seen: " + strings.Join(cols, ", ")
 }
 
 // describeProtect names a protect list by its size and fingerprint.

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"pwrotate/job"
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/rotate"
 	"pwrotate/rotate/ecgridsim"
@@ -61,10 +62,10 @@ func TestLoadProtect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := writeProtect(t, dir, "f", tt.text)
-			p, err := job.LoadProtect([]string{path})
+			p, err := input.LoadProtect([]string{path})
 			if tt.wantErr != "" {
 				want := strings.Replace(tt.wantErr, "f:", path+":", 1)
-				var pe *job.ProtectError
+				var pe *input.ProtectError
 				if err == nil || !errors.As(err, &pe) || !strings.Contains(err.Error(), want) || !strings.HasPrefix(err.Error(), "--protect ") {
 					t.Fatalf("error %v, want a *ProtectError with %q", err, want)
 				}
@@ -89,23 +90,23 @@ func TestLoadProtect(t *testing.T) {
 			}
 		})
 	}
-	if _, err := job.LoadProtect([]string{filepath.Join(dir, "missing")}); err == nil || !strings.Contains(err.Error(), "--protect "+filepath.Join(dir, "missing")+": ") {
+	if _, err := input.LoadProtect([]string{filepath.Join(dir, "missing")}); err == nil || !strings.Contains(err.Error(), "--protect "+filepath.Join(dir, "missing")+": ") {
 		t.Errorf("missing file: error %v does not name the flag and file", err)
 	}
 }
 
 func TestProtectFingerprint(t *testing.T) {
 	dir := t.TempDir()
-	a, _ := job.LoadProtect([]string{writeProtect(t, dir, "a", "1001\nsvc-*\n")})
-	b, _ := job.LoadProtect([]string{writeProtect(t, dir, "b", "# same set\nSVC-*\n1001\n1001\n")})
-	c, _ := job.LoadProtect([]string{writeProtect(t, dir, "c", "1001\n")})
+	a, _ := input.LoadProtect([]string{writeProtect(t, dir, "a", "1001\nsvc-*\n")})
+	b, _ := input.LoadProtect([]string{writeProtect(t, dir, "b", "# same set\nSVC-*\n1001\n1001\n")})
+	c, _ := input.LoadProtect([]string{writeProtect(t, dir, "c", "1001\n")})
 	if a.Fingerprint() != b.Fingerprint() {
 		t.Error("the same entries in another order and file give another fingerprint")
 	}
 	if a.Fingerprint() == c.Fingerprint() || c.Fingerprint() == "" {
 		t.Error("different entries give the same fingerprint")
 	}
-	var none *job.Protect
+	var none *input.Protect
 	if none.Fingerprint() != "" || none.Match(1001, "svc-a") != "" {
 		t.Error("a nil Protect protects somebody")
 	}
@@ -131,7 +132,7 @@ func TestProtectedAndSelfSkipped(t *testing.T) {
 	w := newWorld(t, 10)
 	dir := t.TempDir()
 	pf := writeProtect(t, dir, "keep.txt", "# never rotate\n1000\nsvc-*\n")
-	prot, err := job.LoadProtect([]string{pf})
+	prot, err := input.LoadProtect([]string{pf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +199,7 @@ func TestResumeRefusesOtherProtection(t *testing.T) {
 	w := newWorld(t, 10)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
-	prot, err := job.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n")})
+	prot, err := input.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,7 +241,7 @@ func TestProtectGlobNeedsLogin(t *testing.T) {
 	w := newWorld(t, 3)
 	dir := t.TempDir()
 	pf := writeProtect(t, dir, "keep.txt", "1000\n\nsvc-*\n")
-	prot, err := job.LoadProtect([]string{pf})
+	prot, err := input.LoadProtect([]string{pf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,7 +259,7 @@ func TestProtectGlobNeedsLogin(t *testing.T) {
 		t.Error("run.json written")
 	}
 	// IDs alone need no login column.
-	prot, _ = job.LoadProtect([]string{writeProtect(t, dir, "ids.txt", "1000\n")})
+	prot, _ = input.LoadProtect([]string{writeProtect(t, dir, "ids.txt", "1000\n")})
 	cfg = w.config(users(1000, 1001, 1002), filepath.Join(dir, "out2"))
 	cfg.Protect = prot
 	if sum, err := job.New(cfg).Run(context.Background()); sum.ExitCode != report.ExitOK {
@@ -321,7 +322,7 @@ func TestPrivilegedFirst(t *testing.T) {
 func TestDryRunSkipped(t *testing.T) {
 	w := newWorld(t, 10)
 	dir := t.TempDir()
-	prot, _ := job.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n")})
+	prot, _ := input.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n")})
 	out := filepath.Join(dir, "plan")
 	cfg := w.config(exportCSV, out)
 	cfg.Apply, cfg.Recipients, cfg.Protect = false, nil, prot
@@ -358,7 +359,7 @@ func TestDryRunSkipped(t *testing.T) {
 func TestProtectSharded(t *testing.T) {
 	w := newWorld(t, 10)
 	dir := t.TempDir()
-	prot, _ := job.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n")})
+	prot, _ := input.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n")})
 	skipped := map[int]bool{}
 	for k := range 2 {
 		out := filepath.Join(dir, "out", "shard-"+string(rune('0'+k)))
@@ -402,7 +403,7 @@ func TestProtectSharded(t *testing.T) {
 func TestMaxUsersCountsNoSkips(t *testing.T) {
 	w := newWorld(t, 10)
 	dir := t.TempDir()
-	prot, _ := job.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n1000\n")})
+	prot, _ := input.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "svc-*\n1000\n")})
 	for _, tt := range []struct {
 		max  int
 		code int
@@ -423,7 +424,7 @@ func TestMaxUsersCountsNoSkips(t *testing.T) {
 func TestSelectProtectedPrivilegedFirst(t *testing.T) {
 	w := newSelectWorld(t, 300)
 	dir := t.TempDir()
-	prot, _ := job.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "# integrations\nsvc-*\n")})
+	prot, _ := input.LoadProtect([]string{writeProtect(t, dir, "keep.txt", "# integrations\nsvc-*\n")})
 	filter := rotate.UserFilter{NetworkID: 1, Status: "Active"}
 	listed := w.sim.Directory(ecgridsim.ListFilter{NetworkID: 1, Status: "Active"})
 	level := map[int]rotate.AuthLevel{}

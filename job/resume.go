@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"time"
 
@@ -148,7 +149,7 @@ func (r *Runner) resetOwedSessions(ctx context.Context, owed []owedReset, res *r
 // (its shard, input, protect files; what it promised: resets, keys), and
 // summary.json (a dry run's folder; a run already complete). complete is
 // true when there is nothing left to do: sum is then the earlier run's.
-func (r *Runner) resumeChecks(out *report.Folder, in *Input, sum *report.Summary) (complete bool, err error) {
+func (r *Runner) resumeChecks(out *report.Folder, in *input.Input, sum *report.Summary) (complete bool, err error) {
 	m, ok, err := readManifest(out)
 	if err != nil {
 		return false, &ExitError{Code: report.ExitFatal, Err: err}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"pwrotate/job"
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/rotate"
 	"pwrotate/rotate/ecgridsim"
@@ -72,7 +73,7 @@ func TestResumeActsOnlyOnTheRecordsUser(t *testing.T) {
 			w.sim.AddUser(stranger, initialPw)
 			// The key of firstUser+1 fails for good: its row owes the key.
 			w.sim.Inject(ecgridsim.Fault{Endpoint: "keygen", UserID: firstUser + 1, Kind: ecgridsim.Envelope, Status: 404, Code: "ObjectNotFound"})
-			prot, err := job.LoadProtect([]string{writeProtect(t, t.TempDir(), "protect", "1002\n")})
+			prot, err := input.LoadProtect([]string{writeProtect(t, t.TempDir(), "protect", "1002\n")})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"filippo.io/age"
 
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/rotate"
 )
@@ -57,8 +58,8 @@ type Config struct {
 	ResetSessions bool
 	RotateAPIKeys bool // after a change (and reset), rotate the user's API key (apikeys.go)
 	IncludeSelf   bool
-	Protect       *Protect // accounts never to rotate (--protect); nil: none
-	Reason        string   // --reason: recorded in run.json and summary.json
+	Protect       *input.Protect // accounts never to rotate (--protect); nil: none
+	Reason        string         // --reason: recorded in run.json and summary.json
 	MaxUsers      int
 	Shard, Shards int // process shard Shard of Shards (Shards <= 1: everything)
 	Version       string
@@ -212,7 +213,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 	}
 	if where, pattern, ok := r.cfg.Protect.FirstGlob(); ok && !in.HasLogin {
 		return fatal("--protect %s: login pattern %q needs a login column in the input, and %s has none (%s)",
-			where, pattern, in.Name, describeColumns(in.Columns))
+			where, pattern, in.Name, in.ColumnsSeen())
 	}
 	r.resets = r.cfg.ResetSessions
 	if out != nil {

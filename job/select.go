@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/report/directory"
 	"pwrotate/rotate"
@@ -102,7 +103,7 @@ func (r *Runner) setSelection(s *Selection) {
 // input reads the run's input: the input file, or for --select the
 // snapshot of an earlier listing in the output folder, else a new listing
 // (snapshotted there before anything else happens).
-func (r *Runner) input(ctx context.Context, out *report.Folder) (*Input, error) {
+func (r *Runner) input(ctx context.Context, out *report.Folder) (*input.Input, error) {
 	if r.cfg.Select == nil {
 		return r.readInputCtx(ctx)
 	}
@@ -127,7 +128,7 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*Input, error) 
 		// nothing was sent, and an input.csv there (a killed first run's,
 		// or one planted in the folder) is listed over.
 		if hasRun {
-			in, err := readInputFile(sel.Snapshot, nil, r.keepLogins())
+			in, err := input.ReadFileWith(sel.Snapshot, nil, r.keepLogins())
 			if err != nil {
 				return nil, fatal("--select: the snapshot of the listing: %w", err)
 			}
@@ -160,7 +161,7 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*Input, error) 
 		name = sel.Snapshot
 		cfg.Hook("snapshot", 1)
 	}
-	in, err := readInputWith(bytes.NewReader(buf.Bytes()), name, defaultInputLimits, r.keepLogins())
+	in, err := input.ReadWith(bytes.NewReader(buf.Bytes()), name, r.keepLogins())
 	if err != nil {
 		return nil, fatal("--select %s: %w", sel.Spec, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"pwrotate/job"
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/report/directory"
 	"pwrotate/rotate"
@@ -283,7 +284,7 @@ func TestSelectDryRun(t *testing.T) {
 				return
 			}
 			// The snapshot stays for review; run --input takes it.
-			in, err := job.ReadInputFile(filepath.Join(out, report.SnapshotName))
+			in, err := input.ReadFile(filepath.Join(out, report.SnapshotName))
 			if err != nil || len(in.Records) != len(want) {
 				t.Fatalf("snapshot: %v", err)
 			}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"pwrotate/job"
+	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/report/directory"
 	"pwrotate/rotate"
@@ -36,7 +36,7 @@ func TestExportIsAnInput(t *testing.T) {
 
 	// run --input takes it as it is: every user once, in userId order,
 	// none invalid.
-	in, err := job.ReadInput(bytes.NewReader(buf.Bytes()), "export.csv")
+	in, err := input.Read(bytes.NewReader(buf.Bytes()), "export.csv")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package job
+package input
 
 import (
 	"bytes"
@@ -50,9 +50,9 @@ func FuzzReadInput(f *testing.F) {
 		}
 		given := fuzzGivenPasswords(data)
 		if err != nil {
-			var ie *InputError
+			var ie *Error
 			if !errors.As(err, &ie) || ie.Name != "fuzz.csv" {
-				t.Fatalf("error %v (%T) is not an *InputError", err, err)
+				t.Fatalf("error %v (%T) is not an *Error", err, err)
 			}
 			msg := err.Error()
 			for _, pw := range given {

@@ -1,4 +1,4 @@
-package job
+package input
 
 import (
 	"bytes"
@@ -31,7 +31,7 @@ type want struct {
 
 func readString(t *testing.T, s string) (*Input, error) {
 	t.Helper()
-	return ReadInput(strings.NewReader(s), "test.csv")
+	return Read(strings.NewReader(s), "test.csv")
 }
 
 func checkRecords(t *testing.T, got []Record, wants []want) {
@@ -150,7 +150,7 @@ func TestReadInputFixtures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			path := filepath.Join("testdata", "input", tc.file)
-			in, err := ReadInputFile(path)
+			in, err := ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -236,7 +236,7 @@ func TestReadInputRecords(t *testing.T) {
 			}
 			checkRecords(t, in.Records, tc.want)
 			// The result must not depend on how the source chunks its reads.
-			in2, err := ReadInput(iotest.OneByteReader(strings.NewReader(tc.input)), "test.csv")
+			in2, err := Read(iotest.OneByteReader(strings.NewReader(tc.input)), "test.csv")
 			if err != nil {
 				t.Fatalf("one byte at a time: %v", err)
 			}
@@ -292,16 +292,16 @@ func TestReadInputFatal(t *testing.T) {
 				if chunked {
 					r = iotest.OneByteReader(r)
 				}
-				_, err := ReadInput(r, "test.csv")
+				_, err := Read(r, "test.csv")
 				if tc.line < 0 {
 					if err != nil {
 						t.Fatalf("unexpected error: %v", err)
 					}
 					continue
 				}
-				var ie *InputError
+				var ie *Error
 				if !errors.As(err, &ie) {
-					t.Fatalf("chunked=%v: error %v (%T), want *InputError", chunked, err, err)
+					t.Fatalf("chunked=%v: error %v (%T), want *Error", chunked, err, err)
 				}
 				if ie.Line != tc.line || ie.Name != "test.csv" {
 					t.Errorf("chunked=%v: Line %d Name %q, want %d test.csv (%v)", chunked, ie.Line, ie.Name, tc.line, err)
@@ -360,7 +360,7 @@ func TestReadInputLimits(t *testing.T) {
 	t.Run("50 MB single line", func(t *testing.T) {
 		src := &countingReader{r: &repeatReader{prefix: []byte("userId\n1\n2"), pattern: '9', size: 50 << 20}}
 		start := time.Now()
-		_, err := ReadInput(src, "big.csv")
+		_, err := Read(src, "big.csv")
 		if !errors.Is(err, errInputRecordTooLong) || !strings.Contains(err.Error(), "big.csv: line 3: record over 64 KiB") {
 			t.Fatalf("err = %v, want record over 64 KiB on line 3", err)
 		}
@@ -374,7 +374,7 @@ func TestReadInputLimits(t *testing.T) {
 	t.Run("50 MB single line, not yet split into fields", func(t *testing.T) {
 		// One field of 50 MB: the field limit alone would come too late.
 		src := &countingReader{r: &repeatReader{prefix: []byte("userId,note\n\n\n1,"), pattern: 'x', size: 50 << 20}}
-		_, err := ReadInput(src, "big.csv")
+		_, err := Read(src, "big.csv")
 		if !errors.Is(err, errInputRecordTooLong) || !strings.Contains(err.Error(), "line 4:") {
 			t.Fatalf("err = %v, want record over 64 KiB on line 4", err)
 		}
@@ -390,7 +390,7 @@ func TestReadInputLimits(t *testing.T) {
 			b.WriteString(",short\n")
 		}
 		src := &countingReader{r: bytes.NewReader(b.Bytes())}
-		_, err := ReadInput(src, "q.csv")
+		_, err := Read(src, "q.csv")
 		if !errors.Is(err, errInputRecordTooLong) || !strings.Contains(err.Error(), "line 3: record over 64 KiB") {
 			t.Fatalf("err = %v, want record over 64 KiB on line 3", err)
 		}
@@ -421,7 +421,7 @@ func TestReadInputLimits(t *testing.T) {
 				if chunked {
 					r = iotest.OneByteReader(r)
 				}
-				in, err := ReadInput(r, "t.csv")
+				in, err := Read(r, "t.csv")
 				if extra == 0 {
 					if err != nil {
 						t.Fatal(err)
@@ -473,10 +473,10 @@ func TestReadInputReadErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := ReadInput(tc.r, "stdin")
-			var ie *InputError
+			_, err := Read(tc.r, "stdin")
+			var ie *Error
 			if !errors.As(err, &ie) || !errors.Is(err, tc.is) {
-				t.Fatalf("err = %v, want an *InputError wrapping %v", err, tc.is)
+				t.Fatalf("err = %v, want an *Error wrapping %v", err, tc.is)
 			}
 			if ie.Line != tc.line || !strings.HasPrefix(err.Error(), "reading input stdin: line ") {
 				t.Errorf("err = %v (line %d), want line %d", err, ie.Line, tc.line)
@@ -488,14 +488,14 @@ func TestReadInputReadErrors(t *testing.T) {
 func TestReadInputFile(t *testing.T) {
 	dir := t.TempDir()
 	t.Run("directory", func(t *testing.T) {
-		_, err := ReadInputFile(dir)
+		_, err := ReadFile(dir)
 		if !errors.Is(err, errInputIsDirectory) || !strings.Contains(err.Error(), dir) {
 			t.Fatalf("err = %v, want is a directory naming %s", err, dir)
 		}
 	})
 	t.Run("missing", func(t *testing.T) {
 		p := filepath.Join(dir, "nope.csv")
-		_, err := ReadInputFile(p)
+		_, err := ReadFile(p)
 		if !errors.Is(err, os.ErrNotExist) || err.Error() != "reading input "+p+": opening: no such file or directory" {
 			t.Fatalf("err = %v", err)
 		}
@@ -509,7 +509,7 @@ func TestReadInputFile(t *testing.T) {
 			_ = f.Close()
 			t.Skip("running with privileges that read a mode 000 file")
 		}
-		_, err := ReadInputFile(p)
+		_, err := ReadFile(p)
 		if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), p) {
 			t.Fatalf("err = %v, want permission denied naming %s", err, p)
 		}
@@ -527,7 +527,7 @@ func TestReadInputFile(t *testing.T) {
 		old := os.Stdin
 		os.Stdin = f
 		defer func() { os.Stdin = old }()
-		in, err := ReadInputFile("-")
+		in, err := ReadFile("-")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -539,13 +539,13 @@ func TestReadInputFile(t *testing.T) {
 
 func TestInputErrorMessage(t *testing.T) {
 	tests := []struct {
-		err  *InputError
+		err  *Error
 		want string
 	}{
-		{&InputError{Name: "users.csv", Line: 12, Err: errInputFieldTooLong}, "reading input users.csv: line 12: field over 1 KiB"},
-		{&InputError{Name: "stdin", Err: errInputNoRecords}, "reading input stdin: input has no records"},
-		{&InputError{Name: "a\nb.csv", Err: errInputNoHeader}, "reading input a\uFFFDb.csv: input has no header"},
-		{&InputError{Err: errInputNoHeader}, "reading input: input has no header"},
+		{&Error{Name: "users.csv", Line: 12, Err: errInputFieldTooLong}, "reading input users.csv: line 12: field over 1 KiB"},
+		{&Error{Name: "stdin", Err: errInputNoRecords}, "reading input stdin: input has no records"},
+		{&Error{Name: "a\nb.csv", Err: errInputNoHeader}, "reading input a\uFFFDb.csv: input has no header"},
+		{&Error{Err: errInputNoHeader}, "reading input: input has no header"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.want, func(t *testing.T) {
@@ -572,7 +572,7 @@ func TestReadInputNeverLeaksPasswords(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
-			in, err := ReadInputFile(filepath.Join("testdata", "input", tc.file))
+			in, err := ReadFile(filepath.Join("testdata", "input", tc.file))
 			var texts []string
 			if tc.fatal {
 				if err == nil {
@@ -598,7 +598,7 @@ func TestReadInputNeverLeaksPasswords(t *testing.T) {
 		})
 	}
 	t.Run("swapped columns are still reported", func(t *testing.T) {
-		in, err := ReadInputFile(filepath.Join("testdata", "input", "swapped_columns.csv"))
+		in, err := ReadFile(filepath.Join("testdata", "input", "swapped_columns.csv"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -695,7 +695,7 @@ func TestReadInputAllocations(t *testing.T) {
 	var in *Input
 	allocs := testing.AllocsPerRun(3, func() {
 		var err error
-		in, err = ReadInput(bytes.NewReader(data), "big.csv")
+		in, err = Read(bytes.NewReader(data), "big.csv")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -720,7 +720,7 @@ func BenchmarkReadInput(b *testing.B) {
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	for b.Loop() {
-		in, err := ReadInput(bytes.NewReader(data), "bench.csv")
+		in, err := Read(bytes.NewReader(data), "bench.csv")
 		if err != nil || len(in.Records) != n {
 			b.Fatal(err)
 		}

@@ -1,4 +1,8 @@
-package job
+// Package input reads and validates what a run is given: the users CSV
+// (Read, ReadFile: every record checked, invalid ones kept with their
+// reason and line, limits enforced before memory is spent) and the
+// --protect files (LoadProtect).
+package input
 
 import (
 	"bufio"
@@ -23,7 +27,7 @@ import (
 	"pwrotate/rotate/secret"
 )
 
-// Input limits (SPEC "Input CSV"). Each one breached is a fatal *InputError
+// Input limits (the input format of docs/reference.md). Each one breached is a fatal *Error
 // naming the line.
 const (
 	// maxInputFieldBytes is the largest field, in bytes.
@@ -88,15 +92,15 @@ func (in *Input) Level(i int) rotate.AuthLevel {
 	return rotate.LevelUnknown
 }
 
-// InputError is a fatal problem with the input: nothing may be changed.
-type InputError struct {
+// Error is a fatal problem with the input: nothing may be changed.
+type Error struct {
 	Name string // path, or "stdin"
 	Line int    // the input line concerned; 0 if none
 	Err  error
 }
 
 // Error returns e.g. "reading input users.csv: line 12: field over 1 KiB".
-func (e *InputError) Error() string {
+func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("reading input")
 	if e.Name != "" {
@@ -117,7 +121,7 @@ func (e *InputError) Error() string {
 }
 
 // Unwrap returns the underlying error.
-func (e *InputError) Unwrap() error { return e.Err }
+func (e *Error) Unwrap() error { return e.Err }
 
 var (
 	errInputNoHeader       = errors.New("input has no header")
@@ -152,17 +156,17 @@ type inputLimits struct {
 
 var defaultInputLimits = inputLimits{field: maxInputFieldBytes, record: maxInputRecordBytes, records: maxInputRecords}
 
-// ReadInputFile reads and validates the users CSV at path; "-" is standard
-// input (named "stdin"). Errors are *InputError naming the path.
-func ReadInputFile(path string) (*Input, error) {
-	return readInputFile(path, os.Stdin, true)
+// ReadFile reads and validates the users CSV at path; "-" is standard
+// input (named "stdin"). Errors are *Error naming the path.
+func ReadFile(path string) (*Input, error) {
+	return ReadFileWith(path, os.Stdin, true)
 }
 
-// readInputFile is ReadInputFile reading "-" from stdin; logins are kept
+// ReadFileWith is ReadFile reading "-" from stdin; logins are kept
 // only if keepLogins.
-func readInputFile(path string, stdin io.Reader, keepLogins bool) (*Input, error) {
+func ReadFileWith(path string, stdin io.Reader, keepLogins bool) (*Input, error) {
 	if path == "-" {
-		return readInputWith(stdin, "stdin", defaultInputLimits, keepLogins)
+		return readWith(stdin, "stdin", defaultInputLimits, keepLogins)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -170,38 +174,43 @@ func readInputFile(path string, stdin io.Reader, keepLogins bool) (*Input, error
 		if errors.As(err, &pe) {
 			err = pe.Err // the path is already in the message
 		}
-		return nil, &InputError{Name: path, Err: fmt.Errorf("opening: %w", err)}
+		return nil, &Error{Name: path, Err: fmt.Errorf("opening: %w", err)}
 	}
 	defer func() { _ = f.Close() }() // read-only: nothing to lose on close
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, &InputError{Name: path, Err: fmt.Errorf("stat: %w", err)}
+		return nil, &Error{Name: path, Err: fmt.Errorf("stat: %w", err)}
 	}
 	if fi.IsDir() {
-		return nil, &InputError{Name: path, Err: errInputIsDirectory}
+		return nil, &Error{Name: path, Err: errInputIsDirectory}
 	}
-	return readInputWith(f, path, defaultInputLimits, keepLogins)
+	return readWith(f, path, defaultInputLimits, keepLogins)
 }
 
-// ReadInput reads and validates a whole users CSV from r (SPEC "Input CSV").
+// Read reads and validates a whole users CSV from r (the input format of docs/reference.md).
 // name is used in messages. Records that are wrong on their own are returned
 // with Invalid set; problems that make the whole input untrustworthy (limits,
 // binary data, an unclosed quote, no header, no records, a read error) are a
-// *InputError.
+// *Error.
 //
 // userId cells are decimal digits after trimming spaces and tabs; leading
 // zeros are accepted ("0042" is 42, and a duplicate of "42").
-func ReadInput(r io.Reader, name string) (*Input, error) {
+func Read(r io.Reader, name string) (*Input, error) {
 	return readInput(r, name, defaultInputLimits)
 }
 
 func readInput(r io.Reader, name string, lim inputLimits) (*Input, error) {
-	return readInputWith(r, name, lim, true)
+	return readWith(r, name, lim, true)
 }
 
-// readInputWith reads an input; the login cells are kept (Input.Login) only
-// if keepLogins: they cost memory per record, and only login globs need them.
-func readInputWith(r io.Reader, name string, lim inputLimits, keepLogins bool) (*Input, error) {
+// ReadWith is Read keeping the login cells (Input.Login) only if
+// keepLogins: they cost memory per record, and only login globs need them.
+func ReadWith(r io.Reader, name string, keepLogins bool) (*Input, error) {
+	return readWith(r, name, defaultInputLimits, keepLogins)
+}
+
+// readWith reads an input within lim; logins are kept only if keepLogins.
+func readWith(r io.Reader, name string, lim inputLimits, keepLogins bool) (*Input, error) {
 	h := sha256.New()
 	src := &inputReader{src: io.TeeReader(r, h), limit: int64(lim.record), leading: true}
 	br := bufio.NewReaderSize(src, inputBufSize)
@@ -212,7 +221,7 @@ func readInputWith(r io.Reader, name string, lim inputLimits, keepLogins bool) (
 	src.sniffing = false
 	var re *inputReadError
 	if errors.As(err, &re) {
-		return nil, &InputError{Name: name, Line: re.line, Err: re.err}
+		return nil, &Error{Name: name, Line: re.line, Err: re.err}
 	}
 	if bytes.HasPrefix(b, inputBOM) {
 		_, _ = br.Discard(len(inputBOM))
@@ -288,8 +297,8 @@ type inputEcho struct {
 	hash  uint64 // of the trimmed cell
 }
 
-func (p *inputParser) fatal(line int, err error) *InputError {
-	return &InputError{Name: p.name, Line: line, Err: err}
+func (p *inputParser) fatal(line int, err error) *Error {
+	return &Error{Name: p.name, Line: line, Err: err}
 }
 
 // next reads one CSV record and applies the limits. It returns the record
@@ -852,4 +861,14 @@ func firstNonBreak(b []byte) (i int, cr bool) {
 		}
 	}
 	return -1, false
+}
+
+// ColumnsSeen lists the input's header cells (already display-safe) for a
+// message: "columns seen: a, b, c".
+func (in *Input) ColumnsSeen() string {
+	cols := in.Columns
+	if len(cols) > inputMaxColumnsSeen {
+		return fmt.Sprintf("columns seen: %s and %d more", strings.Join(cols[:inputMaxColumnsSeen], ", "), len(cols)-inputMaxColumnsSeen)
+	}
+	return "columns seen: " + strings.Join(cols, ", ")
 }
