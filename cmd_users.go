@@ -152,7 +152,7 @@ func listUsers(ctx context.Context, f *usersFlags, stdout io.Writer, prog *conso
 		return report.ExitFatal, fmt.Errorf("POST %s/v2/users/list: %w", f.baseURL, err)
 	}
 	prog.Stop()
-	if err := directory.WriteTo(f.output, stdout, users); err != nil {
+	if err := directory.WriteTo(f.output, stdout, directory.Users(users)); err != nil {
 		return report.ExitFatal, fmt.Errorf("--output %s: %w", f.output, err)
 	}
 	if len(users) == 0 {

@@ -150,7 +150,7 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*input.Input, e
 		return nil, fatal("--select %s: listing users: %w", sel.Spec, err)
 	}
 	var buf bytes.Buffer
-	if err := directory.Write(&buf, users); err != nil {
+	if err := directory.Write(&buf, directory.Users(users)); err != nil {
 		return nil, fatal("--select: %w", err)
 	}
 	name := "ECGrid users " + sel.Spec

@@ -107,7 +107,7 @@ func TestSelectChangesExactlyTheListed(t *testing.T) {
 		us = append(us, rotate.User{UserID: u.UserID, Login: u.Login, Email: u.Email, FirstName: u.FirstName, LastName: u.LastName,
 			NetworkID: u.NetworkID, MailboxID: u.MailboxID, AuthLevel: u.AuthLevel, Status: u.Status})
 	}
-	if err := directory.Write(&exp, us); err != nil {
+	if err := directory.Write(&exp, directory.Users(us)); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(b, exp.Bytes()) {

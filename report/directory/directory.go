@@ -16,8 +16,41 @@ import (
 	"github.com/gocarina/gocsv"
 
 	"pwrotate/report"
-	"pwrotate/rotate"
 )
+
+// User is one listed ECGrid user, as the export writes it (the listing's
+// UserIDInfo: the caller converts its own type).
+type User struct {
+	UserID    int
+	Login     string
+	Email     string
+	FirstName string
+	LastName  string
+	NetworkID int // 0: not given
+	MailboxID int // 0: not given
+	AuthLevel string
+	Status    string
+}
+
+// Users converts a listing's users, of any type with User's fields in
+// User's order, to Users.
+func Users[T ~struct {
+	UserID    int
+	Login     string
+	Email     string
+	FirstName string
+	LastName  string
+	NetworkID int
+	MailboxID int
+	AuthLevel string
+	Status    string
+}](us []T) []User {
+	out := make([]User, len(us))
+	for i, u := range us {
+		out[i] = User(u)
+	}
+	return out
+}
 
 // userRow is one row of the export, marshalled by gocsv: the csv tags are
 // the header.
@@ -42,8 +75,8 @@ var Header = report.CSVHeader[userRow]()
 // spaces, long text is cut); an ID of 0 is an empty cell. A userId that is
 // not in 1..2147483647 or that appears twice is an error, and nothing
 // after the rows before it is written.
-func Write(w io.Writer, users []rotate.User) error {
-	slices.SortFunc(users, func(a, b rotate.User) int { return a.UserID - b.UserID })
+func Write(w io.Writer, users []User) error {
+	slices.SortFunc(users, func(a, b User) int { return a.UserID - b.UserID })
 	for i, u := range users {
 		if u.UserID < 1 || u.UserID > 1<<31-1 {
 			return fmt.Errorf("user export: userId %d is not a valid ID", u.UserID)
@@ -79,7 +112,7 @@ func Write(w io.Writer, users []rotate.User) error {
 // WriteFile writes the export to path atomically (a temporary file in the
 // same folder, fsynced, renamed over path, the folder fsynced), mode 0600:
 // path holds its old content or the whole export, never a part.
-func WriteFile(path string, users []rotate.User) error {
+func WriteFile(path string, users []User) error {
 	return report.WriteFileAtomicFunc(path, 0o600, func(w io.Writer) error {
 		return Write(w, users)
 	})
@@ -87,7 +120,7 @@ func WriteFile(path string, users []rotate.User) error {
 
 // WriteTo writes the export to path, or to stdout when path is "-" (then
 // buffered, and flushed at the end).
-func WriteTo(path string, stdout io.Writer, users []rotate.User) error {
+func WriteTo(path string, stdout io.Writer, users []User) error {
 	if path != "-" {
 		return WriteFile(path, users)
 	}

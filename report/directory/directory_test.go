@@ -13,15 +13,14 @@ import (
 	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/report/directory"
-	"pwrotate/rotate"
 	"pwrotate/rotate/ecgridsim"
 )
 
 // users converts simulator users, in their listing order.
-func users(dir []ecgridsim.DirUser) []rotate.User {
-	out := make([]rotate.User, len(dir))
+func users(dir []ecgridsim.DirUser) []directory.User {
+	out := make([]directory.User, len(dir))
 	for i, u := range dir {
-		out[i] = rotate.User{UserID: u.UserID, Login: u.Login, Email: u.Email, FirstName: u.FirstName, LastName: u.LastName,
+		out[i] = directory.User{UserID: u.UserID, Login: u.Login, Email: u.Email, FirstName: u.FirstName, LastName: u.LastName,
 			NetworkID: u.NetworkID, MailboxID: u.MailboxID, AuthLevel: u.AuthLevel, Status: u.Status}
 	}
 	return out
@@ -101,7 +100,7 @@ func TestExportIsAnInput(t *testing.T) {
 }
 
 func TestWriteRefuses(t *testing.T) {
-	for name, us := range map[string][]rotate.User{
+	for name, us := range map[string][]directory.User{
 		"twice": {{UserID: 5}, {UserID: 3}, {UserID: 5}},
 		"zero":  {{UserID: 0}},
 		"big":   {{UserID: 1 << 31}},
@@ -121,13 +120,13 @@ func TestWriteFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A failed export leaves the old file whole.
-	if err := directory.WriteFile(path, []rotate.User{{UserID: 2}, {UserID: 2}}); err == nil {
+	if err := directory.WriteFile(path, []directory.User{{UserID: 2}, {UserID: 2}}); err == nil {
 		t.Fatal("duplicate written")
 	}
 	if b, _ := os.ReadFile(path); string(b) != "old" {
 		t.Fatalf("old file changed: %q", b)
 	}
-	if err := directory.WriteFile(path, []rotate.User{{UserID: 9, Login: "b"}, {UserID: 2, Login: "a"}}); err != nil {
+	if err := directory.WriteFile(path, []directory.User{{UserID: 9, Login: "b"}, {UserID: 2, Login: "a"}}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(path)
@@ -143,7 +142,7 @@ func TestWriteFile(t *testing.T) {
 		t.Fatalf("temporary files left: %d entries", len(ents))
 	}
 	var out bytes.Buffer
-	if err := directory.WriteTo("-", &out, []rotate.User{{UserID: 1}}); err != nil || !strings.HasSuffix(out.String(), "\n1,,,,,,,,\n") {
+	if err := directory.WriteTo("-", &out, []directory.User{{UserID: 1}}); err != nil || !strings.HasSuffix(out.String(), "\n1,,,,,,,,\n") {
 		t.Fatalf("stdout %q %v", out.String(), err)
 	}
 }
@@ -151,9 +150,9 @@ func TestWriteFile(t *testing.T) {
 // TestWriteManyRows checks the export across gocsv batches: one header,
 // every user once, in order.
 func TestWriteManyRows(t *testing.T) {
-	var users []rotate.User
+	var users []directory.User
 	for id := 700; id >= 1; id-- {
-		users = append(users, rotate.User{UserID: id, Login: "=u" + strconv.Itoa(id), NetworkID: id % 3})
+		users = append(users, directory.User{UserID: id, Login: "=u" + strconv.Itoa(id), NetworkID: id % 3})
 	}
 	var b bytes.Buffer
 	if err := directory.Write(&b, users); err != nil {
