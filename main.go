@@ -1,7 +1,7 @@
 // Command pwrotate rotates ECGrid user passwords in bulk: it reads a CSV of
 // user IDs, gives each user a compliant password, seals the passwords with
 // age before sending them, changes them through a rate-limited worker pool,
-// and leaves a results CSV and a summary. See README.md and SPEC.md.
+// and leaves a results CSV and a summary. See README.md and docs/reference.md.
 //
 // main only installs the signal handler, dispatches to one cmd_*.go file per
 // subcommand and maps errors to exit codes.

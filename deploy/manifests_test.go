@@ -935,7 +935,7 @@ func (a runArgs) last(flag string) string {
 	return v[len(v)-1]
 }
 
-// The flags of `pwrotate run` (SPEC.md).
+// The flags of `pwrotate run` (docs/reference.md).
 var (
 	runBoolFlags  = []string{"apply", "resume", "reset-sessions", "include-self", "demo"}
 	runValueFlags = []string{

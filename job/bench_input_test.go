@@ -33,7 +33,7 @@ func benchInput(n int) []byte {
 
 // BenchmarkApply runs a whole --apply run in process (read, plan, seal,
 // pool, results, summary) against the simulator on an httptest server with
-// no rate limit and 64 workers, as `go run ./bench` does with a child
+// no rate limit and 64 workers, as `go run ./job/bench` does with a child
 // process. It exists to be profiled:
 //
 //	go test -run '^$' -bench Apply -cpuprofile cpu.out -memprofile mem.out ./job/

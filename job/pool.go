@@ -18,7 +18,7 @@ import (
 // syncGap after the last such fsync: an fsync stalls the appends behind it
 // (on ext4 an append's modification time waits for the fsync's journal
 // commit), and at thousands of outcomes a second one every 256 cost 3-8%
-// of a run's rate (README, Performance).
+// of a run's rate (docs/performance.md).
 const (
 	syncEvery = 256
 	syncGap   = 100 * time.Millisecond

@@ -103,7 +103,7 @@ func decodeAnswer(status int, header http.Header, body []byte) answer {
 }
 
 // canonicalOK are the bytes of the success answer of a change or a reset,
-// {"success": true, "data": true}, as SPEC.md writes it and compacted. A
+// {"success": true, "data": true}, as the API documents it, and compacted. A
 // run gets one per user: these skip encoding/json (2 µs and 9 allocations
 // an answer) for the answer decodeJSONFull would give, which
 // TestDecodeCanonicalOK pins.

@@ -6,8 +6,8 @@
 // the job as a child process (a pwrotate binary it builds first, or the one
 // given by --binary), so that the child's rusage measures the job alone:
 //
-//	go run ./bench                       # from the repository root
-//	go run ./bench --users 20000 --skip-wrk
+//	go run ./job/bench                       # from the repository root
+//	go run ./job/bench --users 20000 --skip-wrk
 //
 // It installs nothing: without wrk on PATH it says how to get it and skips
 // the throughput ratio. It exits 1 when a target fails, 2 when it cannot

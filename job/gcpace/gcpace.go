@@ -21,7 +21,7 @@ import (
 
 // MinLimit is the smallest soft memory limit Start sets: the heap a small
 // run may grow to before the collector runs. It keeps a 200,000-user run
-// under 64 MiB of resident memory (README, Performance).
+// under 64 MiB of resident memory (docs/performance.md).
 const MinLimit = 44 << 20
 
 // Every is how often Start checks the live heap against its limit.
