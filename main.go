@@ -47,8 +47,8 @@ func realMain() int {
 	testPauseAtStart(sigs)
 	defer startProfile()()
 	// Few collections while the heap is small, GOGC=50's pacing once it
-	// is large; the environment's GOGC or GOMEMLIMIT wins (README,
-	// Performance).
+	// is large; the environment's GOGC or GOMEMLIMIT wins
+	// (docs/performance.md).
 	defer gcpace.Start(os.Getenv)()
 	return dispatch(os.Args[1:], os.Stdin, os.Stdout, os.Stderr, sigs)
 }
