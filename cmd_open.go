@@ -32,10 +32,10 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 		return fail(err)
 	}
 	if len(*identities) == 0 {
-		return fail(errors.New("--identity: an age identity or SSH private key is needed to open sealed passwords"))
+		return fail(withHint(errors.New("--identity: an age identity or SSH private key is needed to open sealed passwords"), hintIdentity))
 	}
 	if len(paths) == 0 {
-		return fail(errors.New("give an output folder or .age files"))
+		return fail(withHint(errors.New("give an output folder or .age files"), hintOpenTarget))
 	}
 	ids, err := report.ParseIdentities(*identities)
 	if err != nil {

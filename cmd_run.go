@@ -254,17 +254,17 @@ func (f *runFlags) config(getenv func(string) string) (cfg job.Config, rateLimit
 	case f.workers < 1 || f.workers > 1024:
 		return cfg, 0, fmt.Errorf("--workers %d: must be between 1 and 1024", f.workers)
 	case f.maxUsers < 0:
-		return cfg, 0, fmt.Errorf("--max-users %d: must be 0 (no cap) or more", f.maxUsers)
+		return cfg, 0, withHint(fmt.Errorf("--max-users %d: must be 0 (no cap) or more", f.maxUsers), hintMaxUsers)
 	case f.resume && !f.apply:
-		return cfg, 0, errors.New("--resume goes with --apply")
+		return cfg, 0, withHint(errors.New("--resume goes with --apply"), hintApply)
 	case f.apply && f.out == "":
-		return cfg, 0, errors.New("--out: an output folder is required with --apply")
+		return cfg, 0, withHint(errors.New("--out: an output folder is required with --apply"), hintOut)
 	case f.selectSpec != "" && f.input != "":
 		return cfg, 0, errors.New("--select and --input: give one; --select takes the users from ECGrid, --input from a file")
 	case f.demo && f.input != "":
 		return cfg, 0, errors.New("--demo uses the bundled example input (or --select): drop --input")
 	case !f.demo && f.input == "" && f.selectSpec == "":
-		return cfg, 0, errors.New("--input: a users CSV is required (or --select, or --demo)")
+		return cfg, 0, withHint(errors.New("--input: a users CSV is required (or --select, or --demo)"), hintInput)
 	}
 	if f.selectSpec != "" {
 		sel, err := job.ParseSelect(f.selectSpec)
@@ -309,6 +309,12 @@ func (f *runFlags) config(getenv func(string) string) (cfg job.Config, rateLimit
 // what needs files, keys or the network: protected accounts, the demo
 // simulator, the API key, recipients, the client.
 func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (job.Config, func(), error) {
+	cfg, cleanup, err := wireFlags(f, stdin, stdout, logger)
+	return cfg, cleanup, flagError(err)
+}
+
+// wireFlags is wire; its errors are about the flags' values.
+func wireFlags(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (job.Config, func(), error) {
 	cleanup := func() {}
 	cfg, rateLimit, err := f.config(os.Getenv)
 	cfg.Logger, cfg.Stdout, cfg.Stdin = logger, stdout, stdin
@@ -339,7 +345,7 @@ func wire(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logger) (
 		cfg.Recipients = append(cfg.Recipients, rs...)
 	}
 	if f.apply && len(cfg.Recipients) == 0 {
-		return cfg, cleanup, errors.New("--recipient or --recipients-file: at least one recipient is needed with --apply")
+		return cfg, cleanup, withHint(errors.New("--recipient or --recipients-file: at least one recipient is needed with --apply"), hintRecipient)
 	}
 	run := metrics.NewRun()
 	cfg.Counter = run
@@ -386,7 +392,7 @@ func wireDemo(f *runFlags, cfg *job.Config, logger *slog.Logger) (apiKey string,
 		return env.APIKey, cleanup, nil
 	}
 	if entries, _ := os.ReadDir(cfg.Out); len(entries) > 0 && !f.resume {
-		return "", cleanup, fmt.Errorf("output folder %s is not empty: pass --resume to continue the run in it, or choose a new folder", cfg.Out)
+		return "", cleanup, report.Kind(report.ErrNotEmpty, fmt.Errorf("output folder %s is not empty: pass --resume to continue the run in it, or choose a new folder", cfg.Out))
 	}
 	rcp, path, err := report.DemoIdentity(cfg.Out)
 	if err != nil {

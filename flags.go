@@ -92,7 +92,7 @@ func parseArgs(fs *flag.FlagSet, args []string, fromEnv bool) ([]string, error) 
 		name := "PWROTATE_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
 		if v := os.Getenv(name); v != "" && envErr == nil {
 			if err := fs.Set(fl.Name, v); err != nil {
-				envErr = fmt.Errorf("%s: %w", name, err)
+				envErr = withHint(fmt.Errorf("%s: %w", name, err), hintFlags)
 			}
 		}
 	})
@@ -102,7 +102,7 @@ func parseArgs(fs *flag.FlagSet, args []string, fromEnv bool) ([]string, error) 
 	var rest []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, err
+			return nil, parseError(err)
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -185,4 +185,16 @@ func readAPIKey(file string) (string, error) {
 		}
 	}
 	return key, nil
+}
+
+// parseError attaches its hint to an error of the flag package: an
+// unknown flag, or a value the flag does not take.
+func parseError(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	if strings.HasPrefix(err.Error(), "flag provided but not defined") {
+		return withHint(err, hintUnknown)
+	}
+	return withHint(err, hintFlags)
 }

@@ -41,7 +41,7 @@ func startError(stderr io.Writer, human bool, cmd string, err error, resume stri
 		return
 	}
 	msg = singleDashFlag.ReplaceAllString(msg, "$1 --$2")
-	console.WriteError(stderr, msg, console.Hint(msg, console.HintContext{Command: cmd, Resume: resume}))
+	console.WriteError(stderr, msg, hintFor(flagError(err), cmd, resume))
 }
 
 // shellArgs writes args for a shell: plain words as they are, the rest in
@@ -81,7 +81,7 @@ func runCommand(args []string, extra ...string) string {
 // runError shows a person the error that stopped a run, with its hint.
 func runError(w io.Writer, f *runFlags, args []string, err error) {
 	msg := err.Error()
-	console.WriteError(w, msg, console.Hint(msg, console.HintContext{Command: "run", Resume: resumeCommand(f, args)}))
+	console.WriteError(w, msg, hintFor(err, "run", resumeCommand(f, args)))
 }
 
 // started reports whether a run got far enough for its summary to say

@@ -129,7 +129,7 @@ func (r *Runner) preflight(ctx context.Context, p *plan) error {
 	cfg := r.cfg
 	if cfg.Client == nil {
 		if cfg.Apply {
-			return fatal("no API key: set ECGRID_API_KEY or pass --api-key-file")
+			return fatalKind(ErrNoAPIKey, "no API key: set ECGRID_API_KEY or pass --api-key-file")
 		}
 		return nil
 	}
@@ -138,11 +138,15 @@ func (r *Runner) preflight(ctx context.Context, p *plan) error {
 		if o.Interrupted {
 			return &ExitError{Code: report.ExitInterrupted, Err: fmt.Errorf("preflight: %w", o.Err)}
 		}
-		return fatal("preflight GET /v2/users/me: %w", o.Err)
+		kind := ErrPreflight
+		if o.ErrorCode == "InvalidAPIKey" {
+			kind = ErrKeyRefused
+		}
+		return fatalKind(kind, "preflight GET /v2/users/me: %w", o.Err)
 	}
 	r.log.Info("preflight", "caller", caller.UserID, "authLevel", caller.LevelName)
 	if caller.Level < rotate.LevelNetworkAdmin {
-		return fatal("preflight: the API key belongs to user %d with AuthLevel %q; changing passwords needs NetworkAdmin or higher",
+		return fatalKind(ErrLevelTooLow, "preflight: the API key belongs to user %d with AuthLevel %q; changing passwords needs NetworkAdmin or higher",
 			caller.UserID, caller.LevelName)
 	}
 	p.caller = &caller
@@ -326,11 +330,11 @@ func (r *Runner) checkMaxUsers(p *plan) error {
 		}
 	}
 	if total > cfg.MaxUsers {
-		return fatal("--max-users %d: the plan would change %d users; refusing", cfg.MaxUsers, total)
+		return fatalKind(ErrTooMany, "--max-users %d: the plan would change %d users; refusing", cfg.MaxUsers, total)
 	}
 	if cfg.RotateAPIKeys {
 		if keys := r.keysPlanned(p, validUsers(p)); keys > cfg.MaxUsers {
-			return fatal("--max-users %d: the plan would rotate %d API keys; refusing", cfg.MaxUsers, keys)
+			return fatalKind(ErrTooMany, "--max-users %d: the plan would rotate %d API keys; refusing", cfg.MaxUsers, keys)
 		}
 	}
 	return nil

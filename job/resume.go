@@ -167,7 +167,7 @@ func (r *Runner) resumeChecks(out *report.Folder, in *input.Input, sum *report.S
 			out.Path, report.LayoutName(m.Shard), report.ManifestName, report.LayoutName(sum.Shard))
 	}
 	if ok && m.InputSHA256 != in.SHA256 {
-		return false, fatal("--resume: %s holds a run of %s (sha256 %.12s…), not of this input %s (sha256 %.12s…): refusing to mix them",
+		return false, fatalKind(ErrOtherRun, "--resume: %s holds a run of %s (sha256 %.12s…), not of this input %s (sha256 %.12s…): refusing to mix them",
 			out.Path, m.Input, m.InputSHA256, in.Name, in.SHA256)
 	}
 	if ok && sum.Reason == "" {
@@ -175,7 +175,7 @@ func (r *Runner) resumeChecks(out *report.Folder, in *input.Input, sum *report.S
 	}
 	prev, perr := report.ReadSummary(out.SummaryPath())
 	if perr == nil && prev.DryRun {
-		return false, fatal("output folder %s holds a dry run's plan, not a run: choose another --out", out.Path)
+		return false, fatalKind(report.ErrDryRunFolder, "output folder %s holds a dry run's plan, not a run: choose another --out", out.Path)
 	}
 	if ok {
 		owed := false

@@ -90,6 +90,27 @@ func fatal(format string, args ...any) error {
 	return &ExitError{Code: report.ExitFatal, Err: fmt.Errorf(format, args...)}
 }
 
+// fatalKind is fatal, marked as of kind (report.Kind).
+func fatalKind(kind error, format string, args ...any) error {
+	return &ExitError{Code: report.ExitFatal, Err: report.Kind(kind, fmt.Errorf(format, args...))}
+}
+
+// Kinds of fatal error a caller tells apart (errors.Is) to say what to do.
+var (
+	// ErrNoAPIKey: --apply or --select without an API key.
+	ErrNoAPIKey = errors.New("no API key")
+	// ErrKeyRefused: the server does not know the API key.
+	ErrKeyRefused = errors.New("API key refused")
+	// ErrLevelTooLow: the key's account may not change passwords.
+	ErrLevelTooLow = errors.New("AuthLevel too low")
+	// ErrPreflight: the preflight call failed.
+	ErrPreflight = errors.New("preflight failed")
+	// ErrOtherRun: the output folder holds a run of another input.
+	ErrOtherRun = errors.New("output folder holds another run")
+	// ErrTooMany: the plan is larger than the cap on users.
+	ErrTooMany = errors.New("plan over the cap")
+)
+
 // Runner runs one rotation. Abort may be called from another goroutine
 // (a second signal) to make what is recorded durable before exiting.
 type Runner struct {

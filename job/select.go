@@ -117,10 +117,10 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*input.Input, e
 			return nil, &ExitError{Code: report.ExitFatal, Err: err}
 		}
 		if hasRun && m.Selection == nil {
-			return nil, fatal("--select: %s holds a run of the input %s, not of a --select listing: refusing to mix them", out.Path, m.Input)
+			return nil, fatalKind(ErrOtherRun, "--select: %s holds a run of the input %s, not of a --select listing: refusing to mix them", out.Path, m.Input)
 		}
 		if hasRun && m.Selection.Spec != sel.Spec {
-			return nil, fatal("--resume: %s holds a run of --select %s, not of --select %s: refusing to mix them", out.Path, m.Selection.Spec, sel.Spec)
+			return nil, fatalKind(ErrOtherRun, "--resume: %s holds a run of --select %s, not of --select %s: refusing to mix them", out.Path, m.Selection.Spec, sel.Spec)
 		}
 		// A resumed run keeps its target set: never list again. Only a
 		// snapshot that run.json vouches for (its sha256, checked against
@@ -139,7 +139,7 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*input.Input, e
 		}
 	}
 	if cfg.Client == nil {
-		return nil, fatal("--select lists users through the API: set ECGRID_API_KEY or pass --api-key-file")
+		return nil, fatalKind(ErrNoAPIKey, "--select lists users through the API: set ECGRID_API_KEY or pass --api-key-file")
 	}
 	r.log.Info("--select: listing users", "filter", sel.Spec)
 	users, err := cfg.Client.ListUsers(ctx, f, rotate.ListOptions{OnPage: cfg.ListProgress})

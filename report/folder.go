@@ -154,7 +154,7 @@ func OpenFolder(path string, resume bool) (*Folder, error) {
 		switch {
 		case name == DemoIdentityName || name == lockName:
 		case !resume:
-			return nil, fmt.Errorf("output folder %s is not empty (has %s): pass --resume to continue the run in it, or choose a new folder", path, name)
+			return nil, Kind(ErrNotEmpty, fmt.Errorf("output folder %s is not empty (has %s): pass --resume to continue the run in it, or choose a new folder", path, name))
 		case !ours(name):
 			return nil, fmt.Errorf("output folder %s holds %s, which is not a pwrotate output: refusing to use it", path, name)
 		}
@@ -260,7 +260,7 @@ func CheckBound(o *Folder) error {
 		return err
 	}
 	if prev, err := ReadSummary(o.File(SummaryName)); err == nil && prev.DryRun {
-		return fmt.Errorf("output folder %s holds a dry run's plan, not a run: choose another --out", o.Path)
+		return Kind(ErrDryRunFolder, fmt.Errorf("output folder %s holds a dry run's plan, not a run: choose another --out", o.Path))
 	}
 	var what string
 	rows, err := ReadResults(o.File(ResultsName))

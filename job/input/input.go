@@ -124,16 +124,18 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 var (
-	errInputNoHeader       = errors.New("input has no header")
-	errInputNoRecords      = errors.New("input has no records")
+	errInputNoHeader = errors.New("input has no header")
+	// ErrNoRecords: the input holds a header and no record.
+	ErrNoRecords           = errors.New("input has no records")
 	errInputFieldTooLong   = errors.New("field over 1 KiB")
 	errInputRecordTooLong  = errors.New("record over 64 KiB (a line this long, or a quote that never closes)")
 	errInputTooManyRecords = errors.New("more than 10000000 records")
 	errInputNUL            = errors.New("NUL byte: this looks like a binary file, not CSV")
 	errInputUnclosedQuote  = errors.New("a quote opened in the record starting here never closes (it would swallow the rest of the input)")
 	errInputHeaderUTF8     = errors.New("header is not valid UTF-8 (save the file as UTF-8)")
-	errInputNoUserIDColumn = errors.New("no userId column")
-	errInputIsDirectory    = errors.New("is a directory, not a CSV file")
+	// ErrNoUserIDColumn: the header has no userId column.
+	ErrNoUserIDColumn   = errors.New("no userId column")
+	errInputIsDirectory = errors.New("is a directory, not a CSV file")
 )
 
 // inputHiddenCell replaces, in RawUserID and in messages, a cell that may hold a
@@ -250,7 +252,7 @@ func readWith(r io.Reader, name string, lim inputLimits, keepLogins bool) (*Inpu
 		}
 	}
 	if p.count == 0 {
-		return nil, p.fatal(0, errInputNoRecords)
+		return nil, p.fatal(0, ErrNoRecords)
 	}
 	p.in.Records = make([]Record, 0, p.count)
 	for _, c := range append(p.chunks, p.cur) {
@@ -397,7 +399,7 @@ func (p *inputParser) readHeader() error {
 		*col = i
 	}
 	if p.idCol < 0 {
-		return p.fatal(line, fmt.Errorf("%w (%s)", errInputNoUserIDColumn, describeInputColumns(rec)))
+		return p.fatal(line, fmt.Errorf("%w (%s)", ErrNoUserIDColumn, describeInputColumns(rec)))
 	}
 	p.pwCol = newPw
 	if p.pwCol < 0 {

@@ -259,12 +259,12 @@ func TestReadInputFatal(t *testing.T) {
 		{"empty", "", 0, errInputNoHeader, "reading input test.csv: input has no header"},
 		{"only blank lines", "\n\r\n\n", 0, errInputNoHeader, "input has no header"},
 		{"only bom", "\ufeff", 0, errInputNoHeader, "input has no header"},
-		{"header only", "userId,newPassword\n", 0, errInputNoRecords, "input has no records"},
-		{"header and blank rows", "userId,name\n\n,\n \n", 0, errInputNoRecords, "input has no records"},
-		{"no userId column", "id,name\n1,a\n", 1, errInputNoUserIDColumn, `line 1: no userId column (columns seen: "id", "name")`},
-		{"many columns listed", "a,b,c,d,e,f,g,h,i,j,k,l\n", 1, errInputNoUserIDColumn, `"j" and 2 more)`},
-		{"long column truncated", strings.Repeat("h", 50) + "\n1\n", 1, errInputNoUserIDColumn, strings.Repeat("h", 32) + "…"},
-		{"headerless data", "1042,x\n", 1, errInputNoUserIDColumn, "the first line looks like data, not a header"},
+		{"header only", "userId,newPassword\n", 0, ErrNoRecords, "input has no records"},
+		{"header and blank rows", "userId,name\n\n,\n \n", 0, ErrNoRecords, "input has no records"},
+		{"no userId column", "id,name\n1,a\n", 1, ErrNoUserIDColumn, `line 1: no userId column (columns seen: "id", "name")`},
+		{"many columns listed", "a,b,c,d,e,f,g,h,i,j,k,l\n", 1, ErrNoUserIDColumn, `"j" and 2 more)`},
+		{"long column truncated", strings.Repeat("h", 50) + "\n1\n", 1, ErrNoUserIDColumn, strings.Repeat("h", 32) + "…"},
+		{"headerless data", "1042,x\n", 1, ErrNoUserIDColumn, "the first line looks like data, not a header"},
 		{"two userId columns", "userId,user_id\n1,2\n", 1, nil, "columns 1 and 2 are both"},
 		{"two password columns", "userId,password,Password\n1,a,b\n", 1, nil, "columns 2 and 3 are both"},
 		{"header parse error", "user\"Id\n1\n", 1, nil, "header cannot be parsed"},
@@ -543,7 +543,7 @@ func TestInputErrorMessage(t *testing.T) {
 		want string
 	}{
 		{&Error{Name: "users.csv", Line: 12, Err: errInputFieldTooLong}, "reading input users.csv: line 12: field over 1 KiB"},
-		{&Error{Name: "stdin", Err: errInputNoRecords}, "reading input stdin: input has no records"},
+		{&Error{Name: "stdin", Err: ErrNoRecords}, "reading input stdin: input has no records"},
 		{&Error{Name: "a\nb.csv", Err: errInputNoHeader}, "reading input a\uFFFDb.csv: input has no header"},
 		{&Error{Err: errInputNoHeader}, "reading input: input has no header"},
 	}

@@ -93,19 +93,3 @@ func TestReadProblemsStopsAtMax(t *testing.T) {
 		t.Errorf("got %+v", got)
 	}
 }
-
-func TestHint(t *testing.T) {
-	c := HintContext{Command: "run", Resume: "pwrotate run --apply --out o --resume"}
-	for msg, want := range map[string]string{
-		"output folder o is not empty: pass --resume to continue the run in it": "to continue the run in it: pwrotate run --apply --out o --resume",
-		"--out: an output folder is required with --apply":                      "add --out DIR",
-		"flag provided but not defined: --frob":                                 "'pwrotate help run' lists the flags",
-	} {
-		if got := Hint(msg, c); !strings.Contains(got, want) {
-			t.Errorf("Hint(%q) = %q, want it to say %q", msg, got, want)
-		}
-	}
-	if got := Hint("is not empty: pass --resume", HintContext{}); got != "" {
-		t.Errorf("a resume hint without a resume command: %q", got)
-	}
-}
