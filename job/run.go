@@ -254,7 +254,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 	}
 	sum.Input, sum.InputSHA256 = in.Name, in.SHA256
 	if sel := r.Selection(); sel != nil {
-		sum.Selection = &report.Selection{Filter: sel.Spec, Listed: sel.Listed}
+		sum.Selection = &report.Selection{Filter: sel.Spec, Listed: sel.Listed, Dropped: sel.Dropped}
 	}
 	if where, pattern, ok := cfg.Protect.FirstGlob(); ok && !in.HasLogin {
 		return fatal("--protect %s: login pattern %q needs a login column in the input, and %s has none (%s)",
@@ -688,7 +688,11 @@ func (r *Runner) printPlan(p *plan, mode string) {
 		if sel.Snapshot != "" {
 			where = "snapshot " + sel.Snapshot
 		}
-		fmt.Fprintf(w, "  selection: %s from POST %s/v2/users/list, %s listed, %s\n", sel.Spec, r.cfg.Endpoint, plural(sel.Listed, "user"), where)
+		dropped := ""
+		if sel.Dropped > 0 {
+			dropped = fmt.Sprintf(" (%s outside the filter dropped)", plural(sel.Dropped, "user"))
+		}
+		fmt.Fprintf(w, "  selection: %s from POST %s/v2/users/list, %s listed%s, %s\n", sel.Spec, r.cfg.Endpoint, plural(sel.Listed, "user"), dropped, where)
 	}
 	fmt.Fprintf(w, "  to change: %s (%d generated, %d from the input)\n", plural(change, "user"), change-fromInput, fromInput)
 	if p.in.HasAuthLevel {
