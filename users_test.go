@@ -486,3 +486,65 @@ func TestListingLackingAFilteredField(t *testing.T) {
 		})
 	}
 }
+
+// TestProtectLoginWrittenSpreadsheetSafe: the login -breakglass is written
+// '-breakglass in the --select snapshot and in the export of pwrotate
+// users; a --protect glob naming the raw login still protects it (issue
+// 24): skipped, its password unchanged, the rest of the listing changed.
+func TestProtectLoginWrittenSpreadsheetSafe(t *testing.T) {
+	w := newDirWorld(t, 120)
+	protected := map[int]string{900001: "-breakglass", 900002: "@ops-root"}
+	for id, login := range protected {
+		w.sim.AddDirectoryUser(ecgridsim.DirUser{UserID: id, Login: login, NetworkID: 1, MailboxID: 101, AuthLevel: "Root", Status: "Active"})
+		w.sim.AddUser(id, scriptPw)
+	}
+	keep := filepath.Join(w.dir, "keep.txt")
+	if err := os.WriteFile(keep, []byte("# break-glass accounts\n-breakglass\n@OPS-*\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	export := filepath.Join(w.dir, "users.csv")
+	if code, _, stderr := runMain(t, nil, "users", "--base-url", w.url, "--network", "1", "--output", export, "--rate", "0"); code != 0 {
+		t.Fatalf("users: exit %d: %s", code, stderr)
+	}
+	if b, _ := os.ReadFile(export); !strings.Contains(string(b), ",'-breakglass,") {
+		t.Fatal("the export does not hold the login written spreadsheet-safe: the test tests nothing")
+	}
+	listed := w.sim.Directory(ecgridsim.ListFilter{NetworkID: 1, Status: "Active"})
+	for name, source := range map[string][]string{
+		"select": {"--select", "network=1"},
+		"users":  {"--input", export},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, u := range listed {
+				w.sim.AddUser(u.UserID, scriptPw)
+			}
+			out := filepath.Join(w.dir, "out-"+name)
+			args := append([]string{"run", "--apply", "--protect", keep, "--out", out, "--recipient", w.id.Recipient().String(),
+				"--base-url", w.url, "--rate", "0", "--log-format", "json"}, source...)
+			code, _, stderr := runMain(t, nil, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rows) != len(listed) {
+				t.Fatalf("%d rows, %d listed", len(rows), len(listed))
+			}
+			sealed := (&dirWorld{t: t, id: w.id}).sealedPasswords(out)
+			for _, r := range rows {
+				live, _ := w.sim.Password(r.UserID)
+				if login, ok := protected[r.UserID]; ok {
+					if r.Status != report.Skipped || !strings.HasPrefix(r.Error, "protected ("+keep+":") || live != scriptPw {
+						t.Fatalf("protected %s (user %d): %s (%s), password changed: %v", login, r.UserID, r.Status, r.Error, live != scriptPw)
+					}
+					continue
+				}
+				if pw, ok := sealed[[2]int{r.UserID, r.Generation}]; r.Status != report.Updated || !ok || pw != live {
+					t.Fatalf("user %d: %s (%s), or its live password is not the sealed one", r.UserID, r.Status, r.Error)
+				}
+			}
+		})
+	}
+}
