@@ -143,8 +143,9 @@ func listUsers(ctx context.Context, f *usersFlags, stdout io.Writer, prog *conso
 	}
 	start := time.Now()
 	prog.Start(ctx)
-	pages := 0
-	users, err := client.ListUsers(ctx, filter, rotate.ListOptions{OnPage: progressByPage(prog, &pages)})
+	pages, dropped := 0, 0
+	users, err := client.ListUsers(ctx, filter, rotate.ListOptions{OnPage: progressByPage(prog, &pages),
+		OnDrop: func(rotate.User, string) { dropped++ }})
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 			return report.ExitInterrupted, fmt.Errorf("interrupted: nothing was written: %w", err)
@@ -158,7 +159,7 @@ func listUsers(ctx context.Context, f *usersFlags, stdout io.Writer, prog *conso
 	if len(users) == 0 {
 		logger.Warn("no user matches the filter", "filter", filter.String())
 	}
-	logger.Info("listed", "users", len(users), "pages", pages, "apiCalls", calls.Calls(), "retries", calls.Retries(),
+	logger.Info("listed", "users", len(users), "dropped", dropped, "pages", pages, "apiCalls", calls.Calls(), "retries", calls.Retries(),
 		"output", f.output, "duration", time.Since(start).Round(time.Millisecond).String(), "exitCode", report.ExitOK)
 	return report.ExitOK, nil
 }

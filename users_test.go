@@ -388,3 +388,170 @@ func TestRunSelectKilledThenResumed(t *testing.T) {
 		})
 	}
 }
+
+// TestListingIgnoringTheFilter: against a server that ignores the filter
+// (issue 24), run --select network=1 --apply changes only the network-1
+// Active users, exits 0 and says how many listed users it dropped; a dry
+// run's plan and pwrotate users say the same.
+func TestListingIgnoringTheFilter(t *testing.T) {
+	w := newDirWorld(t, 400)
+	w.sim.SetListBehavior(ecgridsim.ListBehavior{IgnoreFilter: true, PageCap: 9})
+	truth := ecgridsim.ListFilter{NetworkID: 1, Status: "Active"}
+	want := w.sim.Directory(truth)
+	dropped := len(w.sim.Directory(ecgridsim.ListFilter{})) - len(want)
+	if dropped < 100 || len(want) < 50 {
+		t.Fatalf("%d users in the filter, %d outside: the test tests too little", len(want), dropped)
+	}
+	warning := `"level":"WARN","msg":"the server listed users outside the filter: dropped them","dropped":` + strconv.Itoa(dropped) + `,`
+	planned := "users listed (" + strconv.Itoa(dropped) + " users outside the filter dropped), "
+
+	t.Run("dry run", func(t *testing.T) {
+		code, stdout, stderr := runMain(t, nil, "run", "--select", "network=1", "--base-url", w.url, "--rate", "0", "--log-format", "json")
+		if code != 0 || !strings.Contains(stdout, "selection: network=1,status=Active from POST ") || !strings.Contains(stdout, planned) {
+			t.Fatalf("exit %d; plan does not say %q:\n%s\n%s", code, planned, stdout, stderr)
+		}
+		if !strings.Contains(stdout, "to change: "+strconv.Itoa(len(want))+" users") || w.sim.Count("password") != 0 {
+			t.Fatalf("plan:\n%s", stdout)
+		}
+	})
+	t.Run("apply", func(t *testing.T) {
+		out := filepath.Join(w.dir, "out")
+		code, stdout, stderr := runMain(t, nil, "run", "--select", "network=1", "--apply", "--out", out,
+			"--recipient", w.id.Recipient().String(), "--base-url", w.url, "--rate", "0", "--log-format", "json")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		sub := *w
+		sub.t = t
+		sub.checkExactlyChanged(out, want)
+		if !strings.Contains(stdout, planned) || !strings.Contains(stderr, warning) {
+			t.Fatalf("the dropped users are not reported:\n%s\n%s", stdout, stderr)
+		}
+		b, _ := os.ReadFile(filepath.Join(out, "input.csv"))
+		if got := readCSV(t, b); !slices.EqualFunc(got, w.wantExport(truth), slices.Equal) {
+			t.Fatal("the snapshot is not the simulator's truth for the filter")
+		}
+		sum, err := report.ReadSummary(filepath.Join(out, "summary.json"))
+		if err != nil || sum.Selection == nil || sum.Selection.Listed != len(want) || sum.Selection.Dropped != dropped {
+			t.Fatalf("summary.json selection %+v (%v), want %d listed, %d dropped", sum.Selection, err, len(want), dropped)
+		}
+	})
+	t.Run("users", func(t *testing.T) {
+		out := filepath.Join(w.dir, "users.csv")
+		code, _, stderr := runMain(t, nil, "users", "--network", "1", "--base-url", w.url, "--output", out, "--rate", "0", "--log-format", "json")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		b, _ := os.ReadFile(out)
+		if got := readCSV(t, b); !slices.EqualFunc(got, w.wantExport(truth), slices.Equal) {
+			t.Fatalf("export of %d rows, the simulator holds %d in the filter", len(got)-1, len(want))
+		}
+		if !strings.Contains(stderr, warning) || !strings.Contains(stderr, `"msg":"listed","users":`+strconv.Itoa(len(want))+`,"dropped":`+strconv.Itoa(dropped)+`,`) {
+			t.Fatalf("the dropped users are not reported:\n%s", stderr)
+		}
+	})
+}
+
+// TestListingLackingAFilteredField: while the filter selects on a field, a
+// listed user without it stops run --select and pwrotate users (exit 1,
+// the field named), before any change or export.
+func TestListingLackingAFilteredField(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		user  ecgridsim.DirUser
+		field string
+	}{
+		{"no network", ecgridsim.DirUser{UserID: 888001, Login: "nowhere", Status: "Active", AuthLevel: "Root"}, "networkId"},
+		{"no status", ecgridsim.DirUser{UserID: 888002, Login: "stateless", NetworkID: 1, AuthLevel: "Root"}, "status"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newDirWorld(t, 60)
+			w.sim.SetListBehavior(ecgridsim.ListBehavior{IgnoreFilter: true})
+			w.sim.AddDirectoryUser(c.user)
+			w.sim.AddUser(c.user.UserID, scriptPw)
+			say := "has no " + c.field + ", while the filter selects " + c.field
+			out := filepath.Join(w.dir, "out")
+			code, _, stderr := runMain(t, nil, "run", "--select", "network=1", "--apply", "--out", out,
+				"--recipient", w.id.Recipient().String(), "--base-url", w.url, "--rate", "0", "--log-format", "json")
+			if code != 1 || !strings.Contains(stderr, say) {
+				t.Fatalf("run --select: exit %d; stderr does not say %q:\n%s", code, say, stderr)
+			}
+			if n := w.sim.Count("password"); n != 0 {
+				t.Fatalf("%d password calls", n)
+			}
+			if _, err := os.Stat(filepath.Join(out, "input.csv")); err == nil {
+				t.Fatal("a snapshot was written")
+			}
+			export := filepath.Join(w.dir, "users.csv")
+			code, _, stderr = runMain(t, nil, "users", "--network", "1", "--base-url", w.url, "--output", export, "--rate", "0", "--log-format", "json")
+			if code != 1 || !strings.Contains(stderr, say) {
+				t.Fatalf("users: exit %d; stderr does not say %q:\n%s", code, say, stderr)
+			}
+			if _, err := os.Stat(export); err == nil {
+				t.Fatal("an export was written")
+			}
+		})
+	}
+}
+
+// TestProtectLoginWrittenSpreadsheetSafe: the login -breakglass is written
+// '-breakglass in the --select snapshot and in the export of pwrotate
+// users; a --protect glob naming the raw login still protects it (issue
+// 24): skipped, its password unchanged, the rest of the listing changed.
+func TestProtectLoginWrittenSpreadsheetSafe(t *testing.T) {
+	w := newDirWorld(t, 120)
+	protected := map[int]string{900001: "-breakglass", 900002: "@ops-root"}
+	for id, login := range protected {
+		w.sim.AddDirectoryUser(ecgridsim.DirUser{UserID: id, Login: login, NetworkID: 1, MailboxID: 101, AuthLevel: "Root", Status: "Active"})
+		w.sim.AddUser(id, scriptPw)
+	}
+	keep := filepath.Join(w.dir, "keep.txt")
+	if err := os.WriteFile(keep, []byte("# break-glass accounts\n-breakglass\n@OPS-*\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	export := filepath.Join(w.dir, "users.csv")
+	if code, _, stderr := runMain(t, nil, "users", "--base-url", w.url, "--network", "1", "--output", export, "--rate", "0"); code != 0 {
+		t.Fatalf("users: exit %d: %s", code, stderr)
+	}
+	if b, _ := os.ReadFile(export); !strings.Contains(string(b), ",'-breakglass,") {
+		t.Fatal("the export does not hold the login written spreadsheet-safe: the test tests nothing")
+	}
+	listed := w.sim.Directory(ecgridsim.ListFilter{NetworkID: 1, Status: "Active"})
+	for name, source := range map[string][]string{
+		"select": {"--select", "network=1"},
+		"users":  {"--input", export},
+	} {
+		t.Run(name, func(t *testing.T) {
+			for _, u := range listed {
+				w.sim.AddUser(u.UserID, scriptPw)
+			}
+			out := filepath.Join(w.dir, "out-"+name)
+			args := append([]string{"run", "--apply", "--protect", keep, "--out", out, "--recipient", w.id.Recipient().String(),
+				"--base-url", w.url, "--rate", "0", "--log-format", "json"}, source...)
+			code, _, stderr := runMain(t, nil, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			rows, err := report.ReadResults(filepath.Join(out, "results.csv"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rows) != len(listed) {
+				t.Fatalf("%d rows, %d listed", len(rows), len(listed))
+			}
+			sealed := (&dirWorld{t: t, id: w.id}).sealedPasswords(out)
+			for _, r := range rows {
+				live, _ := w.sim.Password(r.UserID)
+				if login, ok := protected[r.UserID]; ok {
+					if r.Status != report.Skipped || !strings.HasPrefix(r.Error, "protected ("+keep+":") || live != scriptPw {
+						t.Fatalf("protected %s (user %d): %s (%s), password changed: %v", login, r.UserID, r.Status, r.Error, live != scriptPw)
+					}
+					continue
+				}
+				if pw, ok := sealed[[2]int{r.UserID, r.Generation}]; r.Status != report.Updated || !ok || pw != live {
+					t.Fatalf("user %d: %s (%s), or its live password is not the sealed one", r.UserID, r.Status, r.Error)
+				}
+			}
+		})
+	}
+}

@@ -212,7 +212,11 @@ func (r *Runner) printPlan(p *plan, mode string) {
 		if sel.Snapshot != "" {
 			where = "snapshot " + sel.Snapshot
 		}
-		fmt.Fprintf(w, "  selection: %s from POST %s/v2/users/list, %s listed, %s\n", sel.Spec, r.cfg.Endpoint, plural(sel.Listed, "user"), where)
+		dropped := ""
+		if sel.Dropped > 0 {
+			dropped = fmt.Sprintf(" (%s outside the filter dropped)", plural(sel.Dropped, "user"))
+		}
+		fmt.Fprintf(w, "  selection: %s from POST %s/v2/users/list, %s listed%s, %s\n", sel.Spec, r.cfg.Endpoint, plural(sel.Listed, "user"), dropped, where)
 	}
 	fmt.Fprintf(w, "  to change: %s (%d generated, %d from the input)\n", plural(change, "user"), change-fromInput, fromInput)
 	if p.in.HasAuthLevel {

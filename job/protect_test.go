@@ -51,6 +51,25 @@ func TestLoadProtect(t *testing.T) {
 				"2147483647/other": "",
 			},
 		},
+		{
+			// A login cell written spreadsheet-safe is matched as the raw
+			// login too (issue 24): '-breakglass is the login -breakglass.
+			name: "spreadsheet-safe logins",
+			text: "-breakglass\n@OPS-*\n=root\n+*\n'-as-written\n",
+			match: map[string]string{
+				"5/'-breakglass":  "f:1",
+				"5/-breakglass":   "f:1",
+				"5/'-BreakGlass":  "f:1",
+				"5/'@ops-1":       "f:2",
+				"5/'=root":        "f:3",
+				"5/'+x":           "f:4",
+				"5/'-as-written":  "f:5",
+				"5/'breakglass":   "",
+				"5/''-breakglass": "",
+				"5/x-breakglass":  "",
+				"5/'":             "",
+			},
+		},
 		{name: "bad pattern", text: "1001\nsvc-[\n", wantErr: "f:2: bad login pattern \"svc-[\""},
 		{name: "id out of range", text: "2147483648\n", wantErr: "f:1: user ID 2147483648 is not in 1..2147483647"},
 		{name: "id zero", text: "0\n", wantErr: "f:1:"},

@@ -230,7 +230,7 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 	}
 	sum.Input, sum.InputSHA256 = in.Name, in.SHA256
 	if sel := r.Selection(); sel != nil {
-		sum.Selection = &report.Selection{Filter: sel.Spec, Listed: sel.Listed}
+		sum.Selection = &report.Selection{Filter: sel.Spec, Listed: sel.Listed, Dropped: sel.Dropped}
 	}
 	if where, pattern, ok := r.cfg.Protect.FirstGlob(); ok && !in.HasLogin {
 		return fatal("--protect %s: login pattern %q needs a login column in the input, and %s has none (%s)",

@@ -24,6 +24,9 @@ type Selection struct {
 	Spec string `json:"spec"`
 	// Listed is how many users the listing held (the snapshot's records).
 	Listed int `json:"listed"`
+	// Dropped is how many listed users the server answered although their
+	// fields contradict the filter: left out of the snapshot, never changed.
+	Dropped int `json:"dropped"`
 	// Snapshot is the path of OUT/input.csv; "" in a dry run without --out.
 	Snapshot string `json:"snapshot,omitempty"`
 	// SnapshotSHA256 is the hex sha256 of the snapshot's bytes (the same
@@ -133,6 +136,9 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*input.Input, e
 				return nil, fatal("--select: the snapshot of the listing: %w", err)
 			}
 			sel.Listed, sel.SnapshotSHA256 = len(in.Records), in.SHA256
+			if hasRun {
+				sel.Dropped = m.Selection.Dropped
+			}
 			r.setSelection(sel)
 			r.log.Info("--select: reading the snapshot of the earlier listing; not listing again", "snapshot", sel.Snapshot, "users", sel.Listed)
 			return in, nil
@@ -142,7 +148,8 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*input.Input, e
 		return nil, fatalKind(ErrNoAPIKey, "--select lists users through the API: set ECGRID_API_KEY or pass --api-key-file")
 	}
 	r.log.Info("--select: listing users", "filter", sel.Spec)
-	users, err := cfg.Client.ListUsers(ctx, f, rotate.ListOptions{OnPage: cfg.ListProgress})
+	users, err := cfg.Client.ListUsers(ctx, f, rotate.ListOptions{OnPage: cfg.ListProgress,
+		OnDrop: func(rotate.User, string) { sel.Dropped++ }})
 	if err != nil {
 		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 			return nil, &ExitError{Code: report.ExitInterrupted, Err: fmt.Errorf("interrupted while listing users: %w", err)}
@@ -167,6 +174,6 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*input.Input, e
 	}
 	sel.Listed, sel.SnapshotSHA256 = len(users), in.SHA256
 	r.setSelection(sel)
-	r.log.Info("--select: listed", "filter", sel.Spec, "users", sel.Listed, "snapshot", sel.Snapshot)
+	r.log.Info("--select: listed", "filter", sel.Spec, "users", sel.Listed, "dropped", sel.Dropped, "snapshot", sel.Snapshot)
 	return in, nil
 }

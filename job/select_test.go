@@ -139,8 +139,11 @@ func TestSelectResumeNeverListsAgain(t *testing.T) {
 	for _, point := range []string{"snapshot", "manifest", "recorded"} {
 		t.Run(point, func(t *testing.T) {
 			w := newSelectWorld(t, 200)
+			// The server ignores the filter: the listing drops the rest.
+			w.sim.SetListBehavior(ecgridsim.ListBehavior{IgnoreFilter: true})
 			f := rotate.UserFilter{NetworkID: 1, Status: "Active"}
 			want := truthIDs(w.sim, ecgridsim.ListFilter{NetworkID: 1, Status: "Active"})
+			dropped := 200 - len(want)
 			out := filepath.Join(t.TempDir(), "out")
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
@@ -179,6 +182,11 @@ func TestSelectResumeNeverListsAgain(t *testing.T) {
 			w.checkOnlyListedChanged(out, want)
 			if sel := r.Selection(); sel == nil || sel.Listed != len(want) {
 				t.Fatalf("resumed selection %+v", sel)
+			}
+			// run.json keeps the dropped count for the resume's summary
+			// (when it was written before the kill).
+			if sel := r.Selection(); point != "snapshot" && sel.Dropped != dropped {
+				t.Fatalf("resumed selection %+v, want %d dropped", sel, dropped)
 			}
 		})
 	}

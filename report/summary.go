@@ -83,6 +83,9 @@ type Selection struct {
 	Filter string `json:"filter"`
 	// Listed counts the users the listing returned.
 	Listed int `json:"listed"`
+	// Dropped counts the users the server listed outside the filter,
+	// dropped from the listing (never changed).
+	Dropped int `json:"dropped"`
 }
 
 // WriteSummary writes s to path as indented JSON, atomically, mode 0600.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"sort"
 	"strconv"
@@ -21,6 +22,9 @@ const (
 	MaxListedUsers = 10_000_000
 	// maxListBody bounds one page's answer.
 	maxListBody = 8 << 20
+	// MaxListedField bounds each text field of a listed user (login,
+	// email, names, authLevel, status), as the input CSV bounds its fields.
+	MaxListedField = 1 << 10
 )
 
 // Statuses are the ECGrid user statuses, as POST /v2/users/list takes them.
@@ -140,17 +144,70 @@ type ListOptions struct {
 	// MaxListedUsers); a listing with more is an error.
 	MaxUsers int
 	// OnPage, when set, is called after each page with the page number,
-	// the users it held, and the distinct users listed so far.
+	// the users it held, and the distinct users kept so far.
 	OnPage func(pageNo, pageUsers, total int)
+	// OnDrop, when set, is called for each listed user that ListUsers
+	// dropped because its field (named as in the answer: "networkId",
+	// "mailboxId", "authLevel" or "status") contradicts the filter.
+	OnDrop func(u User, field string)
 }
 
 // ErrPageNoIgnored reports a server that answers the same users whatever
 // pageNo asks for.
 var ErrPageNoIgnored = errors.New("the server ignores pageNo")
 
+// ErrFilterUnchecked reports a listed user that lacks a field the filter
+// selects on: whether the server applied the filter cannot be checked.
+var ErrFilterUnchecked = errors.New("cannot check that the server applied the filter")
+
+// Outside returns "" when u is in f, else the name of u's first field
+// ("networkId", "mailboxId", "authLevel", "status") whose value
+// contradicts f. The server is not trusted to have applied the filter it
+// was sent: a server that ignores it lists users outside it. A field that
+// f selects on and u lacks (absent, null, empty or 0, which User cannot
+// tell apart) is an error naming it (ErrFilterUnchecked): guessing would
+// either rotate users outside the filter or silently skip users in it.
+// Names compare case-insensitively; an AuthLevel name that is not known
+// contradicts any AuthLevel.
+func (f UserFilter) Outside(u User) (string, error) {
+	lacks := func(field, want string) (string, error) {
+		return "", fmt.Errorf("user %d has no %s, while the filter selects %s %s: %w; refusing to guess",
+			u.UserID, field, field, want, ErrFilterUnchecked)
+	}
+	if f.NetworkID != 0 && u.NetworkID == 0 {
+		return lacks("networkId", strconv.Itoa(f.NetworkID))
+	}
+	if f.MailboxID != 0 && u.MailboxID == 0 {
+		return lacks("mailboxId", strconv.Itoa(f.MailboxID))
+	}
+	if f.AuthLevel != "" && strings.TrimSpace(u.AuthLevel) == "" {
+		return lacks("authLevel", f.AuthLevel)
+	}
+	if f.Status != "" && strings.TrimSpace(u.Status) == "" {
+		return lacks("status", f.Status)
+	}
+	switch {
+	case f.NetworkID != 0 && u.NetworkID != f.NetworkID:
+		return "networkId", nil
+	case f.MailboxID != 0 && u.MailboxID != f.MailboxID:
+		return "mailboxId", nil
+	case f.AuthLevel != "" && (ParseAuthLevel(u.AuthLevel) == LevelUnknown || ParseAuthLevel(u.AuthLevel) != ParseAuthLevel(f.AuthLevel)):
+		return "authLevel", nil
+	case f.Status != "" && !strings.EqualFold(strings.TrimSpace(u.Status), f.Status):
+		return "status", nil
+	}
+	return "", nil
+}
+
 // ListUsers lists the users that f selects (POST /v2/users/list), page by
 // page, through the client's retries, pacing and bounds. It returns each
 // user once, in the order the server listed them.
+//
+// Each listed user is checked against f (UserFilter.Outside): one whose
+// fields contradict f is dropped, reported to opt.OnDrop and counted in
+// one warning log line at the end; one lacking a field f selects on makes
+// the listing an error naming the field (ErrFilterUnchecked). A text field
+// over MaxListedField bytes is an error naming the user and the field.
 //
 // A server may cap the page below the size asked for without saying so, so
 // only an empty page ends the listing, and after a short first page the
@@ -172,6 +229,8 @@ func (c *Client) ListUsers(ctx context.Context, f UserFilter, opt ListOptions) (
 	}
 	seen := make(map[int]struct{})
 	var users []User
+	dropped := make(map[string]int)
+	ndropped := 0
 	// Every page before the empty one brings at least one new user, so
 	// limit+1 pages are enough to list limit users and see the end.
 	for page := 1; page <= limit+1; page++ {
@@ -180,6 +239,13 @@ func (c *Client) ListUsers(ctx context.Context, f UserFilter, opt ListOptions) (
 			return nil, &wrapped{msg: "page " + strconv.Itoa(page) + ": " + o.Err.Error(), err: o.Err}
 		}
 		if len(got) == 0 {
+			if ndropped > 0 {
+				c.log.LogAttrs(ctx, slog.LevelWarn, "the server listed users outside the filter: dropped them",
+					slog.Int("dropped", ndropped), slog.String("filter", f.String()),
+					slog.Int("networkId", dropped["networkId"]), slog.Int("mailboxId", dropped["mailboxId"]),
+					slog.Int("authLevel", dropped["authLevel"]), slog.Int("status", dropped["status"]),
+					slog.Int("kept", len(users)))
+			}
 			return users, nil
 		}
 		if page == 1 && len(got) < size {
@@ -195,14 +261,27 @@ func (c *Client) ListUsers(ctx context.Context, f UserFilter, opt ListOptions) (
 				continue
 			}
 			seen[u.UserID] = struct{}{}
-			users = append(users, u)
 			fresh++
+			field, err := f.Outside(u)
+			if err != nil {
+				return nil, fmt.Errorf("page %d: %w", page, err)
+			}
+			if field != "" {
+				dropped[field]++
+				ndropped++
+				if opt.OnDrop != nil {
+					opt.OnDrop(u, field)
+				}
+				continue
+			}
+			users = append(users, u)
 		}
 		if fresh == 0 {
 			return nil, fmt.Errorf("page %d: all %d users were already listed: %w (it answers the same page again); refusing to loop or return a short list",
 				page, len(got), ErrPageNoIgnored)
 		}
-		if len(users) > limit {
+		// Dropped users count too: they cost the seen set its memory.
+		if len(seen) > limit {
 			return nil, fmt.Errorf("page %d: more than %d users: over the input limit; narrow the filter", page, limit)
 		}
 		if opt.OnPage != nil {
@@ -311,6 +390,16 @@ func parseUser(raw json.RawMessage) (User, error) {
 		LastName:  jsonScalar(info.LastName),
 		AuthLevel: jsonScalar(info.AuthLevel),
 		Status:    jsonScalar(info.Status),
+	}
+	for _, t := range []struct {
+		name, value string
+	}{{"login", u.Login}, {"email", u.Email}, {"firstName", u.FirstName}, {"lastName", u.LastName}, {"authLevel", u.AuthLevel}, {"status", u.Status}} {
+		if len(t.value) > MaxListedField {
+			// Refused, not cut: the listing becomes the run's input, where a
+			// cut login would be matched against --protect globs as another
+			// login, and no ECGrid field is this long.
+			return User{}, fmt.Errorf("user %d: %s is over 1 KiB (%d bytes)", id, t.name, len(t.value))
+		}
 	}
 	if u.NetworkID, ok = parseJSONID(info.NetworkID, true); !ok {
 		return User{}, fmt.Errorf("user %d: networkId is not an ID", id)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +120,7 @@ func TestListUsersMatchesTheSimulator(t *testing.T) {
 }
 
 func TestListUsersRequestBody(t *testing.T) {
-	api := newFakeAPI(t, reply(200, `{"success":true,"data":[{"userId":5}]}`), reply(200, `{"success":true,"data":[]}`))
+	api := newFakeAPI(t, reply(200, `{"success":true,"data":[{"userId":5,"networkId":1,"authLevel":"Root","status":"Active"}]}`), reply(200, `{"success":true,"data":[]}`))
 	e := newTestClient(t, api.srv.URL, nil)
 	users, err := e.c.ListUsers(context.Background(), UserFilter{NetworkID: 1, AuthLevel: "Root", Status: "Active"}, ListOptions{})
 	if err != nil || len(users) != 1 || users[0].UserID != 5 {
@@ -250,6 +252,10 @@ func TestListUsersBadAnswers(t *testing.T) {
 		{"data null", `{"success":true,"data":null}`, 200, "page 1: data is null", 1},
 		{"object without array", `{"success":true,"data":{"total":0}}`, 200, "holding 0 arrays", 1},
 		{"too large", big, 200, "larger than 8 MiB", 1},
+		{"login over 1 KiB", `{"success":true,"data":[{"userId":3,"login":"` + strings.Repeat("x", 4<<20) + `"}]}`, 200, "user 3: login is over 1 KiB (4194304 bytes)", 1},
+		{"email over 1 KiB", `{"success":true,"data":[{"userId":3,"email":"` + strings.Repeat("é", 513) + `"}]}`, 200, "user 3: email is over 1 KiB (1026 bytes)", 1},
+		{"last name over 1 KiB", `{"success":true,"data":[{"userId":4,"lastName":"` + strings.Repeat("\\u00e9", 513) + `"}]}`, 200, "user 4: lastName is over 1 KiB", 1},
+		{"status over 1 KiB", `{"success":true,"data":[{"userId":5,"status":"` + strings.Repeat("A", 1025) + `"}]}`, 200, "user 5: status is over 1 KiB", 1},
 		{"redirect", "", 307, "redirect", 1},
 		{"success false", `{"success":false,"errorCode":"InvalidParameter","message":"bad"}`, 200, "InvalidParameter", 1},
 		{"html 502", "<html><title>Bad gateway</title></html>", 502, "Bad gateway", 3},
@@ -309,5 +315,187 @@ func TestUserFilter(t *testing.T) {
 	}
 	if got, err := ParseLevelName("networkadmin"); err != nil || got != "NetworkAdmin" {
 		t.Errorf("ParseLevelName = %q, %v", got, err)
+	}
+}
+
+// TestListUsersFieldBound: a text field of exactly 1 KiB is kept whole; a
+// server answering a 4 MiB login on every page stops the listing at the
+// first page instead of holding the logins of every page.
+func TestListUsersFieldBound(t *testing.T) {
+	full := strings.Repeat("é", MaxListedField/2)
+	api := newFakeAPI(t, reply(200, `{"success":true,"data":[{"userId":3,"login":"`+full+`","firstName":"`+full+`"}]}`),
+		reply(200, `{"success":true,"data":[]}`))
+	e := newTestClient(t, api.srv.URL, nil)
+	users, err := e.c.ListUsers(context.Background(), UserFilter{}, ListOptions{})
+	if err != nil || len(users) != 1 || users[0].Login != full || users[0].FirstName != full {
+		t.Fatalf("%d users, %v", len(users), err)
+	}
+
+	page := 0
+	huge := strings.Repeat("x", 4<<20)
+	api = newFakeAPI(t, func(w http.ResponseWriter, _ *http.Request) {
+		page++
+		if page > 3 {
+			_, _ = io.WriteString(w, `{"success":true,"data":[]}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"success":true,"data":[{"userId":`+strconv.Itoa(page)+`,"login":"`+huge+`"}]}`)
+	})
+	e = newTestClient(t, api.srv.URL, func(cfg *Config) { cfg.Timeout = time.Minute })
+	_, err = e.c.ListUsers(context.Background(), UserFilter{}, ListOptions{PageSize: 1})
+	if err == nil || !strings.Contains(err.Error(), "page 1: user 1 of the page: user 1: login is over 1 KiB") {
+		t.Fatalf("err = %v", err)
+	}
+	if n := len(api.requests()); n != 1 {
+		t.Fatalf("%d pages read after an over-long login", n)
+	}
+}
+
+// TestListUsersDropsUsersOutsideTheFilter: against a server that ignores
+// the filter, the listing keeps exactly the users in it, drops every other
+// one (each reported once, with a field that really contradicts the
+// filter) and says how many in one warning.
+func TestListUsersDropsUsersOutsideTheFilter(t *testing.T) {
+	sim, url := newListSim(t, 600)
+	sim.SetListBehavior(ecgridsim.ListBehavior{IgnoreFilter: true, PageCap: 45})
+	all := sim.Directory(ecgridsim.ListFilter{})
+	for _, c := range []struct {
+		name   string
+		filter UserFilter
+		truth  ecgridsim.ListFilter
+	}{
+		{"network and status", UserFilter{NetworkID: 1, Status: "Active"}, ecgridsim.ListFilter{NetworkID: 1, Status: "Active"}},
+		{"status any", UserFilter{NetworkID: 2}, ecgridsim.ListFilter{NetworkID: 2}},
+		{"mailbox and level", UserFilter{NetworkID: 1, MailboxID: 101, AuthLevel: "MailboxUser", Status: "Active"},
+			ecgridsim.ListFilter{NetworkID: 1, MailboxID: 101, AuthLevel: "MailboxUser", Status: "Active"}},
+		{"status alone", UserFilter{Status: "Suspended"}, ecgridsim.ListFilter{Status: "Suspended"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			truth := sim.Directory(c.truth)
+			if len(truth) < 3 || len(all)-len(truth) < 100 {
+				t.Fatalf("%d in the filter, %d outside: the case tests too little", len(truth), len(all)-len(truth))
+			}
+			e := newTestClient(t, url, nil)
+			byID := map[int]ecgridsim.DirUser{}
+			for _, u := range all {
+				byID[u.UserID] = u
+			}
+			dropped := map[int]string{}
+			var last int
+			users, err := e.c.ListUsers(context.Background(), c.filter, ListOptions{
+				OnPage: func(_, _, total int) { last = total },
+				OnDrop: func(u User, field string) {
+					if _, twice := dropped[u.UserID]; twice {
+						t.Errorf("user %d dropped twice", u.UserID)
+					}
+					dropped[u.UserID] = field
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameUsers(t, users, truth)
+			if last != len(truth) {
+				t.Errorf("OnPage saw %d users at the end, want %d", last, len(truth))
+			}
+			if len(dropped) != len(all)-len(truth) {
+				t.Fatalf("%d dropped, want %d", len(dropped), len(all)-len(truth))
+			}
+			for id, field := range dropped {
+				u := byID[id]
+				var bad bool
+				switch field {
+				case "networkId":
+					bad = u.NetworkID == c.filter.NetworkID
+				case "mailboxId":
+					bad = u.MailboxID == c.filter.MailboxID
+				case "authLevel":
+					bad = u.AuthLevel == c.filter.AuthLevel
+				case "status":
+					bad = u.Status == c.filter.Status
+				default:
+					bad = true
+				}
+				if bad {
+					t.Fatalf("user %d dropped for %q: %+v", id, field, u)
+				}
+			}
+			logs := e.logs.String()
+			if n := strings.Count(logs, "outside the filter"); n != 1 ||
+				!strings.Contains(logs, "level=WARN msg=\"the server listed users outside the filter: dropped them\" dropped="+strconv.Itoa(len(dropped))+" ") {
+				t.Fatalf("%d warnings; log:\n%s", n, logs)
+			}
+		})
+	}
+}
+
+// TestListUsersRefusesUncheckableUsers: while the filter selects on a
+// field, a listed user lacking it stops the listing with an error naming
+// the field; a field the filter does not select on may be missing.
+func TestListUsersRefusesUncheckableUsers(t *testing.T) {
+	f := UserFilter{NetworkID: 1, MailboxID: 101, AuthLevel: "Root", Status: "Active"}
+	ok := `"networkId":1,"mailboxId":101,"authLevel":"Root","status":"Active"`
+	for _, c := range []struct {
+		name, user string
+		filter     UserFilter
+		want       string // "" for kept
+	}{
+		{"no networkId", `"mailboxId":101,"authLevel":"Root","status":"Active"`, f, "user 9 has no networkId, while the filter selects networkId 1"},
+		{"null networkId", `"networkId":null,"mailboxId":101,"authLevel":"Root","status":"Active"`, f, "has no networkId"},
+		{"networkId 0", `"networkId":0,"mailboxId":101,"authLevel":"Root","status":"Active"`, f, "has no networkId"},
+		{"no mailboxId", `"networkId":1,"mailboxId":"","authLevel":"Root","status":"Active"`, f, "user 9 has no mailboxId, while the filter selects mailboxId 101"},
+		{"null authLevel", `"networkId":1,"mailboxId":101,"authLevel":null,"status":"Active"`, f, "user 9 has no authLevel, while the filter selects authLevel Root"},
+		{"no status", `"networkId":1,"mailboxId":101,"authLevel":"Root"`, f, "user 9 has no status, while the filter selects status Active"},
+		{"blank status", `"networkId":1,"mailboxId":101,"authLevel":"Root","status":" "`, f, "has no status"},
+		{"status any: none needed", `"networkId":1`, UserFilter{NetworkID: 1}, ""},
+		{"names in other cases", `"networkId":"1","mailboxId":101,"authLevel":"root","status":"ACTIVE"`, f, ""},
+		{"all there", ok, f, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			api := newFakeAPI(t, reply(200, `{"success":true,"data":[{"userId":8,`+ok+`},{"userId":9,`+c.user+`}]}`),
+				reply(200, `{"success":true,"data":[]}`))
+			e := newTestClient(t, api.srv.URL, nil)
+			users, err := e.c.ListUsers(context.Background(), c.filter, ListOptions{
+				OnDrop: func(u User, field string) { t.Errorf("user %d dropped for %s", u.UserID, field) },
+			})
+			if c.want == "" {
+				if err != nil || len(users) != 2 {
+					t.Fatalf("%d users, %v", len(users), err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrFilterUnchecked) || !strings.HasPrefix(err.Error(), "page 1: user 9 has no ") || !strings.Contains(err.Error(), c.want) || users != nil {
+				t.Fatalf("err = %v, want %q", err, c.want)
+			}
+			checkMessage(t, err.Error())
+		})
+	}
+}
+
+func TestUserFilterOutside(t *testing.T) {
+	u := User{UserID: 5, NetworkID: 1, MailboxID: 101, AuthLevel: "NetworkAdmin", Status: "Active"}
+	for _, c := range []struct {
+		name string
+		f    UserFilter
+		want string
+	}{
+		{"empty filter", UserFilter{}, ""},
+		{"same", UserFilter{NetworkID: 1, MailboxID: 101, AuthLevel: "NetworkAdmin", Status: "Active"}, ""},
+		{"other network", UserFilter{NetworkID: 2, Status: "Active"}, "networkId"},
+		{"other mailbox", UserFilter{NetworkID: 1, MailboxID: 102}, "mailboxId"},
+		{"other level", UserFilter{AuthLevel: "Root"}, "authLevel"},
+		{"other status", UserFilter{NetworkID: 1, Status: "Terminated"}, "status"},
+		{"network first", UserFilter{NetworkID: 3, Status: "Suspended"}, "networkId"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got, err := c.f.Outside(u); err != nil || got != c.want {
+				t.Fatalf("Outside = %q, %v; want %q", got, err, c.want)
+			}
+		})
+	}
+	odd := u
+	odd.AuthLevel = "Overlord"
+	if got, err := (UserFilter{AuthLevel: "NetworkAdmin"}).Outside(odd); err != nil || got != "authLevel" {
+		t.Fatalf("an unknown level: %q, %v", got, err)
 	}
 }

@@ -211,7 +211,10 @@ func (p *Protect) FirstGlob() (where, pattern string, ok bool) {
 
 // Match returns the reason ("protected (FILE:LINE)") of the first entry
 // that protects the user with this ID and login, or "". An empty login
-// matches no glob.
+// matches no glob. A login cell written spreadsheet-safe (a ' before a
+// leading = + - or @, as the --select snapshot and pwrotate users write
+// it) is matched as the raw login and as written: a glob matching either
+// protects the user.
 func (p *Protect) Match(userID int, login string) string {
 	if p == nil || len(p.entry) == 0 {
 		return ""
@@ -222,11 +225,19 @@ func (p *Protect) Match(userID int, login string) string {
 	}
 	if login != "" && len(p.globs) > 0 {
 		lower := strings.ToLower(login)
+		raw := ""
+		if len(lower) > 1 && lower[0] == '\'' && strings.IndexByte("=+-@", lower[1]) >= 0 {
+			raw = lower[1:]
+		}
 		for _, i := range p.globs {
 			if best >= 0 && i > best {
 				break
 			}
-			if ok, _ := path.Match(p.entry[i].glob, lower); ok {
+			ok, _ := path.Match(p.entry[i].glob, lower)
+			if !ok && raw != "" {
+				ok, _ = path.Match(p.entry[i].glob, raw)
+			}
+			if ok {
 				best = i
 				break
 			}

@@ -82,6 +82,10 @@ type ListBehavior struct {
 	OffsetByAsked bool
 	// IgnorePageNo answers the first page whatever pageNo says.
 	IgnorePageNo bool
+	// IgnoreFilter lists every user whatever networkId, mailboxId,
+	// authLevel and status ask for, as a server that drops the filter
+	// members it does not know (pageNo and recordsPerPage still apply).
+	IgnoreFilter bool
 	// Shape lays out "data".
 	Shape ListShape
 }
@@ -225,6 +229,10 @@ func (s *Server) listPageLocked(q *listQuery) response {
 	if b.IgnorePageNo {
 		page = 1
 	}
+	filter := q.filter
+	if b.IgnoreFilter {
+		filter = ListFilter{}
+	}
 	users := []DirUser{}
 	skip := (page - 1) * size
 	if b.OffsetByAsked {
@@ -234,7 +242,7 @@ func (s *Server) listPageLocked(q *listQuery) response {
 		if len(users) == size {
 			break
 		}
-		if !q.filter.matches(&s.dir[i]) {
+		if !filter.matches(&s.dir[i]) {
 			continue
 		}
 		if skip > 0 {
