@@ -62,7 +62,7 @@ const (
 	rateBurst          = 1
 	rateLatencyMin     = 20 * time.Millisecond
 	rateLatencyMax     = 50 * time.Millisecond
-	throttleLimit      = 300  // the throttled server's calls a second (one second of burst, then 429 Retry-After: 1)
+	throttleLimit      = 300  // the throttled server's calls a second by default (one second of burst, then 429 Retry-After: 1)
 	minFloorRatio20k   = 0.75 // whole process users/s over the floor's requests/s, 20k users (issue 11)
 	minFloorRatio200k  = 0.85 // the same at 200k users
 	maxFloorCPU        = 1.5  // CPU per 10k users over the floor's per 10k requests
@@ -82,19 +82,20 @@ const (
 )
 
 type options struct {
-	users         []int
-	rateUsers     int
-	skipWrk       bool
-	binary        string
-	wrkDur        time.Duration
-	keep          bool
-	skipFloor     bool
-	floorReqs     int
-	throttleUsers int
-	throttleRates []int
-	export        bool   // inputs with the columns of 'pwrotate users', and a login glob to protect
-	cpuProfile    string // folder for CPU profiles of every child (pwrotate built with -tags pprof)
-	repeat        int    // throughput runs per user count; targets judged on the medians
+	users          []int
+	rateUsers      int
+	skipWrk        bool
+	binary         string
+	wrkDur         time.Duration
+	keep           bool
+	skipFloor      bool
+	floorReqs      int
+	throttleUsers  int
+	throttleRates  []int
+	throttleLimits []int  // the throttled servers' limits, calls a second
+	export         bool   // inputs with the columns of 'pwrotate users', and a login glob to protect
+	cpuProfile     string // folder for CPU profiles of every child (pwrotate built with -tags pprof)
+	repeat         int    // throughput runs per user count; targets judged on the medians
 }
 
 func main() {
@@ -143,6 +144,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	floorReqs := fs.Int("floor-requests", floorDefault, "requests the net/http floor sends")
 	throttleUsers := fs.Int("throttle-users", 9000, "users in each throttled-server run (0 skips them)")
 	throttleRates := fs.String("throttle-rates", "400,1000", "comma-separated --rate settings for the throttled-server runs")
+	throttleLimits := fs.String("throttle-limits", strconv.Itoa(throttleLimit), "comma-separated limits of the throttled servers, calls a second; each run has --throttle-users scaled to 30 s of the limit at the default 9000")
 	export := fs.Bool("export-input", false, "inputs with the columns of 'pwrotate users' (login, authLevel, ...) and --protect with a login glob that matches nobody: the cost of keeping logins and levels")
 	repeat := fs.Int("repeat", 3, "throughput runs per --users count, each beside its own floor; the targets are judged on the medians")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of every child to this folder (NAME.pprof; pwrotate is built with -tags pprof, so not with --binary)")
@@ -161,6 +163,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return options{}, errors.New("--cpuprofile builds its own pwrotate (with -tags pprof): drop --binary")
 	}
 	var err error
+	if opt.throttleLimits, err = parseCounts("--throttle-limits", *throttleLimits); err != nil {
+		return options{}, err
+	}
 	if opt.throttleRates, err = parseCounts("--throttle-rates", *throttleRates); err != nil {
 		return options{}, err
 	}
@@ -308,9 +313,12 @@ func (b *bench) all(ctx context.Context) (bool, error) {
 	}
 
 	if b.opt.throttleUsers > 0 {
-		for _, r := range b.opt.throttleRates {
-			if err := b.throttled(ctx, b.opt.throttleUsers, r); err != nil {
-				return false, err
+		for _, limit := range b.opt.throttleLimits {
+			for _, r := range b.opt.throttleRates {
+				n := b.opt.throttleUsers * limit / throttleLimit
+				if err := b.throttled(ctx, n, r, limit); err != nil {
+					return false, err
+				}
 			}
 		}
 	}
@@ -693,10 +701,10 @@ func (b *bench) rateAccuracy(ctx context.Context, n int) error {
 }
 
 // throttled runs n users with --rate rate against a simulator that allows
-// throttleLimit calls a second (a token bucket with one second of burst,
-// then 429 with Retry-After: 1) and compares the wall time with the ideal,
-// (n − throttleLimit) / throttleLimit seconds (issue 11).
-func (b *bench) throttled(ctx context.Context, n, rate int) error {
+// limit calls a second (a token bucket with one second of burst, then 429
+// with Retry-After: 1) and compares the wall time with the ideal,
+// (n − limit) / limit seconds.
+func (b *bench) throttled(ctx context.Context, n, rate, limit int) error {
 	sim, url, stop, err := b.simulator()
 	if err != nil {
 		return err
@@ -704,9 +712,9 @@ func (b *bench) throttled(ctx context.Context, n, rate int) error {
 	defer stop()
 	sim.SetCallLimit(-1)
 	sim.SetLatency(throttleLatencyMin, throttleLatencyMax)
-	sim.SetRateLimit(throttleLimit)
+	sim.SetRateLimit(limit)
 	load := loadAvg()
-	r, err := b.runChild(ctx, "throttled-"+strconv.Itoa(rate), n, url, "--rate", strconv.Itoa(rate), "--burst", strconv.Itoa(rateBurst),
+	r, err := b.runChild(ctx, "throttled-"+strconv.Itoa(limit)+"-"+strconv.Itoa(rate), n, url, "--rate", strconv.Itoa(rate), "--burst", strconv.Itoa(rateBurst),
 		"--workers", strconv.Itoa(rateWorkers))
 	if err != nil {
 		return err
@@ -720,15 +728,15 @@ func (b *bench) throttled(ctx context.Context, n, rate int) error {
 			limited++
 		}
 	}
-	ideal := float64(n-throttleLimit) / throttleLimit
+	ideal := float64(n-limit) / float64(limit)
 	ratio := r.wall.Seconds() / ideal
 	share := float64(limited) / float64(max(len(calls), 1))
 	peak, _ := maxInWindow(times, time.Second)
 	fmt.Fprintf(b.out, "\nthrottled server: %d users, --rate %d --burst %d --workers %d, latency %s-%s; server allows %d/s (1 s burst, then 429 Retry-After: 1) (load before: %s)\n",
-		n, rate, rateBurst, rateWorkers, throttleLatencyMin, throttleLatencyMax, throttleLimit, load)
+		n, rate, rateBurst, rateWorkers, throttleLatencyMin, throttleLatencyMax, limit, load)
 	fmt.Fprintf(b.out, "  wall time:         %.2f s = %.3fx the ideal %.1f s (whole process)  target <= %.2f: %s\n",
 		r.wall.Seconds(), ratio, ideal, maxThrottleTime,
-		b.verdict(ratio <= maxThrottleTime, fmt.Sprintf("throttled --rate %d: %.3fx the ideal", rate, ratio)))
+		b.verdict(ratio <= maxThrottleTime, fmt.Sprintf("throttled %d/s, --rate %d: %.3fx the ideal", limit, rate, ratio)))
 	fmt.Fprintf(b.out, "  429s:              %d of %d calls = %.2f%%  target <= %.0f%%: %s\n",
 		limited, len(calls), share*100, maxThrottleShare*100,
 		b.verdict(share <= maxThrottleShare, fmt.Sprintf("throttled --rate %d: %.2f%% 429s", rate, share*100)))
