@@ -203,20 +203,47 @@ func SealedName(gen int) string {
 	return fmt.Sprintf("%s%04d%s", sealedPrefix, gen, sealedSuffix)
 }
 
-// sealedGen returns the generation of a file named SealedName(gen).
-func sealedGen(name string) (int, bool) {
-	digits, ok := strings.CutPrefix(name, sealedPrefix)
+// SealedGroupName is the file name of group g's passwords of generation
+// gen: SealedName(gen) for the global group, else the group follows the
+// generation, e.g. "passwords-g0001-network-12.age", so that the files of
+// one group are "passwords-g*-network-12.age".
+func SealedGroupName(gen int, g Group) string {
+	if g.Global() {
+		return SealedName(gen)
+	}
+	return fmt.Sprintf("%s%04d-%s%s", sealedPrefix, gen, g, sealedSuffix)
+}
+
+// ParseSealedName returns the generation and the group of a file named
+// SealedGroupName(gen, g) (SealedName(gen): the global group).
+func ParseSealedName(name string) (gen int, g Group, ok bool) {
+	rest, ok := strings.CutPrefix(name, sealedPrefix)
 	if !ok {
-		return 0, false
+		return 0, Group{}, false
 	}
-	if digits, ok = strings.CutSuffix(digits, sealedSuffix); !ok {
-		return 0, false
+	if rest, ok = strings.CutSuffix(rest, sealedSuffix); !ok {
+		return 0, Group{}, false
 	}
+	digits, group, grouped := strings.Cut(rest, "-")
 	gen, err := strconv.Atoi(digits)
-	if err != nil || gen < 1 || SealedName(gen) != name {
-		return 0, false
+	if err != nil || gen < 1 {
+		return 0, Group{}, false
 	}
-	return gen, true
+	if grouped {
+		if g, err = ParseGroup(group); err != nil || g.Global() {
+			return 0, Group{}, false
+		}
+	}
+	if SealedGroupName(gen, g) != name {
+		return 0, Group{}, false
+	}
+	return gen, g, true
+}
+
+// sealedGen returns the generation of a file named SealedGroupName(gen, g).
+func sealedGen(name string) (int, bool) {
+	gen, _, ok := ParseSealedName(name)
+	return gen, ok
 }
 
 // Seal writes the passwords of generation gen, encrypted with age to
@@ -244,7 +271,21 @@ func Seal(dir string, gen int, recips []age.Recipient, rows iter.Seq2[int, secre
 // into "<final>.tmp" (0600), which is fsynced and renamed to final, and the
 // folder is fsynced: only a complete, durable file ever has the final name.
 // An existing file final is never replaced.
-func sealFile(final string, fill func(w io.Writer) error) (err error) {
+func sealFile(final string, fill func(w io.Writer) error) error {
+	if err := writeSealedFile(final, fill); err != nil {
+		return err
+	}
+	if err := SyncDir(filepath.Dir(final)); err != nil {
+		// The file is complete under its final name; only the durability of
+		// the name is in doubt. Keep it, and report.
+		return fmt.Errorf("sealing %s: %w", final, err)
+	}
+	return nil
+}
+
+// writeSealedFile is sealFile without the fsync of the folder: the caller
+// fsyncs it once the files it writes are all renamed.
+func writeSealedFile(final string, fill func(w io.Writer) error) (err error) {
 	if _, err := os.Lstat(final); err == nil {
 		return fmt.Errorf("sealing: %s already exists: refusing to replace sealed secrets", final)
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -277,11 +318,6 @@ func sealFile(final string, fill func(w io.Writer) error) (err error) {
 		return fmt.Errorf("sealing: %s appeared while sealing: refusing to replace it", final)
 	}
 	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("sealing %s: %w", final, err)
-	}
-	if err := SyncDir(filepath.Dir(final)); err != nil {
-		// The file is complete under its final name; only the durability of
-		// the name is in doubt. Keep it, and report.
 		return fmt.Errorf("sealing %s: %w", final, err)
 	}
 	return nil
@@ -379,7 +415,7 @@ func appendCSVField(buf []byte, s string) []byte {
 }
 
 // SealedGenerations returns the generations of the complete sealed files in
-// dir, ascending, and removes the leftover "*.age.tmp" files of an
+// dir (of every group), ascending, each once, and removes the leftover "*.age.tmp" files of an
 // interrupted Seal. A missing dir has no generations.
 func SealedGenerations(dir string) ([]int, error) {
 	entries, err := os.ReadDir(dir)
@@ -403,7 +439,7 @@ func SealedGenerations(dir string) ([]int, error) {
 		}
 	}
 	slices.Sort(gens)
-	return gens, nil
+	return slices.Compact(gens), nil
 }
 
 // ParseIdentities reads the identities that open sealed files, as
