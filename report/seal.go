@@ -325,11 +325,24 @@ func writeSealedFile(final string, fill func(w io.Writer) error) (err error) {
 
 // writeSealed streams the encrypted CSV to w.
 func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password]) error {
+	return writeSealedWith(w, gen, recips, rows, &sealScratch{})
+}
+
+// sealScratch is the memory writeSealedRows reuses from one file to the
+// next (SealGroups writes many small files): its buffers, zeroed after
+// each file.
+type sealScratch struct {
+	bw  *bufio.Writer
+	buf []byte
+}
+
+// writeSealedWith is writeSealed with the scratch memory sc.
+func writeSealedWith(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password], sc *sealScratch) error {
 	enc, err := age.Encrypt(w, recips...)
 	if err != nil {
 		return fmt.Errorf("encrypting: %w", err)
 	}
-	if err := writeSealedRows(enc, gen, rows); err != nil {
+	if err := writeSealedRowsWith(enc, gen, rows, sc); err != nil {
 		return err
 	}
 	if err := enc.Close(); err != nil {
@@ -340,6 +353,11 @@ func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[in
 
 // writeSealedRows writes the plaintext CSV of a sealed file to w.
 func writeSealedRows(w io.Writer, gen int, rows iter.Seq2[int, secret.Password]) error {
+	return writeSealedRowsWith(w, gen, rows, &sealScratch{})
+}
+
+// writeSealedRowsWith is writeSealedRows with the scratch memory sc.
+func writeSealedRowsWith(w io.Writer, gen int, rows iter.Seq2[int, secret.Password], sc *sealScratch) error {
 	// Rows are sealedRecords, written without reflection (gocsv costs twice
 	// as much and allocates per cell, BenchmarkRowCodec): built in one
 	// reused buffer and handed to age in 64 KiB pieces, no allocation per
@@ -348,9 +366,16 @@ func writeSealedRows(w io.Writer, gen int, rows iter.Seq2[int, secret.Password])
 	// the end; age's chunk buffer keeps its last plaintext until the garbage
 	// collector frees it (not zeroed). ReadSealed reads the rows back with
 	// gocsv (TestRowCodecsAgree).
-	bw := bufio.NewWriterSize(w, 64<<10)
+	if sc.bw == nil {
+		sc.bw = bufio.NewWriterSize(w, 64<<10)
+		sc.buf = make([]byte, 0, 256)
+	} else {
+		sc.bw.Reset(w)
+	}
+	bw := sc.bw
 	genCell := strconv.Itoa(gen)
-	buf := make([]byte, 0, 256)
+	buf := sc.buf[:0]
+	defer func() { sc.buf = buf[:0] }()
 	buf = append(buf, strings.Join(sealedHeader, ",")...)
 	buf = append(buf, '\n')
 	if _, err := bw.Write(buf); err != nil {

@@ -78,6 +78,7 @@ func SealGroups(dir string, gen int, global []age.Recipient, m *RecipientsMap, n
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var sc sealScratch
 			for !failed.Load() {
 				k := int(next.Add(1)) - 1
 				if k >= len(buckets) {
@@ -87,7 +88,7 @@ func SealGroups(dir string, gen int, global []age.Recipient, m *RecipientsMap, n
 				recips := m.sealTo(b.group, global)
 				final := filepath.Join(dir, SealedGroupName(gen, b.group))
 				err := writeSealedFile(final, func(w io.Writer) error {
-					return writeSealed(w, gen, recips, func(yield func(int, secret.Password) bool) {
+					return writeSealedWith(w, gen, recips, func(yield func(int, secret.Password) bool) {
 						for j := b.start; j < b.start+b.n; j++ {
 							i := j
 							if perm != nil {
@@ -97,7 +98,7 @@ func SealGroups(dir string, gen int, global []age.Recipient, m *RecipientsMap, n
 								return
 							}
 						}
-					})
+					}, &sc)
 				})
 				if err != nil {
 					errs[k] = err
