@@ -105,8 +105,13 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *report.Folder, sum *re
 	r.log.Info("plan", "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid,
 		"skipped", len(p.skip), "pending", len(p.pending), "generation", o.gen)
 	p.todo = make([]todo, len(p.pending))
+	p.groupNames = map[int32]string{0: report.Group{}.String()}
 	for i, idx := range p.pending {
-		p.todo[i] = todo{line: int32(p.records[idx].Line), userID: int32(p.records[idx].UserID)}
+		g := r.groupOf(p, int(idx))
+		p.todo[i] = todo{line: int32(p.records[idx].Line), userID: int32(p.records[idx].UserID), group: int32(g.ID)}
+		if _, ok := p.groupNames[int32(g.ID)]; !ok {
+			p.groupNames[int32(g.ID)] = g.String()
+		}
 	}
 	for _, ok := range p.recorded {
 		if ok {
@@ -275,11 +280,12 @@ func (r *Runner) finish(ctx context.Context, out *report.Folder, res *report.Res
 		}
 	}
 	sum.Outputs = []string{out.ResultsPath(), out.SummaryPath()}
-	for _, g := range append(o.gens, o.gen) {
-		if g == o.gen && o.pending == 0 {
-			continue
-		}
-		sum.Outputs = append(sum.Outputs, out.File(report.SealedName(g)))
+	sealed, err := report.SealedFiles(out.Path)
+	if err != nil {
+		r.log.Warn("listing the sealed files for the summary", "err", err)
+	}
+	for _, name := range sealed {
+		sum.Outputs = append(sum.Outputs, out.File(name))
 	}
 	sum.Outputs = append(sum.Outputs, r.keys.outputs()...)
 	sum.APIKeys = r.keys.stats()

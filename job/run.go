@@ -51,6 +51,10 @@ type Config struct {
 	Out           string // output folder; optional in a dry run
 	Resume        bool
 	Recipients    []age.Recipient
+	// RecipientsMap, when set (--recipients-map), seals each user's
+	// passwords for its group: its network or mailbox (the input's column
+	// of the map's Kind), to the group's recipients and Recipients.
+	RecipientsMap *report.RecipientsMap
 	Client        *rotate.Client // nil: no API key (dry run only)
 	Endpoint      string         // base URL, for the plan
 	Generator     *rotate.Generator
@@ -229,6 +233,9 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		return err
 	}
 	sum.Input, sum.InputSHA256 = in.Name, in.SHA256
+	if err := r.checkGroupColumn(in); err != nil {
+		return err
+	}
 	if sel := r.Selection(); sel != nil {
 		sum.Selection = &report.Selection{Filter: sel.Spec, Listed: sel.Listed, Dropped: sel.Dropped}
 	}

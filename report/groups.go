@@ -413,6 +413,15 @@ func normalizeColumn(s string) string {
 	}, s)
 }
 
+// Column is the input column the map is keyed by ("networkId",
+// "mailboxId"); "" for a nil map.
+func (m *RecipientsMap) Column() string {
+	if m == nil {
+		return ""
+	}
+	return m.Kind.Column()
+}
+
 // GroupOf returns the group of a user whose networkId or mailboxId (the
 // map's Kind) is id: the global group when the map has no row for id (or
 // id is 0: none known), or when m is nil.

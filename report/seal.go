@@ -3,6 +3,7 @@ package report
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -465,6 +466,79 @@ func SealedGenerations(dir string) ([]int, error) {
 	}
 	slices.Sort(gens)
 	return slices.Compact(gens), nil
+}
+
+// SealedFiles returns the names of the complete sealed password files in
+// dir (of every group), sorted by generation, then the global group first,
+// then by group. A missing dir has none.
+func SealedFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing sealed files: %w", err)
+	}
+	type file struct {
+		name string
+		gen  int
+		g    Group
+	}
+	var files []file
+	for _, e := range entries {
+		if gen, g, ok := ParseSealedName(e.Name()); ok && e.Type().IsRegular() {
+			files = append(files, file{e.Name(), gen, g})
+		}
+	}
+	slices.SortFunc(files, func(a, b file) int {
+		return cmp.Or(cmp.Compare(a.gen, b.gen), cmp.Compare(a.g.Kind, b.g.Kind), cmp.Compare(a.g.ID, b.g.ID))
+	})
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = f.name
+	}
+	return names, nil
+}
+
+// CondenseSealed returns paths (outputs of a run) with the files of the
+// groups of one generation in one folder, when there are more than a few,
+// as one pattern with their number, e.g. "OUT/passwords-g0001-network-*.age
+// (1000 files)": for a screen or a log line, not to open. The order is
+// kept (the pattern stands where its first file was).
+func CondenseSealed(paths []string) []string {
+	type key struct {
+		dir  string
+		gen  int
+		kind GroupKind
+	}
+	const few = 4
+	count := map[key]int{}
+	keyOf := func(p string) (key, bool) {
+		gen, g, ok := ParseSealedName(filepath.Base(p))
+		if !ok || g.Global() {
+			return key{}, false
+		}
+		return key{filepath.Dir(p), gen, g.Kind}, true
+	}
+	for _, p := range paths {
+		if k, ok := keyOf(p); ok {
+			count[k]++
+		}
+	}
+	out := make([]string, 0, len(paths))
+	done := map[key]bool{}
+	for _, p := range paths {
+		k, ok := keyOf(p)
+		switch {
+		case !ok || count[k] <= few:
+			out = append(out, p)
+		case !done[k]:
+			done[k] = true
+			pattern := fmt.Sprintf("%s%04d-%s-*%s", sealedPrefix, k.gen, k.kind, sealedSuffix)
+			out = append(out, fmt.Sprintf("%s (%d files)", filepath.Join(k.dir, pattern), count[k]))
+		}
+	}
+	return out
 }
 
 // ParseIdentities reads the identities that open sealed files, as
