@@ -35,7 +35,7 @@ import (
 // the crashWorld's.
 type groupWorld struct {
 	*crashWorld
-	network map[int]int                // user → network (0: none in the input)
+	network map[int]int                 // user → network (0: none in the input)
 	keys    map[int]*age.X25519Identity // network → its key
 	keyFile map[int]string              // network → its identity file; 0: the global key
 	mapFile string

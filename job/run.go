@@ -51,10 +51,6 @@ type Config struct {
 	Out           string // output folder; optional in a dry run
 	Resume        bool
 	Recipients    []age.Recipient
-	// RecipientsMap, when set (--recipients-map), seals each user's
-	// passwords for its group: its network or mailbox (the input's column
-	// of the map's Kind), to the group's recipients and Recipients.
-	RecipientsMap *report.RecipientsMap
 	Client        *rotate.Client // nil: no API key (dry run only)
 	Endpoint      string         // base URL, for the plan
 	Generator     *rotate.Generator
@@ -71,6 +67,10 @@ type Config struct {
 	Stdout        io.Writer // where the plan is printed; nil: nowhere
 	Progress      Progress  // optional
 	Counter       Counter   // optional
+	// RecipientsMap, when set (--recipients-map), seals each user's
+	// passwords for its group: its network or mailbox (the input's column
+	// of the map's Kind), to the group's recipients and Recipients.
+	RecipientsMap *report.RecipientsMap
 	// Hook, when set, is called at named points of the run (tests use it
 	// to kill the process at an exact step). n counts occurrences.
 	Hook func(point string, n int)

@@ -270,10 +270,10 @@ func readWith(r io.Reader, name string, lim inputLimits, opts Options) (*Input, 
 	cr.ReuseRecord = true
 	p := &inputParser{
 		name: name, lim: lim, src: src, br: br, cr: cr, keepLogins: opts.KeepLogins,
-		groupName: normalizeInputColumn(opts.GroupColumn),
 		in:   &Input{Name: name},
 		seed: maphash.MakeSeed(),
 	}
+	p.groupName = normalizeInputColumn(opts.GroupColumn)
 	if err := p.readHeader(); err != nil {
 		return nil, err
 	}
@@ -315,8 +315,8 @@ type inputParser struct {
 	idCol, pwCol       int
 	loginCol, levelCol int // -1 when absent
 	keepLogins         bool
-	groupName          string // the group column, normalized; "" for none
-	groupCol           int    // -1 when absent or not asked for
+	groupName          string          // the group column, normalized; "" for none
+	groupCol           int             // -1 when absent or not asked for
 	loginBuf           strings.Builder // Input.logins while reading (String does not copy)
 
 	// Records are collected in chunks and copied once at the end: cheaper
