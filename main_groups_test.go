@@ -404,6 +404,24 @@ func TestGroupsSelectEveryNetwork(t *testing.T) {
 	if n := w.sim.Count("password"); n != 0 {
 		t.Fatalf("the dry run changed %d passwords", n)
 	}
+	// A dry run with --out: each planned row names its group.
+	plan := filepath.Join(w.dir, "plan")
+	if code, _, stderr := w.runChild("", append([]string{"run", "--out", plan}, common...)...); code != 0 {
+		t.Fatalf("dry run --out: exit %d\n%s", code, stderr)
+	}
+	planned, err := report.ReadResults(filepath.Join(plan, report.ResultsName))
+	if err != nil || len(planned) != 60 {
+		t.Fatalf("planned rows: %d %v", len(planned), err)
+	}
+	for _, r := range planned {
+		want := "global"
+		if n := 1 + (r.UserID-2000)%4; n <= 3 {
+			want = "network-" + strconv.Itoa(n)
+		}
+		if r.Status != report.Planned || r.SealedFor != want {
+			t.Errorf("user %d: %s sealedFor %q, want planned %q", r.UserID, r.Status, r.SealedFor, want)
+		}
+	}
 	out := filepath.Join(w.dir, "out")
 	if code, _, stderr := w.runChild("", append([]string{"run", "--apply", "--out", out}, common...)...); code != 0 {
 		t.Fatalf("run: exit %d\n%s", code, stderr)

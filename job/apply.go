@@ -105,14 +105,10 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *report.Folder, sum *re
 	r.log.Info("plan", "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid,
 		"skipped", len(p.skip), "pending", len(p.pending), "generation", o.gen)
 	p.todo = make([]todo, len(p.pending))
-	p.groupNames = map[int32]string{0: report.Group{}.String()}
 	for i, idx := range p.pending {
-		g := r.groupOf(p, int(idx))
-		p.todo[i] = todo{line: int32(p.records[idx].Line), userID: int32(p.records[idx].UserID), group: int32(g.ID)}
-		if _, ok := p.groupNames[int32(g.ID)]; !ok {
-			p.groupNames[int32(g.ID)] = g.String()
-		}
+		p.todo[i] = todo{line: int32(p.records[idx].Line), userID: int32(p.records[idx].UserID)}
 	}
+	r.groupPending(p)
 	for _, ok := range p.recorded {
 		if ok {
 			o.done++
@@ -128,7 +124,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *report.Folder, sum *re
 	if err := r.recordSettled(res, settled, counts); err != nil {
 		return err
 	}
-	// From here on the pool needs p.todo, p.pw and p.source only.
+	// From here on the pool needs p.todo, p.pw, p.source and p.groups only.
 	p.in, p.records, p.recorded, p.skip, p.orig = nil, nil, nil, nil, nil
 	r.send(ctx, p, o.gen, owed, lastActivity, res, counts, &o)
 	return r.finish(ctx, out, res, counts, sum, o)

@@ -104,7 +104,7 @@ func (r *Runner) sealPending(out *report.Folder, p *plan, gen int) error {
 	half := int64(len(p.pending) / 2)
 	var sealing atomic.Int64
 	files, err := report.SealGroups(out.Path, gen, cfg.Recipients, cfg.RecipientsMap, len(p.pending),
-		func(i int) int { return int(p.todo[i].group) },
+		func(i int) int { return int(p.group(i)) },
 		func(i int) (int, secret.Password) {
 			if sealing.Add(1)-1 == half {
 				cfg.Hook("sealing", 1)

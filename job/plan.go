@@ -31,16 +31,26 @@ type plan struct {
 	pw       pwArena // parallel to pending
 	source   []bool  // parallel to pending: true if from input
 	todo     []todo  // parallel to pending: what the pool needs of each record
-	// groupNames names the groups of todo (results.csv's sealedFor), by
-	// ID; 0 is the global group.
+	// groups is parallel to pending with a recipients map (nil without):
+	// the group each user's passwords are sealed for (report.Group's ID;
+	// 0: the global group). groupNames names them (results.csv's
+	// sealedFor), by ID.
+	groups     []int32
 	groupNames map[int32]string
+}
+
+// group returns the group of pending user i (0: the global group).
+func (p *plan) group(i int) int32 {
+	if p.groups == nil {
+		return 0
+	}
+	return p.groups[i]
 }
 
 // todo is what the pool needs of a pending record: the full records are
 // dropped before the updates start (a plan can be millions long).
 type todo struct {
 	line, userID int32
-	group        int32 // the group its passwords are sealed for (report.Group's ID; 0: global)
 }
 
 // readInputCtx reads the input, giving up when ctx is done: a FIFO with no
@@ -132,6 +142,24 @@ func (r *Runner) shardRecords(all []input.Record) (kept []input.Record, orig []i
 // else the global group.
 func (r *Runner) groupOf(p *plan, i int) report.Group {
 	return r.cfg.RecipientsMap.GroupOf(p.in.Group(p.src(i)))
+}
+
+// groupPending notes the group of each pending user: with a recipients
+// map, in p.groups (4 bytes a user; nothing without a map), and the name
+// of each group in p.groupNames.
+func (r *Runner) groupPending(p *plan) {
+	p.groupNames = map[int32]string{0: report.Group{}.String()}
+	if r.cfg.RecipientsMap == nil {
+		return
+	}
+	p.groups = make([]int32, len(p.pending))
+	for i, idx := range p.pending {
+		g := r.groupOf(p, int(idx))
+		p.groups[i] = int32(g.ID)
+		if _, ok := p.groupNames[int32(g.ID)]; !ok {
+			p.groupNames[int32(g.ID)] = g.String()
+		}
+	}
 }
 
 // checkGroupColumn refuses a recipients map with an input that cannot say

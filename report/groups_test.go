@@ -249,3 +249,22 @@ func mapsEqual(a, b map[int]int) bool {
 	}
 	return true
 }
+
+// TestCondenseSealed: the files of many groups of one generation in one
+// folder become one pattern; a few stay as they are; order is kept.
+func TestCondenseSealed(t *testing.T) {
+	in := []string{"out/results.csv", "out/passwords-g0001.age"}
+	for n := 1; n <= 6; n++ {
+		in = append(in, filepath.Join("out", SealedGroupName(1, Group{ByNetwork, n})))
+	}
+	in = append(in, "out/passwords-g0002-network-3.age", "out/shard-1/passwords-g0001-network-1.age", "out/apikeys-00001.age")
+	want := []string{"out/results.csv", "out/passwords-g0001.age", "out/passwords-g0001-network-*.age (6 files)",
+		"out/passwords-g0002-network-3.age", "out/shard-1/passwords-g0001-network-1.age", "out/apikeys-00001.age"}
+	if got := CondenseSealed(in); !slices.Equal(got, want) {
+		t.Errorf("CondenseSealed\n%q\nwant\n%q", got, want)
+	}
+	few := in[:6]
+	if got := CondenseSealed(few); !slices.Equal(got, few) {
+		t.Errorf("four group files condensed: %q", got)
+	}
+}
