@@ -263,7 +263,7 @@ func TestTornTailUnparsableLastRecord(t *testing.T) {
 		"unknown status":   "7,8,done,,0,,,,,,\n",
 		"bad time":         "7,8,failed,,0,,,,,,yesterday\n",
 		"open quote":       "7,8,failed,,0,,,\"oops,,,\n",
-		"too many columns": "7,8,failed,,0,,,,,,,,\n",
+		"too many columns": "7,8,failed,,0,,,,,,,,,\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := os.WriteFile(full, append(bytes.Clone(good), tail...), 0o600); err != nil {
