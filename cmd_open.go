@@ -55,12 +55,16 @@ func cmdOpen(args []string, stdout, stderr io.Writer) int {
 		warnUnvouched(stderr, opened)
 		return report.ExitOK
 	}
-	rows, err := report.Open(paths, ids, *all)
+	opened, err := report.OpenSealed(paths, ids, *all)
 	if err != nil {
 		return fail(err)
 	}
-	if err := report.WriteOpenCSV(stdout, rows); err != nil {
+	if err := report.WriteOpenCSV(stdout, opened.Rows); err != nil {
 		return fail(err)
+	}
+	if n := len(opened.NotOpened); n > 0 {
+		fmt.Fprintf(stderr, "pwrotate open: %d of %d sealed files are sealed to other recipients (other groups' files) and were not opened; the passwords printed are those of the %d files these identities open.\n",
+			n, n+opened.Files, opened.Files)
 	}
 	return report.ExitOK
 }

@@ -34,6 +34,7 @@ type runFlags struct {
 	apply, resume, resetSessions, includeSelf bool
 	demo, rotateAPIKeys                       bool
 	recipients, recipientFiles, protect       listFlag
+	recipientsMap                             listFlag
 	workers, maxUsers                         int
 	length, digits, symbols, shards           int
 }
@@ -44,12 +45,13 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs.SetOutput(stderr)
 	shape := rotate.DefaultShape()
 	fs.StringVar(&f.input, "input", "", "users CSV, - for stdin (required, except with --select or --demo)")
-	fs.StringVar(&f.selectSpec, "select", "", "take the users from ECGrid instead: network=N[,mailbox=M][,auth-level=L][,status=S|any] (status Active unless given); snapshot in OUT/input.csv")
+	fs.StringVar(&f.selectSpec, "select", "", "take the users from ECGrid instead: [network=N][,mailbox=M][,auth-level=L][,status=S|any] (status Active unless given; every network without network=); snapshot in OUT/input.csv")
 	fs.BoolVar(&f.apply, "apply", false, "change passwords; without it the run is a dry run (plan)")
 	fs.StringVar(&f.out, "out", "", "output folder (0700; files 0600); required with --apply")
 	fs.BoolVar(&f.resume, "resume", false, "continue the unfinished run in --out (a fresh run if --out is empty)")
 	fs.Var(&f.recipients, "recipient", "age recipient (age1…, age1pq1…, ssh-ed25519 …, ssh-rsa …), repeatable")
 	fs.Var(&f.recipientFiles, "recipients-file", "file of recipients, one a line, # comments; repeatable")
+	fs.Var(&f.recipientsMap, "recipients-map", "seal each network's (or mailbox's) passwords to its own recipients too: CSV networkId,recipient or mailboxId,recipient; repeatable")
 	f.connFlags.register(fs)
 	fs.IntVar(&f.workers, "workers", 8, "requests in flight at most")
 	fs.IntVar(&f.length, "length", shape.Length, "generated password length")
@@ -211,7 +213,7 @@ func reportRun(ui runUI, f *runFlags, cfg job.Config, sum report.Summary, runErr
 	pushMetrics(f, cfg, sum, logger)
 	logger.Info("summary", "exitCode", sum.ExitCode, "records", sum.Records, "counts", sum.Counts,
 		"apiCalls", sum.APICalls, "retries", sum.Retries, "achievedRate", fmt.Sprintf("%.1f/s", sum.AchievedRate),
-		"interrupted", sum.Interrupted, "outputs", sum.Outputs)
+		"interrupted", sum.Interrupted, "outputs", report.CondenseSealed(sum.Outputs))
 	if k := sum.APIKeys; k != nil {
 		logger.Info("api keys", "rotated", k.Rotated, "notRotated", k.NotRotated, "rotatedNow", k.RotatedNow,
 			"generateRequests", k.Generated, "readBacks", k.ReadBacks, "generatesAvoided", k.GeneratesAvoided)
@@ -345,7 +347,14 @@ func wireFlags(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logg
 		cfg.Recipients = append(cfg.Recipients, rs...)
 	}
 	if f.apply && len(cfg.Recipients) == 0 {
-		return cfg, cleanup, withHint(errors.New("--recipient or --recipients-file: at least one recipient is needed with --apply"), hintRecipient)
+		what := "at least one recipient is needed with --apply"
+		if len(f.recipientsMap) > 0 {
+			what = "at least one global recipient is needed with --apply, besides --recipients-map (every file is also sealed to them: the break-glass keys)"
+		}
+		return cfg, cleanup, withHint(errors.New("--recipient or --recipients-file: "+what), hintRecipient)
+	}
+	if cfg.RecipientsMap, err = report.ParseRecipientsMap(f.recipientsMap, cfg.Recipients); err != nil {
+		return cfg, cleanup, err
 	}
 	run := metrics.NewRun()
 	cfg.Counter = run
@@ -371,6 +380,7 @@ func wireFlags(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logg
 		"timeout", f.timeout.String(), "maxAttempts", f.maxAttempts, "resetSessions", f.resetSessions, "rotateAPIKeys", f.rotateAPIKeys,
 		"includeSelf", f.includeSelf, "maxUsers", f.maxUsers, "shard", cfg.Shard, "shards", cfg.Shards, "demo", f.demo,
 		"protectFiles", len(f.protect), "protectEntries", cfg.Protect.Len(), "reason", cfg.Reason,
+		"recipientsMap", mapState(cfg.RecipientsMap),
 		"apiKey", keyState(apiKey))
 	return cfg, cleanup, nil
 }
@@ -431,6 +441,14 @@ func inputName(cfg job.Config) string {
 		return cfg.InputName
 	}
 	return cfg.InputPath
+}
+
+// mapState describes the --recipients-map of a run for the start log line.
+func mapState(m *report.RecipientsMap) string {
+	if m == nil {
+		return "none"
+	}
+	return fmt.Sprintf("by %s: %d groups, %d recipients, sha256 %s", m.Column(), len(m.Groups()), m.Rows, m.SHA256)
 }
 
 func keyState(key string) string {

@@ -62,7 +62,7 @@ Without --apply nothing is changed: the input is checked, the key is checked
 	groups: []helpGroup{
 		{"Input and selection", []helpFlag{
 			{"input", "FILE", "users CSV with a userId column (optional newPassword); - reads stdin. Required, except with --select or --demo", ""},
-			{"select", "FILTER", "list the users from ECGrid instead of --input: network=N[,mailbox=M][,auth-level=L][,status=S|any]; the list is kept in OUT/input.csv", ""},
+			{"select", "FILTER", "list the users from ECGrid instead of --input: [network=N][,mailbox=M][,auth-level=L][,status=S|any] (without network=, every network the key sees); the list is kept in OUT/input.csv", ""},
 			{"protect", "FILE", "never rotate these accounts: one user ID or login glob (svc-*) a line, # comments; repeatable", ""},
 			{"demo", "", "use the built-in ECGrid simulator on loopback and a bundled example input; no key needed, nothing real is touched", "off"},
 		}},
@@ -77,6 +77,7 @@ Without --apply nothing is changed: the input is checked, the key is checked
 			{"out", "DIR", "output folder (0700; files 0600): results.csv, summary.json, sealed passwords. Required with --apply", ""},
 			{"recipient", "R", "age recipient the passwords are sealed to (age1…, age1pq1…, ssh-ed25519 …, ssh-rsa …); repeatable. At least one with --apply", ""},
 			{"recipients-file", "FILE", "recipients, one a line, # comments; repeatable", ""},
+			{"recipients-map", "FILE", "seal each network's passwords to that network's own admins: CSV networkId,recipient (or mailboxId,recipient), one age recipient a row, several rows a group. Each group's users go in their own files (passwords-gNNNN-network-N.age), sealed to its rows and to every --recipient; users of a group the map leaves out, to the --recipient keys alone. The input needs the map's column (pwrotate users writes it; --select has it); repeatable", ""},
 		}},
 		{"Generated passwords", []helpFlag{
 			{"length", "N", "length of a generated password", "24"},
@@ -121,6 +122,13 @@ Without --apply nothing is changed: the input is checked, the key is checked
       --reset-sessions --reason "INC-1234 leaked credentials" \
       --apply --out inc-1234 --recipients-file oncall-keys.txt
 
+  # Incident across networks: each network's admins get their own users'
+  # passwords (map.csv: networkId,recipient), security keeps them all
+  pwrotate users --status Active --output users.csv
+  pwrotate run --input users.csv --recipients-map map.csv \
+      --recipients-file security-keys.txt --apply --out inc-1234
+  # then hand each team its files: inc-1234/passwords-g*-network-42.age
+
   # Read the new passwords (as CSV)
   pwrotate open --identity ~/key.txt rot-2026-12
 `,
@@ -131,7 +139,9 @@ var helpOpen = helpPage{
 	intro: `Prints the sealed passwords as CSV on stdout: userId,password,status,generation.
 PATH is an output folder or .age files. By default one row per user: the live
 password (status updated) or, where the outcome is unknown, each candidate
-(status unconfirmed). The files open with the stock 'age -d -i KEY' too.`,
+(status unconfirmed). The files open with the stock 'age -d -i KEY' too.
+With one group's key (run --recipients-map), that group's files open and its
+users are printed; the files sealed for other groups are counted on stderr.`,
 	groups: []helpGroup{
 		{"Opening", []helpFlag{
 			{"identity", "FILE", "age identity file or unencrypted SSH private key; repeatable", ""},

@@ -123,6 +123,9 @@ func runHeader(f *runFlags, cfg job.Config) console.Header {
 		Out: cfg.Out, Sealed: len(cfg.Recipients), Reset: f.resetSessions,
 		Reason: cfg.Reason,
 	}
+	if m := cfg.RecipientsMap; m != nil {
+		h.SealedPer, h.Groups = m.Kind.String(), len(m.Groups())
+	}
 	if f.selectSpec != "" {
 		h.Input, h.Selection = "", f.selectSpec
 	}

@@ -312,7 +312,6 @@ func TestRunSelectFlags(t *testing.T) {
 	}{
 		{"with --input", []string{"--select", "network=1", "--input", "x.csv"}, "--select and --input"},
 		{"with shards", []string{"--select", "network=1", "--shard", "0/2"}, "each shard would list on its own"},
-		{"no network", []string{"--select", "status=any"}, "network=N is required"},
 		{"bad key", []string{"--select", "network=1,color=red"}, "unknown key"},
 	}
 	for _, c := range cases {

@@ -108,6 +108,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *report.Folder, sum *re
 	for i, idx := range p.pending {
 		p.todo[i] = todo{line: int32(p.records[idx].Line), userID: int32(p.records[idx].UserID)}
 	}
+	r.groupPending(p)
 	for _, ok := range p.recorded {
 		if ok {
 			o.done++
@@ -123,7 +124,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *report.Folder, sum *re
 	if err := r.recordSettled(res, settled, counts); err != nil {
 		return err
 	}
-	// From here on the pool needs p.todo, p.pw and p.source only.
+	// From here on the pool needs p.todo, p.pw, p.source and p.groups only.
 	p.in, p.records, p.recorded, p.skip, p.orig = nil, nil, nil, nil, nil
 	r.send(ctx, p, o.gen, owed, lastActivity, res, counts, &o)
 	return r.finish(ctx, out, res, counts, sum, o)
@@ -275,11 +276,12 @@ func (r *Runner) finish(ctx context.Context, out *report.Folder, res *report.Res
 		}
 	}
 	sum.Outputs = []string{out.ResultsPath(), out.SummaryPath()}
-	for _, g := range append(o.gens, o.gen) {
-		if g == o.gen && o.pending == 0 {
-			continue
-		}
-		sum.Outputs = append(sum.Outputs, out.File(report.SealedName(g)))
+	sealed, err := report.SealedFiles(out.Path)
+	if err != nil {
+		r.log.Warn("listing the sealed files for the summary", "err", err)
+	}
+	for _, name := range sealed {
+		sum.Outputs = append(sum.Outputs, out.File(name))
 	}
 	sum.Outputs = append(sum.Outputs, r.keys.outputs()...)
 	sum.APIKeys = r.keys.stats()

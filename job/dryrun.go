@@ -46,7 +46,11 @@ func (r *Runner) dryRun(p *plan, out *report.Folder, sum *report.Summary) error 
 	if out != nil {
 		rows := make([]report.Row, 0, len(p.records))
 		for i, rec := range p.records {
-			rows = append(rows, r.baseRow(rec, report.Planned, p.skip[int32(i)]))
+			row := r.baseRow(rec, report.Planned, p.skip[int32(i)])
+			if row.Status == report.Planned {
+				row.SealedFor = r.groupOf(p, i).String()
+			}
+			rows = append(rows, row)
 		}
 		res, _, err := r.files.OpenResults(out.ResultsPath())
 		if err != nil {

@@ -2,6 +2,8 @@ package job
 
 import (
 	"math"
+	"sync/atomic"
+
 	"pwrotate/report"
 	"pwrotate/rotate/secret"
 )
@@ -80,9 +82,10 @@ func (a *pwArena) at(i int) secret.Password {
 func (a *pwArena) wipe() { clear(a.buf) }
 
 // sealPending gives every pending record its password of generation gen
-// (generated, or the input's) and seals them all in one file, fsynced,
-// before the first request that carries one. The passwords stay in p.pw
-// for the pool; the caller wipes them.
+// (generated, or the input's) and seals them, one file per group
+// (report.SealGroups: without a recipients map, one file), every file
+// fsynced before the first request that carries one of its passwords. The
+// passwords stay in p.pw for the pool; the caller wipes them.
 func (r *Runner) sealPending(out *report.Folder, p *plan, gen int) error {
 	if len(p.pending) == 0 {
 		return nil
@@ -98,21 +101,27 @@ func (r *Runner) sealPending(out *report.Folder, p *plan, gen int) error {
 	if err != nil {
 		return err
 	}
-	half := len(p.pending) / 2
-	path, err := report.Seal(out.Path, gen, cfg.Recipients, func(yield func(int, secret.Password) bool) {
-		for i := range p.pending {
-			if i == half {
+	half := int64(len(p.pending) / 2)
+	var sealing atomic.Int64
+	files, err := report.SealGroups(out.Path, gen, cfg.Recipients, cfg.RecipientsMap, len(p.pending),
+		func(i int) int { return int(p.group(i)) },
+		func(i int) (int, secret.Password) {
+			if sealing.Add(1)-1 == half {
 				cfg.Hook("sealing", 1)
 			}
-			if !yield(int(p.todo[i].userID), p.pw.at(i)) {
-				return
-			}
-		}
-	})
+			return int(p.todo[i].userID), p.pw.at(i)
+		})
 	if err != nil {
 		return fatal("sealing generation %d: %w", gen, err)
 	}
-	r.log.Info("sealed", "file", path, "generation", gen, "passwords", len(p.pending))
+	for _, f := range files {
+		r.log.Debug("sealed file", "file", f.Path, "group", f.Group.String(), "passwords", f.Users, "recipients", f.Recipients)
+	}
+	if len(files) == 1 {
+		r.log.Info("sealed", "file", files[0].Path, "generation", gen, "passwords", len(p.pending))
+	} else {
+		r.log.Info("sealed", "files", len(files), "generation", gen, "passwords", len(p.pending), "groups", cfg.RecipientsMap.Column())
+	}
 	cfg.Hook("sealed", 1)
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"os"
 	"pwrotate/job/input"
 	"pwrotate/report"
@@ -30,6 +31,20 @@ type plan struct {
 	pw       pwArena // parallel to pending
 	source   []bool  // parallel to pending: true if from input
 	todo     []todo  // parallel to pending: what the pool needs of each record
+	// groups is parallel to pending with a recipients map (nil without):
+	// the group each user's passwords are sealed for (report.Group's ID;
+	// 0: the global group). groupNames names them (results.csv's
+	// sealedFor), by ID.
+	groups     []int32
+	groupNames map[int32]string
+}
+
+// group returns the group of pending user i (0: the global group).
+func (p *plan) group(i int) int32 {
+	if p.groups == nil {
+		return 0
+	}
+	return p.groups[i]
 }
 
 // todo is what the pool needs of a pending record: the full records are
@@ -69,14 +84,20 @@ func (r *Runner) keepLogins() bool {
 	return ok
 }
 
+// inputOptions says what the run keeps of its input beside the records:
+// the logins for login globs, the group column for a recipients map.
+func (r *Runner) inputOptions() input.Options {
+	return input.Options{KeepLogins: r.keepLogins(), GroupColumn: r.cfg.RecipientsMap.Column()}
+}
+
 func (r *Runner) readInput() (*input.Input, error) {
-	keep := r.keepLogins()
+	opts := r.inputOptions()
 	if r.cfg.InputData != nil {
 		name := r.cfg.InputName
 		if name == "" {
 			name = "input"
 		}
-		return input.ReadWith(bytes.NewReader(r.cfg.InputData), name, keep)
+		return input.ReadOptions(bytes.NewReader(r.cfg.InputData), name, opts)
 	}
 	if r.cfg.InputPath == "" {
 		return nil, errors.New("--input: a users CSV is required")
@@ -85,7 +106,7 @@ func (r *Runner) readInput() (*input.Input, error) {
 	if stdin == nil {
 		stdin = os.Stdin
 	}
-	return input.ReadFileWith(r.cfg.InputPath, stdin, keep)
+	return input.ReadFileOptions(r.cfg.InputPath, stdin, opts)
 }
 
 // ShardOf returns the shard (0..shards-1) that userID belongs to.
@@ -114,6 +135,43 @@ func (r *Runner) shardRecords(all []input.Record) (kept []input.Record, orig []i
 		}
 	}
 	return kept, orig
+}
+
+// groupOf returns the group that the passwords of record i of the plan are
+// sealed for: its network or mailbox when the recipients map names it,
+// else the global group.
+func (r *Runner) groupOf(p *plan, i int) report.Group {
+	return r.cfg.RecipientsMap.GroupOf(p.in.Group(p.src(i)))
+}
+
+// groupPending notes the group of each pending user: with a recipients
+// map, in p.groups (4 bytes a user; nothing without a map), and the name
+// of each group in p.groupNames.
+func (r *Runner) groupPending(p *plan) {
+	p.groupNames = map[int32]string{0: report.Group{}.String()}
+	if r.cfg.RecipientsMap == nil {
+		return
+	}
+	p.groups = make([]int32, len(p.pending))
+	for i, idx := range p.pending {
+		g := r.groupOf(p, int(idx))
+		p.groups[i] = int32(g.ID)
+		if _, ok := p.groupNames[int32(g.ID)]; !ok {
+			p.groupNames[int32(g.ID)] = g.String()
+		}
+	}
+}
+
+// checkGroupColumn refuses a recipients map with an input that cannot say
+// which group a user is in: before any call.
+func (r *Runner) checkGroupColumn(in *input.Input) error {
+	m := r.cfg.RecipientsMap
+	if m == nil || in.GroupColumn != "" {
+		return nil
+	}
+	return fatal("--recipients-map is keyed by %s, but the input %s has no %s column (%s): export the users with 'pwrotate users' "+
+		"(it writes the networkId and mailboxId of each user) and pass that file as --input, or take them from ECGrid with --select",
+		m.Column(), in.Name, m.Column(), in.ColumnsSeen())
 }
 
 // src returns the index in p.in.Records of record i of the plan.
@@ -219,6 +277,7 @@ func (r *Runner) printPlan(p *plan, mode string) {
 		fmt.Fprintf(w, "  selection: %s from POST %s/v2/users/list, %s listed%s, %s\n", sel.Spec, r.cfg.Endpoint, plural(sel.Listed, "user"), dropped, where)
 	}
 	fmt.Fprintf(w, "  to change: %s (%d generated, %d from the input)\n", plural(change, "user"), change-fromInput, fromInput)
+	r.printGroups(w, p)
 	if p.in.HasAuthLevel {
 		fmt.Fprintf(w, "  order:     most privileged first (%s)\n", levelCounts(p))
 	}
@@ -264,6 +323,74 @@ func (r *Runner) printPlan(p *plan, mode string) {
 		fmt.Fprintf(w, "  sessions:  reset after each change\n")
 	}
 	r.printKeyPlan(p)
+}
+
+// maxPlanGroups is how many groups the plan lists one by one.
+const maxPlanGroups = 10
+
+// printGroups says, with a recipients map, how the users to change are
+// sealed: the users and recipients of each group (the largest groups
+// first, at most maxPlanGroups), and the users sealed to the global
+// recipients only (their group is not in the map, or the input gives none).
+func (r *Runner) printGroups(w io.Writer, p *plan) {
+	m := r.cfg.RecipientsMap
+	if m == nil {
+		return
+	}
+	global := len(r.cfg.Recipients)
+	users := map[int]int{}
+	unmapped, unmappedGroups, noID := 0, map[int]bool{}, 0
+	for i := range p.records {
+		if _, skip := p.skip[int32(i)]; p.records[i].Invalid != "" || skip {
+			continue
+		}
+		id := p.in.Group(p.src(i))
+		switch g := m.GroupOf(id); {
+		case !g.Global():
+			users[g.ID]++
+		case id == 0:
+			noID++
+		default:
+			unmapped++
+			unmappedGroups[id] = true
+		}
+	}
+	also := "every file also to the " + plural(global, "global recipient")
+	if global == 0 {
+		also = "no global recipient given yet (--apply needs one; every file is sealed to them too)"
+	}
+	fmt.Fprintf(w, "  sealing:   one file per %s (--recipients-map, %s, sha256 %.12s…); %s\n",
+		m.Kind, plural(len(m.Groups()), "group"), m.SHA256, also)
+	ids := make([]int, 0, len(users))
+	for id := range users {
+		ids = append(ids, id)
+	}
+	slices.SortFunc(ids, func(a, b int) int { return cmp.Or(cmp.Compare(users[b], users[a]), cmp.Compare(a, b)) })
+	for k, id := range ids {
+		if k == maxPlanGroups {
+			rest := 0
+			for _, id := range ids[k:] {
+				rest += users[id]
+			}
+			fmt.Fprintf(w, "    … and %d more %ss (%s)\n", len(ids)-k, m.Kind, plural(rest, "user"))
+			break
+		}
+		g := report.Group{Kind: m.Kind, ID: id}
+		fmt.Fprintf(w, "    %s %d: %s, %s\n", m.Kind, id, plural(users[id], "user"), plural(m.Recipients(g)+global, "recipient"))
+	}
+	if n := unmapped + noID; n > 0 {
+		var why []string
+		if unmapped > 0 {
+			why = append(why, fmt.Sprintf("%d in %s the map leaves out", unmapped, plural(len(unmappedGroups), m.Kind.String())))
+		}
+		if noID > 0 {
+			why = append(why, fmt.Sprintf("%d without a %s", noID, m.Column()))
+		}
+		fmt.Fprintf(w, "    global recipients only: %s (%s)\n", plural(n, "user"), strings.Join(why, ", "))
+	}
+	if idle := len(m.Groups()) - len(ids); idle > 0 {
+		fmt.Fprintf(w, "    map groups with no user to change: %d\n", idle)
+	}
 }
 
 // levelCounts says how many users to change there are at each AuthLevel,

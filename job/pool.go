@@ -120,7 +120,7 @@ func (w *poolRun) send(ctx context.Context, i int) {
 	row := report.Row{
 		Line: line, UserID: userID, Generation: w.gen,
 		Attempts: o.Attempts, HTTPStatus: o.HTTPStatus, ErrorCode: o.ErrorCode,
-		PasswordSource: "generated",
+		PasswordSource: "generated", SealedFor: w.p.groupNames[w.p.group(i)],
 	}
 	if w.p.source[i] {
 		row.PasswordSource = "input"

@@ -194,6 +194,9 @@ func (r *Runner) resumeChecks(out *report.Folder, in *input.Input, sum *report.S
 			}
 			return true, nil
 		}
+		if err := r.checkSameMap(out, m); err != nil {
+			return false, err
+		}
 		if m.ProtectSHA256 != r.cfg.Protect.Fingerprint() {
 			return false, fatal("--resume: the run in %s was started with %s, this one has %s: refusing to change the protected accounts mid-run "+
 				"(a user protected now may already have been sent a password); resume with the same --protect files",
@@ -201,6 +204,50 @@ func (r *Runner) resumeChecks(out *report.Folder, in *input.Input, sum *report.S
 		}
 	}
 	return false, nil
+}
+
+// checkSameMap refuses to resume a run with another recipients map than
+// the one it started with (none counts as one): a user keeps the group its
+// passwords were sealed for, new generations included.
+func (r *Runner) checkSameMap(out *report.Folder, m Manifest) error {
+	was, now := m.RecipientsMap, mapRecord(r.cfg.RecipientsMap)
+	if was == nil && now == nil || was != nil && now != nil && was.SHA256 == now.SHA256 {
+		return nil
+	}
+	return fatal("--resume: the run in %s was started with %s, this one has %s: refusing to change the groups mid-run "+
+		"(each user keeps the group its passwords were sealed for); resume with the same --recipients-map files",
+		out.Path, describeMap(was), describeMap(now))
+}
+
+// describeMap names a recipients map by its key and sha256.
+func describeMap(m *MapRecord) string {
+	if m == nil {
+		return "no --recipients-map"
+	}
+	return fmt.Sprintf("a --recipients-map by %s (sha256 %.12s…)", m.Column, m.SHA256)
+}
+
+// mapRecord is what run.json records of a recipients map; nil for none.
+func mapRecord(m *report.RecipientsMap) *MapRecord {
+	if m == nil {
+		return nil
+	}
+	return &MapRecord{Column: m.Column(), SHA256: m.SHA256, Groups: len(m.Groups()), Recipients: m.Rows, Files: m.Files}
+}
+
+// MapRecord is what run.json records of the --recipients-map a run
+// started with.
+type MapRecord struct {
+	// Column is the input column the map is keyed by (networkId, mailboxId).
+	Column string `json:"column"`
+	// SHA256 is the map's (report.RecipientsMap.SHA256): a resume must
+	// bring a map with the same.
+	SHA256 string `json:"sha256"`
+	// Groups and Recipients count the map's groups and recipient rows.
+	Groups     int `json:"groups"`
+	Recipients int `json:"recipients"`
+	// Files are the map files as given.
+	Files []string `json:"files"`
 }
 
 // recordManifest writes run.json before anything is sealed or sent: what
@@ -215,7 +262,8 @@ func (r *Runner) recordManifest(out *report.Folder, p *plan, sum *report.Summary
 	if !ok || (r.resets && !m.ResetSessions) || (cfg.RotateAPIKeys && !m.RotateAPIKeys) {
 		if !ok {
 			m = Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard,
-				Selection: r.Selection(), Reason: cfg.Reason, ProtectEntries: cfg.Protect.Len(), ProtectSHA256: cfg.Protect.Fingerprint()}
+				Selection: r.Selection(), Reason: cfg.Reason, ProtectEntries: cfg.Protect.Len(), ProtectSHA256: cfg.Protect.Fingerprint(),
+				RecipientsMap: mapRecord(cfg.RecipientsMap)}
 		}
 		m.ResetSessions = r.resets
 		m.RotateAPIKeys = cfg.RotateAPIKeys
@@ -249,6 +297,9 @@ type Manifest struct {
 	// Selection is set for a run --select: the filter, how many users
 	// were listed, and the snapshot's path and sha256.
 	Selection *Selection `json:"selection,omitempty"`
+	// RecipientsMap is set for a run with --recipients-map: its key and
+	// sha256, which a resume must bring again.
+	RecipientsMap *MapRecord `json:"recipientsMap,omitempty"`
 }
 
 // readManifest returns out's run.json, or ok=false if there is none.

@@ -67,6 +67,10 @@ type Config struct {
 	Stdout        io.Writer // where the plan is printed; nil: nowhere
 	Progress      Progress  // optional
 	Counter       Counter   // optional
+	// RecipientsMap, when set (--recipients-map), seals each user's
+	// passwords for its group: its network or mailbox (the input's column
+	// of the map's Kind), to the group's recipients and Recipients.
+	RecipientsMap *report.RecipientsMap
 	// Hook, when set, is called at named points of the run (tests use it
 	// to kill the process at an exact step). n counts occurrences.
 	Hook func(point string, n int)
@@ -229,6 +233,9 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		return err
 	}
 	sum.Input, sum.InputSHA256 = in.Name, in.SHA256
+	if err := r.checkGroupColumn(in); err != nil {
+		return err
+	}
 	if sel := r.Selection(); sel != nil {
 		sum.Selection = &report.Selection{Filter: sel.Spec, Listed: sel.Listed, Dropped: sel.Dropped}
 	}

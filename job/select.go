@@ -34,10 +34,11 @@ type Selection struct {
 	SnapshotSHA256 string `json:"snapshotSha256"`
 }
 
-// ParseSelect reads a --select value, "network=N[,mailbox=M]
-// [,auth-level=L][,status=S|any]": keys once each, network required,
-// status Active unless given. Names are matched case-insensitively and
-// returned in their ECGrid spelling.
+// ParseSelect reads a --select value, "[network=N][,mailbox=M]
+// [,auth-level=L][,status=S|any]": keys once each, status Active unless
+// given. Without network= the listing holds every network the key can see
+// (a NetOps key resetting several networks in one run). Names are matched
+// case-insensitively and returned in their ECGrid spelling.
 func ParseSelect(spec string) (rotate.UserFilter, error) {
 	f := rotate.UserFilter{Status: rotate.DefaultStatus}
 	seen := map[string]bool{}
@@ -77,9 +78,6 @@ func ParseSelect(spec string) (rotate.UserFilter, error) {
 		if err != nil {
 			return f, fmt.Errorf("--select %q: %w", spec, err)
 		}
-	}
-	if f.NetworkID == 0 {
-		return f, fmt.Errorf("--select %q: network=N is required (the listing must be bounded to one network)", spec)
 	}
 	return f, f.Check()
 }
@@ -131,7 +129,7 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*input.Input, e
 		// nothing was sent, and an input.csv there (a killed first run's,
 		// or one planted in the folder) is listed over.
 		if hasRun {
-			in, err := input.ReadFileWith(sel.Snapshot, nil, r.keepLogins())
+			in, err := input.ReadFileOptions(sel.Snapshot, nil, r.inputOptions())
 			if err != nil {
 				return nil, fatal("--select: the snapshot of the listing: %w", err)
 			}
@@ -168,7 +166,7 @@ func (r *Runner) input(ctx context.Context, out *report.Folder) (*input.Input, e
 		name = sel.Snapshot
 		cfg.Hook("snapshot", 1)
 	}
-	in, err := input.ReadWith(bytes.NewReader(buf.Bytes()), name, r.keepLogins())
+	in, err := input.ReadOptions(bytes.NewReader(buf.Bytes()), name, r.inputOptions())
 	if err != nil {
 		return nil, fatal("--select %s: %w", sel.Spec, err)
 	}

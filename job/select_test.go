@@ -309,7 +309,8 @@ func TestParseSelect(t *testing.T) {
 		{"network=1", rotate.UserFilter{NetworkID: 1, Status: "Active"}, ""},
 		{"network=1,status=any", rotate.UserFilter{NetworkID: 1}, ""},
 		{" network = 3 , mailbox=9, auth-level=networkadmin ,status=suspended", rotate.UserFilter{NetworkID: 3, MailboxID: 9, AuthLevel: "NetworkAdmin", Status: "Suspended"}, ""},
-		{"mailbox=9", rotate.UserFilter{}, "network=N is required"},
+		{"mailbox=9", rotate.UserFilter{MailboxID: 9, Status: "Active"}, ""},
+		{"status=any", rotate.UserFilter{}, ""},
 		{"network=1,network=2", rotate.UserFilter{}, "network given twice"},
 		{"network=x", rotate.UserFilter{}, "want an ID"},
 		{"network=0", rotate.UserFilter{}, "want an ID"},
@@ -317,7 +318,7 @@ func TestParseSelect(t *testing.T) {
 		{"network=1,auth-level=boss", rotate.UserFilter{}, "want one of Root"},
 		{"network=1,team=ops", rotate.UserFilter{}, "unknown key"},
 		{"network", rotate.UserFilter{}, "not key=value"},
-		{"", rotate.UserFilter{}, "network=N is required"},
+		{"", rotate.UserFilter{Status: "Active"}, ""},
 	} {
 		t.Run(c.spec, func(t *testing.T) {
 			got, err := job.ParseSelect(c.spec)

@@ -268,7 +268,7 @@ func CheckBound(o *Folder) error {
 	case err != nil && !errors.Is(err, fs.ErrNotExist), len(rows) > 0:
 		what = ResultsName
 	default:
-		gens, err := SealedGenerations(o.Path)
+		sealed, err := SealedFiles(o.Path)
 		if err != nil {
 			return fmt.Errorf("output folder %s: %w", o.Path, err)
 		}
@@ -277,8 +277,8 @@ func CheckBound(o *Folder) error {
 			return fmt.Errorf("output folder %s: %w", o.Path, err)
 		}
 		switch {
-		case len(gens) > 0:
-			what = SealedName(gens[0])
+		case len(sealed) > 0:
+			what = sealed[0]
 		case len(batches) > 0:
 			what = APIKeysName(batches[0])
 		default:

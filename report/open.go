@@ -50,6 +50,20 @@ type openGroup struct {
 	results  string // "" when the folder has no results.csv
 	sealed   []string
 	seenFile map[string]bool
+	// whole is set when the folder itself was given: then every sealed
+	// file of it is in sealed.
+	whole bool
+}
+
+// Opened is what OpenSealed found.
+type Opened struct {
+	// Rows are the passwords, as Open returns them.
+	Rows []OpenRow
+	// Files counts the sealed files read.
+	Files int
+	// NotOpened names the sealed files that none of the identities can
+	// open: sealed for another group's recipients (--recipients-map).
+	NotOpened []string
 }
 
 // Open decrypts sealed files and tells, with the results, which password is
@@ -65,13 +79,29 @@ type openGroup struct {
 // generations of an updated user, OpenUnconfirmed for the rest. An updated
 // row whose generation is not among the sealed rows read is an error naming
 // the user and the generation: a missing file must be noticed.
+//
+// Sealed files that none of ids can open are skipped (see OpenSealed).
 func Open(paths []string, ids []age.Identity, all bool) ([]OpenRow, error) {
+	o, err := OpenSealed(paths, ids, all)
+	return o.Rows, err
+}
+
+// OpenSealed is Open, telling which sealed files none of ids can open.
+// Those are sealed for other groups (--recipients-map): they are skipped,
+// and so are the users that results.csv says were sealed for a group none
+// of whose files ids open. At least one file must open. A user updated in
+// a group whose files ids do open must have the file of its live
+// generation among them; when a whole folder is given and ids open its
+// global group's files, every group that results.csv names must have files
+// in it.
+func OpenSealed(paths []string, ids []age.Identity, all bool) (Opened, error) {
+	var o Opened
 	if len(paths) == 0 {
-		return nil, errors.New("open: no paths given")
+		return o, errors.New("open: no paths given")
 	}
 	groups, err := collectGroups(paths)
 	if err != nil {
-		return nil, err
+		return o, err
 	}
 	var out []OpenRow
 	nsealed := 0
@@ -82,9 +112,9 @@ func Open(paths []string, ids []age.Identity, all bool) ([]OpenRow, error) {
 	liveIn := map[treeUser]string{}
 	for _, g := range groups {
 		nsealed += len(g.sealed)
-		rows, err := openGroupRows(g, ids, all)
+		rows, err := openGroupRows(g, ids, all, &o)
 		if err != nil {
-			return nil, err
+			return o, err
 		}
 		for _, r := range rows {
 			if r.Status != OpenUpdated {
@@ -92,7 +122,7 @@ func Open(paths []string, ids []age.Identity, all bool) ([]OpenRow, error) {
 			}
 			k := treeUser{g.tree, r.UserID}
 			if dir, ok := liveIn[k]; ok && dir != g.dir {
-				return nil, fmt.Errorf("open: user %d is updated in both %s and %s, so two runs wrote into %s: refusing to tell which password is live; open each folder on its own",
+				return o, fmt.Errorf("open: user %d is updated in both %s and %s, so two runs wrote into %s: refusing to tell which password is live; open each folder on its own",
 					r.UserID, dir, g.dir, paths[g.tree])
 			}
 			liveIn[k] = g.dir
@@ -100,12 +130,17 @@ func Open(paths []string, ids []age.Identity, all bool) ([]OpenRow, error) {
 		out = append(out, rows...)
 	}
 	if nsealed == 0 {
-		return nil, fmt.Errorf("open: no sealed files (*.age) in %s", strings.Join(paths, ", "))
+		return o, fmt.Errorf("open: no sealed files (*.age) in %s", strings.Join(paths, ", "))
+	}
+	if o.Files == 0 {
+		return o, fmt.Errorf("open: none of the identities can open any of the %d sealed files in %s (they are sealed to other recipients)",
+			nsealed, strings.Join(paths, ", "))
 	}
 	slices.SortStableFunc(out, func(a, b OpenRow) int {
 		return cmp.Or(cmp.Compare(a.UserID, b.UserID), cmp.Compare(a.Generation, b.Generation))
 	})
-	return out, nil
+	o.Rows = out
+	return o, nil
 }
 
 // collectGroups turns the paths into folders with their files, in the
@@ -145,6 +180,7 @@ func collectGroups(paths []string) ([]*openGroup, error) {
 		if err != nil {
 			return err
 		}
+		g.whole = true
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			return fmt.Errorf("open: %w", err)
@@ -199,8 +235,10 @@ type live struct {
 	found bool
 }
 
-// openGroupRows reads one folder's results and sealed files.
-func openGroupRows(g *openGroup, ids []age.Identity, all bool) ([]OpenRow, error) {
+// openGroupRows reads one folder's results and sealed files; the files
+// that ids cannot open are added to o.NotOpened, those read counted in
+// o.Files.
+func openGroupRows(g *openGroup, ids []age.Identity, all bool, o *Opened) ([]OpenRow, error) {
 	if len(g.sealed) == 0 && g.results == "" {
 		return nil, nil
 	}
@@ -227,11 +265,26 @@ func openGroupRows(g *openGroup, ids []age.Identity, all bool) ([]OpenRow, error
 	}
 	type key struct{ user, gen int }
 	seen := map[key]secret.Password{}
+	present := map[Group]bool{} // groups with a file here (by its name)
+	opened := map[Group]bool{}  // groups with a file here that ids open
 	var out []OpenRow
 	for _, path := range g.sealed {
+		_, grp, named := ParseSealedName(filepath.Base(path))
+		if named {
+			present[grp] = true
+		}
 		rows, err := ReadSealed(path, ids)
+		var nomatch *age.NoIdentityMatchError
+		if errors.As(err, &nomatch) {
+			o.NotOpened = append(o.NotOpened, path)
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open: %w", err)
+		}
+		o.Files++
+		if named {
+			opened[grp] = true
 		}
 		for _, s := range rows {
 			k := key{s.UserID, s.Generation}
@@ -257,19 +310,29 @@ func openGroupRows(g *openGroup, ids []age.Identity, all bool) ([]OpenRow, error
 	}
 	var missing []int
 	for id, l := range lives {
-		if !l.found {
+		if l.found {
+			continue
+		}
+		// Not found: an error when the files of its group were read, or
+		// when ids open the global group's files (the global recipients
+		// open every file) and the folder has no file of its group at all.
+		// A group whose files ids cannot open, or that were not given (a
+		// team handed its own files), is not ours to check.
+		grp, _ := ParseGroup(l.row.SealedFor) // checked when read
+		if opened[grp] || (g.whole && opened[Group{}] && !present[grp]) {
 			missing = append(missing, id)
 		}
 	}
 	if len(missing) > 0 {
 		slices.Sort(missing)
 		l := lives[missing[0]]
+		grp, _ := ParseGroup(l.row.SealedFor)
 		more := ""
 		if len(missing) > 1 {
 			more = fmt.Sprintf(" (and %d more users)", len(missing)-1)
 		}
 		return nil, fmt.Errorf("open: %s says user %d was updated with generation %d, but that generation is not sealed in the given paths%s: add %s",
-			g.results, missing[0], l.gen, more, filepath.Join(g.dir, SealedName(l.gen)))
+			g.results, missing[0], l.gen, more, filepath.Join(g.dir, SealedGroupName(l.gen, grp)))
 	}
 	return out, nil
 }

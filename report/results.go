@@ -73,19 +73,33 @@ type Row struct {
 	// APIKeyRotated is "" (not asked, --rotate-api-keys), "true" (the new
 	// key is sealed) or "false" (not rotated: owed, or failed).
 	APIKeyRotated string
+	// SealedFor names the group whose files hold the row's passwords
+	// (Group.String: "global", "network-12"); "" when none was sealed
+	// (invalid, skipped) or in a file from before the column. ParseGroup
+	// reads "" as the global group.
+	SealedFor string
 }
 
 // ResultsHeader is the exact header row of results.csv: the csv tags of
 // its row struct, in order.
 var ResultsHeader = CSVHeader[resultsRecord]()
 
-// legacyColumns is the number of columns of a results.csv written before
-// the apiKeyRotated column: such a file is read (apiKeyRotated empty), and
-// upgraded to the current header before anything is appended to it.
+// legacyColumns is the number of columns of the oldest results.csv read:
+// the one written before the apiKeyRotated column. A file whose header is
+// ResultsHeader cut after a later column (before sealedFor, say) is read
+// too, the cells it lacks empty, and is upgraded to the current header
+// before anything is appended to it.
 const legacyColumns = 11
 
-// legacyHeader is the header row of such a file.
+// legacyHeader is the header row of the oldest such file.
 var legacyHeader = ResultsHeader[:legacyColumns]
+
+// isLegacyHeader reports whether head is the header of a results.csv
+// written before the last columns: a prefix of ResultsHeader of at least
+// legacyColumns cells.
+func isLegacyHeader(head []string) bool {
+	return len(head) >= legacyColumns && len(head) < len(ResultsHeader) && slices.Equal(head, ResultsHeader[:len(head)])
+}
 
 const (
 	maxCellBytes = 300
@@ -179,6 +193,9 @@ func (r *Row) check() error {
 	default:
 		return fmt.Errorf("line %d: apiKeyRotated must be empty, true or false", r.Line)
 	}
+	if _, err := ParseGroup(r.SealedFor); err != nil {
+		return fmt.Errorf("line %d: sealedFor: %w", r.Line, err)
+	}
 	return nil
 }
 
@@ -223,14 +240,15 @@ func (rr rowReader) read(rec []string) (Row, error) {
 }
 
 // upgradeRecord returns rec with every column of ResultsHeader: as it is,
-// or, for a file written before the apiKeyRotated column (legacyColumns),
-// with that cell empty. It returns nil for any other number of cells.
+// or, for a file written before the last columns (legacyColumns or more
+// cells), with the cells it lacks empty. It returns nil for any other
+// number of cells.
 func upgradeRecord(rec []string) []string {
-	switch len(rec) {
-	case len(ResultsHeader):
+	switch n := len(rec); {
+	case n == len(ResultsHeader):
 		return rec
-	case legacyColumns:
-		return append(rec[:legacyColumns:legacyColumns], "")
+	case n >= legacyColumns && n < len(ResultsHeader):
+		return append(rec[:n:n], make([]string, len(ResultsHeader)-n)...)
 	}
 	return nil
 }
@@ -245,7 +263,7 @@ func validRow(cr *resultsRecord) (Row, error) {
 	case !r.Status.valid():
 		return r, errors.New("unknown status")
 	case r.check() != nil:
-		return r, errors.New("bad passwordSource, sessionsReset or apiKeyRotated")
+		return r, errors.New("bad passwordSource, sessionsReset, apiKeyRotated or sealedFor")
 	}
 	return r, nil
 }
@@ -261,7 +279,7 @@ type scanned struct {
 	// of the header.
 	noHeader bool
 	// legacy is set when the file has the header of a results.csv written
-	// before the apiKeyRotated column.
+	// before the last columns (isLegacyHeader).
 	legacy bool
 }
 
@@ -292,7 +310,7 @@ func parseResults(ra io.ReaderAt, size int64, parse func(rec []string) (Row, err
 	if err == nil && cr.InputOffset() == size && !endsWithNewline {
 		err = errors.New("header not terminated")
 	}
-	if err == nil && slices.Equal(head, legacyHeader) {
+	if err == nil && isLegacyHeader(head) {
 		s.legacy = true
 	}
 	if err != nil || !slices.Equal(head, ResultsHeader) && !s.legacy {

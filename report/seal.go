@@ -3,6 +3,7 @@ package report
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -203,20 +204,47 @@ func SealedName(gen int) string {
 	return fmt.Sprintf("%s%04d%s", sealedPrefix, gen, sealedSuffix)
 }
 
-// sealedGen returns the generation of a file named SealedName(gen).
-func sealedGen(name string) (int, bool) {
-	digits, ok := strings.CutPrefix(name, sealedPrefix)
+// SealedGroupName is the file name of group g's passwords of generation
+// gen: SealedName(gen) for the global group, else the group follows the
+// generation, e.g. "passwords-g0001-network-12.age", so that the files of
+// one group are "passwords-g*-network-12.age".
+func SealedGroupName(gen int, g Group) string {
+	if g.Global() {
+		return SealedName(gen)
+	}
+	return fmt.Sprintf("%s%04d-%s%s", sealedPrefix, gen, g, sealedSuffix)
+}
+
+// ParseSealedName returns the generation and the group of a file named
+// SealedGroupName(gen, g) (SealedName(gen): the global group).
+func ParseSealedName(name string) (gen int, g Group, ok bool) {
+	rest, ok := strings.CutPrefix(name, sealedPrefix)
 	if !ok {
-		return 0, false
+		return 0, Group{}, false
 	}
-	if digits, ok = strings.CutSuffix(digits, sealedSuffix); !ok {
-		return 0, false
+	if rest, ok = strings.CutSuffix(rest, sealedSuffix); !ok {
+		return 0, Group{}, false
 	}
+	digits, group, grouped := strings.Cut(rest, "-")
 	gen, err := strconv.Atoi(digits)
-	if err != nil || gen < 1 || SealedName(gen) != name {
-		return 0, false
+	if err != nil || gen < 1 {
+		return 0, Group{}, false
 	}
-	return gen, true
+	if grouped {
+		if g, err = ParseGroup(group); err != nil || g.Global() {
+			return 0, Group{}, false
+		}
+	}
+	if SealedGroupName(gen, g) != name {
+		return 0, Group{}, false
+	}
+	return gen, g, true
+}
+
+// sealedGen returns the generation of a file named SealedGroupName(gen, g).
+func sealedGen(name string) (int, bool) {
+	gen, _, ok := ParseSealedName(name)
+	return gen, ok
 }
 
 // Seal writes the passwords of generation gen, encrypted with age to
@@ -244,7 +272,21 @@ func Seal(dir string, gen int, recips []age.Recipient, rows iter.Seq2[int, secre
 // into "<final>.tmp" (0600), which is fsynced and renamed to final, and the
 // folder is fsynced: only a complete, durable file ever has the final name.
 // An existing file final is never replaced.
-func sealFile(final string, fill func(w io.Writer) error) (err error) {
+func sealFile(final string, fill func(w io.Writer) error) error {
+	if err := writeSealedFile(final, fill); err != nil {
+		return err
+	}
+	if err := SyncDir(filepath.Dir(final)); err != nil {
+		// The file is complete under its final name; only the durability of
+		// the name is in doubt. Keep it, and report.
+		return fmt.Errorf("sealing %s: %w", final, err)
+	}
+	return nil
+}
+
+// writeSealedFile is sealFile without the fsync of the folder: the caller
+// fsyncs it once the files it writes are all renamed.
+func writeSealedFile(final string, fill func(w io.Writer) error) (err error) {
 	if _, err := os.Lstat(final); err == nil {
 		return fmt.Errorf("sealing: %s already exists: refusing to replace sealed secrets", final)
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -279,21 +321,29 @@ func sealFile(final string, fill func(w io.Writer) error) (err error) {
 	if err := os.Rename(tmp, final); err != nil {
 		return fmt.Errorf("sealing %s: %w", final, err)
 	}
-	if err := SyncDir(filepath.Dir(final)); err != nil {
-		// The file is complete under its final name; only the durability of
-		// the name is in doubt. Keep it, and report.
-		return fmt.Errorf("sealing %s: %w", final, err)
-	}
 	return nil
 }
 
 // writeSealed streams the encrypted CSV to w.
 func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password]) error {
+	return writeSealedWith(w, gen, recips, rows, &sealScratch{})
+}
+
+// sealScratch is the memory writeSealedRows reuses from one file to the
+// next (SealGroups writes many small files): its buffers, zeroed after
+// each file.
+type sealScratch struct {
+	bw  *bufio.Writer
+	buf []byte
+}
+
+// writeSealedWith is writeSealed with the scratch memory sc.
+func writeSealedWith(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password], sc *sealScratch) error {
 	enc, err := age.Encrypt(w, recips...)
 	if err != nil {
 		return fmt.Errorf("encrypting: %w", err)
 	}
-	if err := writeSealedRows(enc, gen, rows); err != nil {
+	if err := writeSealedRowsWith(enc, gen, rows, sc); err != nil {
 		return err
 	}
 	if err := enc.Close(); err != nil {
@@ -304,6 +354,11 @@ func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[in
 
 // writeSealedRows writes the plaintext CSV of a sealed file to w.
 func writeSealedRows(w io.Writer, gen int, rows iter.Seq2[int, secret.Password]) error {
+	return writeSealedRowsWith(w, gen, rows, &sealScratch{})
+}
+
+// writeSealedRowsWith is writeSealedRows with the scratch memory sc.
+func writeSealedRowsWith(w io.Writer, gen int, rows iter.Seq2[int, secret.Password], sc *sealScratch) error {
 	// Rows are sealedRecords, written without reflection (gocsv costs twice
 	// as much and allocates per cell, BenchmarkRowCodec): built in one
 	// reused buffer and handed to age in 64 KiB pieces, no allocation per
@@ -312,9 +367,16 @@ func writeSealedRows(w io.Writer, gen int, rows iter.Seq2[int, secret.Password])
 	// the end; age's chunk buffer keeps its last plaintext until the garbage
 	// collector frees it (not zeroed). ReadSealed reads the rows back with
 	// gocsv (TestRowCodecsAgree).
-	bw := bufio.NewWriterSize(w, 64<<10)
+	if sc.bw == nil {
+		sc.bw = bufio.NewWriterSize(w, 64<<10)
+		sc.buf = make([]byte, 0, 256)
+	} else {
+		sc.bw.Reset(w)
+	}
+	bw := sc.bw
 	genCell := strconv.Itoa(gen)
-	buf := make([]byte, 0, 256)
+	buf := sc.buf[:0]
+	defer func() { sc.buf = buf[:0] }()
 	buf = append(buf, strings.Join(sealedHeader, ",")...)
 	buf = append(buf, '\n')
 	if _, err := bw.Write(buf); err != nil {
@@ -379,7 +441,7 @@ func appendCSVField(buf []byte, s string) []byte {
 }
 
 // SealedGenerations returns the generations of the complete sealed files in
-// dir, ascending, and removes the leftover "*.age.tmp" files of an
+// dir (of every group), ascending, each once, and removes the leftover "*.age.tmp" files of an
 // interrupted Seal. A missing dir has no generations.
 func SealedGenerations(dir string) ([]int, error) {
 	entries, err := os.ReadDir(dir)
@@ -403,7 +465,80 @@ func SealedGenerations(dir string) ([]int, error) {
 		}
 	}
 	slices.Sort(gens)
-	return gens, nil
+	return slices.Compact(gens), nil
+}
+
+// SealedFiles returns the names of the complete sealed password files in
+// dir (of every group), sorted by generation, then the global group first,
+// then by group. A missing dir has none.
+func SealedFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing sealed files: %w", err)
+	}
+	type file struct {
+		name string
+		gen  int
+		g    Group
+	}
+	var files []file
+	for _, e := range entries {
+		if gen, g, ok := ParseSealedName(e.Name()); ok && e.Type().IsRegular() {
+			files = append(files, file{e.Name(), gen, g})
+		}
+	}
+	slices.SortFunc(files, func(a, b file) int {
+		return cmp.Or(cmp.Compare(a.gen, b.gen), cmp.Compare(a.g.Kind, b.g.Kind), cmp.Compare(a.g.ID, b.g.ID))
+	})
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = f.name
+	}
+	return names, nil
+}
+
+// CondenseSealed returns paths (outputs of a run) with the files of the
+// groups of one generation in one folder, when there are more than a few,
+// as one pattern with their number, e.g. "OUT/passwords-g0001-network-*.age
+// (1000 files)": for a screen or a log line, not to open. The order is
+// kept (the pattern stands where its first file was).
+func CondenseSealed(paths []string) []string {
+	type key struct {
+		dir  string
+		gen  int
+		kind GroupKind
+	}
+	const few = 4
+	count := map[key]int{}
+	keyOf := func(p string) (key, bool) {
+		gen, g, ok := ParseSealedName(filepath.Base(p))
+		if !ok || g.Global() {
+			return key{}, false
+		}
+		return key{filepath.Dir(p), gen, g.Kind}, true
+	}
+	for _, p := range paths {
+		if k, ok := keyOf(p); ok {
+			count[k]++
+		}
+	}
+	out := make([]string, 0, len(paths))
+	done := map[key]bool{}
+	for _, p := range paths {
+		k, ok := keyOf(p)
+		switch {
+		case !ok || count[k] <= few:
+			out = append(out, p)
+		case !done[k]:
+			done[k] = true
+			pattern := fmt.Sprintf("%s%04d-%s-*%s", sealedPrefix, k.gen, k.kind, sealedSuffix)
+			out = append(out, fmt.Sprintf("%s (%d files)", filepath.Join(k.dir, pattern), count[k]))
+		}
+	}
+	return out
 }
 
 // ParseIdentities reads the identities that open sealed files, as

@@ -59,6 +59,9 @@ type Input struct {
 	HasPasswords bool     // a newPassword or password column exists
 	HasLogin     bool     // a login column exists
 	HasAuthLevel bool     // an authLevel column exists
+	// GroupColumn is the column the groups were read from
+	// (Options.GroupColumn), "" when not asked for or absent.
+	GroupColumn string
 
 	// Kept beside Records, only when the column exists, so that an input
 	// without them costs nothing more per record (a plan can be millions
@@ -66,6 +69,29 @@ type Input struct {
 	logins   string   // the login cells, one after the other
 	loginEnd []uint32 // loginEnd[i] is where record i's login ends in logins
 	levels   []uint8
+	groups   []int32 // the group column's IDs (0: empty or not an ID), only when asked for
+}
+
+// Options says what Read keeps of the input beside its records: each costs
+// memory per record, so only what the run needs.
+type Options struct {
+	// KeepLogins keeps the login cells (Input.Login): only login globs
+	// need them.
+	KeepLogins bool
+	// GroupColumn ("networkId" or "mailboxId", matched as every column
+	// is) keeps that column's ID of each record (Input.Group): only
+	// --recipients-map needs it.
+	GroupColumn string
+}
+
+// Group returns the ID in the group column (Options.GroupColumn) of
+// record i: 0 when the record is invalid, the cell is empty or not an ID
+// in 1..2147483647, or the input has no such column.
+func (in *Input) Group(i int) int {
+	if i < len(in.groups) && in.Records[i].Invalid == "" {
+		return int(in.groups[i])
+	}
+	return 0
 }
 
 // Login returns the login cell (spaces trimmed) of record i, or "" when the
@@ -167,8 +193,14 @@ func ReadFile(path string) (*Input, error) {
 // ReadFileWith is ReadFile reading "-" from stdin; logins are kept
 // only if keepLogins.
 func ReadFileWith(path string, stdin io.Reader, keepLogins bool) (*Input, error) {
+	return ReadFileOptions(path, stdin, Options{KeepLogins: keepLogins})
+}
+
+// ReadFileOptions is ReadFile reading "-" from stdin, keeping what opts
+// asks for.
+func ReadFileOptions(path string, stdin io.Reader, opts Options) (*Input, error) {
 	if path == "-" {
-		return readWith(stdin, "stdin", defaultInputLimits, keepLogins)
+		return readWith(stdin, "stdin", defaultInputLimits, opts)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -186,7 +218,7 @@ func ReadFileWith(path string, stdin io.Reader, keepLogins bool) (*Input, error)
 	if fi.IsDir() {
 		return nil, &Error{Name: path, Err: errInputIsDirectory}
 	}
-	return readWith(f, path, defaultInputLimits, keepLogins)
+	return readWith(f, path, defaultInputLimits, opts)
 }
 
 // Read reads and validates a whole users CSV from r (the input format of docs/reference.md).
@@ -202,17 +234,22 @@ func Read(r io.Reader, name string) (*Input, error) {
 }
 
 func readInput(r io.Reader, name string, lim inputLimits) (*Input, error) {
-	return readWith(r, name, lim, true)
+	return readWith(r, name, lim, Options{KeepLogins: true})
 }
 
 // ReadWith is Read keeping the login cells (Input.Login) only if
 // keepLogins: they cost memory per record, and only login globs need them.
 func ReadWith(r io.Reader, name string, keepLogins bool) (*Input, error) {
-	return readWith(r, name, defaultInputLimits, keepLogins)
+	return readWith(r, name, defaultInputLimits, Options{KeepLogins: keepLogins})
 }
 
-// readWith reads an input within lim; logins are kept only if keepLogins.
-func readWith(r io.Reader, name string, lim inputLimits, keepLogins bool) (*Input, error) {
+// ReadOptions is Read keeping what opts asks for.
+func ReadOptions(r io.Reader, name string, opts Options) (*Input, error) {
+	return readWith(r, name, defaultInputLimits, opts)
+}
+
+// readWith reads an input within lim, keeping what opts asks for.
+func readWith(r io.Reader, name string, lim inputLimits, opts Options) (*Input, error) {
 	h := sha256.New()
 	src := &inputReader{src: io.TeeReader(r, h), limit: int64(lim.record), leading: true}
 	br := bufio.NewReaderSize(src, inputBufSize)
@@ -232,10 +269,11 @@ func readWith(r io.Reader, name string, lim inputLimits, keepLogins bool) (*Inpu
 	cr.FieldsPerRecord = -1
 	cr.ReuseRecord = true
 	p := &inputParser{
-		name: name, lim: lim, src: src, br: br, cr: cr, keepLogins: keepLogins,
+		name: name, lim: lim, src: src, br: br, cr: cr, keepLogins: opts.KeepLogins,
 		in:   &Input{Name: name},
 		seed: maphash.MakeSeed(),
 	}
+	p.groupName = normalizeInputColumn(opts.GroupColumn)
 	if err := p.readHeader(); err != nil {
 		return nil, err
 	}
@@ -277,6 +315,8 @@ type inputParser struct {
 	idCol, pwCol       int
 	loginCol, levelCol int // -1 when absent
 	keepLogins         bool
+	groupName          string          // the group column, normalized; "" for none
+	groupCol           int             // -1 when absent or not asked for
 	loginBuf           strings.Builder // Input.logins while reading (String does not copy)
 
 	// Records are collected in chunks and copied once at the end: cheaper
@@ -371,7 +411,7 @@ func (p *inputParser) readHeader() error {
 		}
 	}
 	p.in.Columns = make([]string, len(rec))
-	p.idCol, p.pwCol, p.loginCol, p.levelCol = -1, -1, -1, -1
+	p.idCol, p.pwCol, p.loginCol, p.levelCol, p.groupCol = -1, -1, -1, -1, -1
 	newPw, oldPw := -1, -1
 	for i, f := range rec {
 		if !utf8.ValidString(f) {
@@ -390,6 +430,10 @@ func (p *inputParser) readHeader() error {
 			col = &p.loginCol
 		case "authlevel":
 			col = &p.levelCol
+		case "":
+			continue
+		case p.groupName:
+			col = &p.groupCol
 		default:
 			continue
 		}
@@ -408,6 +452,9 @@ func (p *inputParser) readHeader() error {
 	p.in.HasPasswords = p.pwCol >= 0
 	p.in.HasLogin = p.loginCol >= 0
 	p.in.HasAuthLevel = p.levelCol >= 0
+	if p.groupCol >= 0 {
+		p.in.GroupColumn = p.in.Columns[p.groupCol]
+	}
 	return nil
 }
 
@@ -476,6 +523,13 @@ func (p *inputParser) addRecord(rec []string, line int, pe *csv.ParseError) erro
 			level = rotate.ParseAuthLevel(rec[p.levelCol])
 		}
 		p.in.levels = append(p.in.levels, uint8(level))
+	}
+	if p.groupCol >= 0 {
+		group := 0
+		if r.Invalid == "" && p.groupCol < len(rec) {
+			group, _ = parseInputUserID(strings.Trim(rec[p.groupCol], " \t"))
+		}
+		p.in.groups = append(p.in.groups, int32(group))
 	}
 	if r.UserID != 0 {
 		p.ids = append(p.ids, uint64(r.UserID)<<32|uint64(p.count))

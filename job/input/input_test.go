@@ -782,3 +782,47 @@ func TestReadInputLoginAndAuthLevel(t *testing.T) {
 		})
 	}
 }
+
+// TestReadGroupColumn: the group column (--recipients-map) is kept only
+// when asked for, matched as every column is; a cell that is not an ID,
+// and an invalid record, have no group; two such columns are refused.
+func TestReadGroupColumn(t *testing.T) {
+	const csv = "User ID,login, Network_Id ,mailboxId\n" +
+		"1000,a,12,101\n" +
+		"1001,b, 7 ,102\n" +
+		"1002,c,,103\n" +
+		"1003,d,x,104\n" +
+		"1004,e,0,105\n" +
+		"abc,f,9,106\n" +
+		"1005,g,2147483648,107\n"
+	in, err := ReadOptions(strings.NewReader(csv), "users.csv", Options{GroupColumn: "networkId"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.GroupColumn != " Network_Id " {
+		t.Errorf("GroupColumn %q", in.GroupColumn)
+	}
+	var got []int
+	for i := range in.Records {
+		got = append(got, in.Group(i))
+	}
+	if want := []int{12, 7, 0, 0, 0, 0, 0}; !slices.Equal(got, want) {
+		t.Errorf("groups %v, want %v", got, want)
+	}
+	mb, err := ReadOptions(strings.NewReader(csv), "users.csv", Options{GroupColumn: "mailboxId"})
+	if err != nil || mb.Group(0) != 101 || mb.Group(6) != 107 {
+		t.Errorf("mailboxId: %v", err)
+	}
+	plain, err := ReadOptions(strings.NewReader(csv), "users.csv", Options{})
+	if err != nil || plain.GroupColumn != "" || plain.Group(0) != 0 {
+		t.Errorf("not asked for: %q %d %v", plain.GroupColumn, plain.Group(0), err)
+	}
+	none, err := ReadOptions(strings.NewReader("userId\n1000\n"), "ids.csv", Options{GroupColumn: "networkId"})
+	if err != nil || none.GroupColumn != "" || none.Group(0) != 0 {
+		t.Errorf("no such column: %q %v", none.GroupColumn, err)
+	}
+	_, err = ReadOptions(strings.NewReader("userId,networkId,network id\n1000,1,2\n"), "two.csv", Options{GroupColumn: "networkId"})
+	if err == nil || !strings.Contains(err.Error(), "columns 2 and 3") {
+		t.Errorf("two networkId columns: %v", err)
+	}
+}

@@ -27,6 +27,10 @@ type Header struct {
 	Shard     string // "K/N" for a sharded run
 	Out       string // output folder; "" for none
 	Sealed    int    // number of age recipients
+	// SealedPer names the groups of a --recipients-map ("network",
+	// "mailbox"), "" without one; Groups counts the map's groups.
+	SealedPer string
+	Groups    int
 	// DemoIdentity is the identity --demo seals to, in the output folder.
 	DemoIdentity string
 	Reset        bool   // --reset-sessions
@@ -67,6 +71,9 @@ func WriteHeader(w io.Writer, h Header) {
 		fmt.Fprintf(&b, "  output:    none (a dry run without --out)\n")
 	case h.DemoIdentity != "":
 		fmt.Fprintf(&b, "  output:    %s, passwords sealed to the demo key %s\n", h.Out, h.DemoIdentity)
+	case h.Sealed > 0 && h.SealedPer != "":
+		fmt.Fprintf(&b, "  output:    %s, passwords sealed per %s to its own recipients (%s in the map), every file also to %s\n",
+			h.Out, h.SealedPer, plural(h.Groups, h.SealedPer), plural(h.Sealed, "recipient"))
 	case h.Sealed > 0:
 		fmt.Fprintf(&b, "  output:    %s, passwords sealed to %s\n", h.Out, plural(h.Sealed, "recipient"))
 	default:
@@ -203,7 +210,7 @@ func WriteSummary(w io.Writer, f Final) {
 		calls += ", " + strconv.Itoa(f.RateLimited) + " rate-limited (HTTP 429)"
 	}
 	fmt.Fprintf(&b, "  calls:     %s\n", calls)
-	for i, o := range f.Outputs {
+	for i, o := range report.CondenseSealed(f.Outputs) {
 		label := "outputs:"
 		if i > 0 {
 			label = ""
