@@ -73,6 +73,10 @@ type Row struct {
 	// APIKeyRotated is "" (not asked, --rotate-api-keys), "true" (the new
 	// key is sealed) or "false" (not rotated: owed, or failed).
 	APIKeyRotated string
+	// Delivered is "" (the user has no --deliver target), "true" (every
+	// target holds the password of the row's generation) or "false" (not
+	// delivered: owed, or failed).
+	Delivered string
 }
 
 // ResultsHeader is the exact header row of results.csv: the csv tags of
@@ -80,12 +84,26 @@ type Row struct {
 var ResultsHeader = CSVHeader[resultsRecord]()
 
 // legacyColumns is the number of columns of a results.csv written before
-// the apiKeyRotated column: such a file is read (apiKeyRotated empty), and
-// upgraded to the current header before anything is appended to it.
-const legacyColumns = 11
+// the apiKeyRotated column, and deliveredColumn the number before the
+// delivered column: such files are read (the missing cells empty), and
+// upgraded to the current header before anything is appended to them.
+const (
+	legacyColumns     = 11
+	preDeliverColumns = 12
+)
 
-// legacyHeader is the header row of such a file.
+// legacyHeader is the header row of a file written before apiKeyRotated.
 var legacyHeader = ResultsHeader[:legacyColumns]
+
+// legacyWidth reports whether head is the header of an older results.csv.
+func legacyWidth(head []string) bool {
+	for _, n := range []int{legacyColumns, preDeliverColumns} {
+		if slices.Equal(head, ResultsHeader[:n]) {
+			return true
+		}
+	}
+	return false
+}
 
 const (
 	maxCellBytes = 300
@@ -179,6 +197,11 @@ func (r *Row) check() error {
 	default:
 		return fmt.Errorf("line %d: apiKeyRotated must be empty, true or false", r.Line)
 	}
+	switch r.Delivered {
+	case "", "true", "false":
+	default:
+		return fmt.Errorf("line %d: delivered must be empty, true or false", r.Line)
+	}
 	return nil
 }
 
@@ -223,14 +246,15 @@ func (rr rowReader) read(rec []string) (Row, error) {
 }
 
 // upgradeRecord returns rec with every column of ResultsHeader: as it is,
-// or, for a file written before the apiKeyRotated column (legacyColumns),
-// with that cell empty. It returns nil for any other number of cells.
+// or, for a file written before the apiKeyRotated or delivered column
+// (legacyColumns, preDeliverColumns), with the missing cells empty. It
+// returns nil for any other number of cells.
 func upgradeRecord(rec []string) []string {
-	switch len(rec) {
+	switch n := len(rec); n {
 	case len(ResultsHeader):
 		return rec
-	case legacyColumns:
-		return append(rec[:legacyColumns:legacyColumns], "")
+	case legacyColumns, preDeliverColumns:
+		return append(rec[:n:n], make([]string, len(ResultsHeader)-n)...)
 	}
 	return nil
 }
@@ -245,7 +269,7 @@ func validRow(cr *resultsRecord) (Row, error) {
 	case !r.Status.valid():
 		return r, errors.New("unknown status")
 	case r.check() != nil:
-		return r, errors.New("bad passwordSource, sessionsReset or apiKeyRotated")
+		return r, errors.New("bad passwordSource, sessionsReset, apiKeyRotated or delivered")
 	}
 	return r, nil
 }
@@ -261,7 +285,7 @@ type scanned struct {
 	// of the header.
 	noHeader bool
 	// legacy is set when the file has the header of a results.csv written
-	// before the apiKeyRotated column.
+	// before the apiKeyRotated or the delivered column.
 	legacy bool
 }
 
@@ -292,7 +316,7 @@ func parseResults(ra io.ReaderAt, size int64, parse func(rec []string) (Row, err
 	if err == nil && cr.InputOffset() == size && !endsWithNewline {
 		err = errors.New("header not terminated")
 	}
-	if err == nil && slices.Equal(head, legacyHeader) {
+	if err == nil && legacyWidth(head) {
 		s.legacy = true
 	}
 	if err != nil || !slices.Equal(head, ResultsHeader) && !s.legacy {

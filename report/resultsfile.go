@@ -64,13 +64,13 @@ func (fl Files) OpenResults(path string) (*ResultsFile, []Row, error) {
 		return nil, nil, err
 	}
 	if legacy {
-		// Written before the apiKeyRotated column: rewrite it with the
+		// Written before the apiKeyRotated or delivered column: rewrite it with the
 		// current header (same rows, same order) before appending.
 		if err := f.Close(); err != nil {
 			return nil, nil, fmt.Errorf("opening results: %w", err)
 		}
 		if err := fl.writeAtomic(path, 0o600, func(w io.Writer) error { return encodeRows(w, rows) }); err != nil {
-			return nil, nil, fmt.Errorf("upgrading %s to the apiKeyRotated column: %w", path, err)
+			return nil, nil, fmt.Errorf("upgrading %s to the current columns: %w", path, err)
 		}
 		if f, err = OpenFile(path, os.O_RDWR|os.O_APPEND, 0); err != nil {
 			return nil, nil, fmt.Errorf("opening results: %w", err)
@@ -106,7 +106,8 @@ func newResultsFile(path string, f *os.File) *ResultsFile {
 }
 
 // loadForAppend reads the rows of an open results file and repairs its
-// tail. legacy reports a file written before the apiKeyRotated column.
+// tail. legacy reports a file written before the apiKeyRotated or the
+// delivered column.
 func loadForAppend(f *os.File, path string) (rows []Row, legacy bool, err error) {
 	st, err := f.Stat()
 	if err != nil {

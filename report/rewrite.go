@@ -22,7 +22,7 @@ import (
 // line, one row a line, atomically: of several rows of one line (a later
 // row supersedes an earlier one, e.g. an API key rotation recorded after
 // its password change), the last written is kept. A torn last record is
-// dropped. A file written before the apiKeyRotated column is written with
+// dropped. A file written before the apiKeyRotated or delivered column is written with
 // the current header. No ResultsFile may be open on path.
 //
 // It streams: one pass validates every record and keeps only its line and
@@ -130,7 +130,8 @@ func (c *canonChecker) check(r *Row, rec []string, n int64) bool {
 		rec[7] != SafeCell(r.Error) ||
 		rec[8] != r.PasswordSource ||
 		rec[9] != r.SessionsReset ||
-		rec[11] != r.APIKeyRotated {
+		rec[11] != r.APIKeyRotated ||
+		rec[12] != r.Delivered {
 		return false
 	}
 	if r.FinishedAt.IsZero() {
@@ -195,7 +196,7 @@ type recoder struct {
 // as Append writes it. The result is valid until the next call.
 func (e *recoder) recode(raw []byte) ([]byte, error) {
 	cr := csv.NewReader(bytes.NewReader(raw))
-	cr.FieldsPerRecord = -1 // 12 cells, or 11 in a file from before apiKeyRotated
+	cr.FieldsPerRecord = -1 // 13 cells, or 11 or 12 in a file from before apiKeyRotated or delivered
 	in, err := cr.Read()
 	if err != nil {
 		return nil, fmt.Errorf("record changed since it was read: %w", err)

@@ -45,6 +45,7 @@ type resultsRecord struct {
 	SessionsReset  string   `csv:"sessionsReset"`
 	FinishedAt     stamp    `csv:"finishedAt"`
 	APIKeyRotated  string   `csv:"apiKeyRotated"`
+	Delivered      string   `csv:"delivered"`
 }
 
 // sealedRecord is one row of a sealed file's plaintext.
@@ -77,6 +78,7 @@ func (r *Row) csvRecord() resultsRecord {
 		SessionsReset:  r.SessionsReset,
 		FinishedAt:     stamp{r.FinishedAt},
 		APIKeyRotated:  r.APIKeyRotated,
+		Delivered:      r.Delivered,
 	}
 }
 
@@ -96,6 +98,7 @@ func (rec *resultsRecord) row() Row {
 		SessionsReset:  rec.SessionsReset,
 		FinishedAt:     rec.FinishedAt.t,
 		APIKeyRotated:  rec.APIKeyRotated,
+		Delivered:      rec.Delivered,
 	}
 }
 
@@ -114,6 +117,7 @@ func (rec *resultsRecord) cells(dst []string) {
 	dst[9] = rec.SessionsReset
 	dst[10], _ = rec.FinishedAt.MarshalCSV()
 	dst[11] = rec.APIKeyRotated
+	dst[12] = rec.Delivered
 }
 
 // decode reads the cells of one record (one string per column) into rec as
@@ -125,6 +129,7 @@ func (rec *resultsRecord) decode(src []string) error {
 		PasswordSource: src[8],
 		SessionsReset:  src[9],
 		APIKeyRotated:  src[11],
+		Delivered:      src[12],
 	}
 	for _, err := range [...]error{
 		atColumn(0, rec.Line.UnmarshalCSV(src[0])),

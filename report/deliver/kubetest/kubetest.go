@@ -554,6 +554,42 @@ func (s *Server) Grant(t testing.TB, ns, user string, verbs []string, secrets ..
 		"roleRef":  map[string]any{"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
 		"subjects": []map[string]any{{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}},
 	})
+	// RBAC reads Roles and bindings from caches that follow etcd a little
+	// later: wait until the API server grants what was just written.
+	for _, name := range secrets {
+		for _, verb := range verbs {
+			s.waitAllowed(t, user, verb, ns, name)
+		}
+	}
+}
+
+// waitAllowed waits until a SubjectAccessReview says user may verb the
+// Secret ns/name.
+func (s *Server) waitAllowed(t testing.TB, user, verb, ns, name string) {
+	t.Helper()
+	review := map[string]any{
+		"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+		"spec": map[string]any{"user": user, "resourceAttributes": map[string]any{
+			"namespace": ns, "verb": verb, "resource": "secrets", "name": name}},
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var got struct {
+			Status struct {
+				Allowed bool `json:"allowed"`
+			} `json:"status"`
+		}
+		if err := json.Unmarshal(s.Do(t, http.MethodPost, "/apis/authorization.k8s.io/v1/subjectaccessreviews", review), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Status.Allowed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s may still not %s secret %s/%s after 30s", user, verb, ns, name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // SecretObject is the part of a Secret the tests compare.
