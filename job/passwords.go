@@ -114,5 +114,5 @@ func (r *Runner) sealPending(out *report.Folder, p *plan, gen int) error {
 	}
 	r.log.Info("sealed", "file", path, "generation", gen, "passwords", len(p.pending))
 	cfg.Hook("sealed", 1)
-	return nil
+	return r.sealEscrow(out, p, gen)
 }

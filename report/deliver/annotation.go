@@ -42,14 +42,20 @@ func annotationValue(t time.Time, run string) string {
 	return v
 }
 
-// parseAnnotation reads the time of a rotation record.
-func parseAnnotation(v string) (time.Time, error) {
-	ts, _, _ := strings.Cut(v, ";")
+// parseAnnotation reads the time and the run of a rotation record.
+func parseAnnotation(v string) (time.Time, string, error) {
+	ts, rest, _ := strings.Cut(v, ";")
 	t, err := time.Parse(time.RFC3339, strings.TrimSpace(ts))
 	if err != nil {
-		return time.Time{}, fmt.Errorf("annotation value %q: want an RFC 3339 time first", safe(v))
+		return time.Time{}, "", fmt.Errorf("annotation value %q: want an RFC 3339 time first", safe(v))
 	}
-	return t, nil
+	run := ""
+	for _, part := range strings.Split(rest, ";") {
+		if r, ok := strings.CutPrefix(strings.TrimSpace(part), "run="); ok {
+			run = r
+		}
+	}
+	return t, run, nil
 }
 
 // cleanRunID keeps a run ID printable and free of the separator.

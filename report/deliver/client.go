@@ -162,6 +162,10 @@ func newClient(m *Map, cfg *rest.Config, source string, opts Options) (*Client, 
 	return c, nil
 }
 
+// SetRunID sets the run recorded with each rotation (Options.RunID). Call it
+// before any request: a resumed run takes the ID its first run recorded.
+func (c *Client) SetRunID(id string) { c.opts.RunID = cleanRunID(id) }
+
 // Source says where the cluster's configuration came from, for the plan:
 // "kubeconfig FILE (context NAME)" or "in-cluster ServiceAccount".
 func (c *Client) Source() string { return c.source }

@@ -114,7 +114,7 @@ func TestDeliverPatchesOnlyItsKey(t *testing.T) {
 		t.Errorf("labels or annotations lost: %+v", got.Metadata)
 	}
 	rec := got.Metadata.Annotations["pwrotate.io/rotated-password"]
-	when, err := parseAnnotation(rec)
+	when, _, err := parseAnnotation(rec)
 	if err != nil || !strings.HasSuffix(rec, ";run=test-run") || when.Before(start.Add(-time.Second).Truncate(time.Second)) || when.After(time.Now()) {
 		t.Errorf("rotation record %q (%v)", rec, err)
 	}
@@ -247,7 +247,8 @@ func TestDue(t *testing.T) {
 	s.Secret(t, ns, "never", nil, nil, nil)
 	s.Secret(t, ns, "garbled", nil, nil, map[string]string{"pwrotate.io/rotated-password": "yesterday"})
 	s.Secret(t, ns, "mixed", nil, nil, ann(5*time.Minute))
-	s.Grant(t, ns, kubetest.JobUser, []string{"get", "patch"}, "old", "young", "never", "garbled", "mixed", "gone")
+	s.Secret(t, ns, "mine", nil, nil, map[string]string{"pwrotate.io/rotated-password": annotationValue(now.Add(-time.Minute), "test-run")})
+	s.Grant(t, ns, kubetest.JobUser, []string{"get", "patch"}, "old", "young", "never", "garbled", "mixed", "gone", "mine")
 	c := newTestClient(t, s.JobKubeconfig, Options{Now: func() time.Time { return now }},
 		"1,"+ns+",old,password",
 		"2,"+ns+",young,password",
@@ -255,8 +256,9 @@ func TestDue(t *testing.T) {
 		"4,"+ns+",garbled,password",
 		"5,"+ns+",mixed,password",
 		"5,"+ns+",old,password5",
+		"7,"+ns+",mine,password",
 	)
-	due, refusals, err := c.Due(t.Context(), []int{1, 2, 3, 4, 5, 6}, time.Hour)
+	due, refusals, err := c.Due(t.Context(), []int{1, 2, 3, 4, 5, 6, 7}, time.Hour)
 	if err != nil || len(refusals) != 0 {
 		t.Fatalf("Due: %v, %v", refusals, err)
 	}
@@ -266,6 +268,8 @@ func TestDue(t *testing.T) {
 		3: {Due: true, Reason: "no rotation recorded on " + ns + "/never[password]"},
 		4: {Due: true, Reason: "no rotation recorded on " + ns + "/garbled[password]"},
 		5: {Due: true, Reason: "no rotation recorded on " + ns + "/old[password5]"},
+		// This run's own record: a resumed run finishes what it started.
+		7: {Due: true, Reason: "rotated by this run before it stopped, on " + ns + "/mine[password]"},
 	}
 	for u, w := range want {
 		if got := due[u]; got.Due != w.Due || got.Reason != w.Reason {
@@ -280,6 +284,7 @@ func TestDue(t *testing.T) {
 	if res := c.Deliver(t.Context(), 3, pw(3, "a")); !res.OK() {
 		t.Fatal(res)
 	}
+	c.SetRunID("next-run") // the next run
 	due, _, err = c.Due(t.Context(), []int{3}, time.Hour)
 	if err != nil || due[3].Due || !strings.HasPrefix(due[3].Reason, "rotated 0s ago, due in ") {
 		t.Errorf("after delivery: %+v, %v", due[3], err)

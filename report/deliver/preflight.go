@@ -43,6 +43,9 @@ func (v Verdict) String() string {
 	return fmt.Sprintf("refused: %d of %d targets", len(v.Refusals), v.Targets)
 }
 
+// ownRun marks, in Due, a record of this very run.
+var ownRun = time.Unix(1, 0)
+
 // placeholder is the value the dry-run patch sets (never stored).
 var placeholder = []byte("cHdyb3RhdGUtcHJlZmxpZ2h0") // base64("pwrotate-preflight")
 
@@ -180,10 +183,11 @@ type Due struct {
 
 // Due reads the rotation records of the Secrets of users (their metadata
 // only) and tells, for each user with targets, whether it is due: when any
-// of its targets shows no pwrotate rotation, or one at least olderThan ago.
-// Users without targets are not in the map (always due). Secrets the API
-// server will not let pwrotate read are refusals; an error means it could
-// not be asked.
+// of its targets shows no pwrotate rotation, or one at least olderThan ago,
+// or one made by this very run (Options.RunID: a resumed run finishes what
+// it started). Users without targets are not in the map (always due).
+// Secrets the API server will not let pwrotate read are refusals; an error
+// means it could not be asked.
 func (c *Client) Due(ctx context.Context, users []int, olderThan time.Duration) (map[int]Due, []Refusal, error) {
 	bySecret, order := c.group(users)
 	now := c.opts.Now()
@@ -219,7 +223,11 @@ func (c *Client) Due(ctx context.Context, users []int, olderThan time.Duration) 
 		for _, t := range bySecret[ref] {
 			var when time.Time
 			if v, ok := meta.Metadata.Annotations[AnnotationName(t.Key)]; ok {
-				when, _ = parseAnnotation(v) // unreadable: no record, due
+				var run string
+				when, run, _ = parseAnnotation(v) // unreadable: no record, due
+				if run != "" && run == c.opts.RunID {
+					when = ownRun
+				}
 			}
 			last[Target{Namespace: t.Namespace, Secret: t.Secret, Key: t.Key}] = when
 		}
@@ -245,6 +253,10 @@ func (c *Client) Due(ctx context.Context, users []int, olderThan time.Duration) 
 			known++
 			if when.IsZero() {
 				d = Due{Due: true, Reason: "no rotation recorded on " + t.String()}
+				break
+			}
+			if when.Equal(ownRun) {
+				d = Due{Due: true, Reason: "rotated by this run before it stopped, on " + t.String()}
 				break
 			}
 			if d.Last.IsZero() || when.Before(d.Last) {

@@ -34,6 +34,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -535,11 +536,14 @@ func (s *Server) Secret(t testing.TB, ns, name string, data, labels, annotations
 	})
 }
 
+var grantSeq atomic.Int32
+
 // Grant gives user the verbs on the named Secrets of namespace ns, through a
-// Role with resourceNames and its RoleBinding (both named after user).
+// Role with resourceNames and its RoleBinding (both named after user and a
+// sequence number: a user may be granted several times).
 func (s *Server) Grant(t testing.TB, ns, user string, verbs []string, secrets ...string) {
 	t.Helper()
-	name := "grant-" + strings.ToLower(strings.NewReplacer(":", "-", "@", "-").Replace(user))
+	name := fmt.Sprintf("grant-%s-%d", strings.ToLower(strings.NewReplacer(":", "-", "@", "-").Replace(user)), grantSeq.Add(1))
 	s.Do(t, http.MethodPost, "/apis/rbac.authorization.k8s.io/v1/namespaces/"+ns+"/roles", map[string]any{
 		"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
 		"metadata": map[string]any{"name": name},
