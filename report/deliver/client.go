@@ -46,7 +46,7 @@ type Options struct {
 	Timeout time.Duration
 	// QPS and Burst pace every request to the API server, retries and
 	// preflight included: a limit of its own, not the ECGrid one (default
-	// 20 a second, burst 20).
+	// 50 a second, burst 100).
 	QPS   float64
 	Burst int
 	// MaxAttempts is the attempts per request, the first included, when the
@@ -113,10 +113,10 @@ func newClient(m *Map, cfg *rest.Config, source string, opts Options) (*Client, 
 		opts.Timeout = 30 * time.Second
 	}
 	if opts.QPS <= 0 {
-		opts.QPS = 20
+		opts.QPS = 50
 	}
 	if opts.Burst <= 0 {
-		opts.Burst = 20
+		opts.Burst = 100
 	}
 	if opts.MaxAttempts <= 0 {
 		opts.MaxAttempts = 5
