@@ -223,6 +223,10 @@ func reportRun(ui runUI, f *runFlags, cfg job.Config, sum report.Summary, runErr
 		logger.Info("api keys", "rotated", k.Rotated, "notRotated", k.NotRotated, "rotatedNow", k.RotatedNow,
 			"generateRequests", k.Generated, "readBacks", k.ReadBacks, "generatesAvoided", k.GeneratesAvoided)
 	}
+	if d := sum.Delivery; d != nil {
+		logger.Info("delivery", "targets", d.Targets, "ignoredRows", d.Ignored, "delivered", d.Delivered,
+			"notDelivered", d.NotDelivered, "notDue", d.NotDue)
+	}
 	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != report.ExitFatal {
 		identity := filepath.Join(cfg.Out, report.DemoIdentityName)
 		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
