@@ -148,7 +148,7 @@ func newClient(m *Map, cfg *rest.Config, source string, opts Options) (*Client, 
 	cfg.WarningHandler = rest.NoWarnings{}
 	cfg.GroupVersion = &schema.GroupVersion{Version: "v1"}
 	cfg.APIPath = "/api"
-	cfg.NegotiatedSerializer = codecs.WithoutConversion()
+	cfg.NegotiatedSerializer = codecs().WithoutConversion()
 	rc, err := rest.RESTClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client (%s): %w", source, err)
@@ -175,11 +175,12 @@ func (c *Client) Map() *Map { return c.m }
 
 // codecs decode what the client reads: the API server's Status answers
 // (the rest is read raw).
-var codecs = func() serializer.CodecFactory {
+// Made on first use: a run without --deliver does not pay for it.
+var codecs = sync.OnceValue(func() serializer.CodecFactory {
 	s := runtime.NewScheme()
 	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
 	return serializer.NewCodecFactory(s)
-}()
+})
 
 // serviceAccountDir is where a pod's ServiceAccount token is mounted.
 var serviceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
