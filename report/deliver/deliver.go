@@ -35,6 +35,8 @@ import (
 	"fmt"
 	"strings"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
 	"pwrotate/rotate/secret"
 )
 
@@ -81,7 +83,7 @@ func (c *Client) Deliver(ctx context.Context, userID int, pw secret.Password) Re
 	for _, t := range targets {
 		body := c.patchBody(t.Key, enc)
 		n, err := c.call(ctx, t.String(), true, func(ctx context.Context) error {
-			return c.patch(ctx, t.ref(), body, false)
+			return redact(c.patch(ctx, t.ref(), body, false), pw, enc)
 		})
 		clear(body)
 		res.Attempts += n
@@ -141,6 +143,22 @@ func scrub(msg string, pw secret.Password, enc []byte) string {
 		msg = string(bytes.ReplaceAll([]byte(msg), enc, []byte(secret.Redacted)))
 	}
 	return msg
+}
+
+// redact scrubs the password from the API server's Status in err, in
+// place, before anything logs or keeps its text.
+func redact(err error, pw secret.Password, enc []byte) error {
+	var st *apierrors.StatusError
+	if errors.As(err, &st) {
+		st.ErrStatus.Message = scrub(st.ErrStatus.Message, pw, enc)
+		if d := st.ErrStatus.Details; d != nil {
+			for i := range d.Causes {
+				d.Causes[i].Message = scrub(d.Causes[i].Message, pw, enc)
+				d.Causes[i].Field = scrub(d.Causes[i].Field, pw, enc)
+			}
+		}
+	}
+	return err
 }
 
 // String describes a Result for a log line or results.csv: "2/2

@@ -623,6 +623,9 @@ type Fault struct {
 	Status     int
 	RetryAfter string
 	Drop       bool
+	// Echo puts the request body into the answer's message, as a careless
+	// admission webhook might.
+	Echo bool
 }
 
 // FaultProxy starts an HTTPS proxy in front of the API server that calls
@@ -655,9 +658,15 @@ func (s *Server) FaultProxy(t testing.TB, user string, fault func(n int, r *http
 			if f.RetryAfter != "" {
 				w.Header().Set("Retry-After", f.RetryAfter)
 			}
+			msg := fmt.Sprintf("injected %d", f.Status)
+			if f.Echo {
+				body, _ := io.ReadAll(r.Body)
+				msg += ": " + string(body)
+			}
+			m, _ := json.Marshal(msg)
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(f.Status)
-			fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"injected %d","code":%d}`, f.Status, f.Status)
+			fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":%s,"code":%d}`, m, f.Status)
 			return
 		}
 		out := r.Clone(r.Context())
