@@ -155,8 +155,9 @@ func (k *kubeCrash) checkSecrets(out string) (notDelivered []int) {
 
 // TestDeliverKilledAndResumed: 320 mapped users (300 with Secrets of their
 // own across two namespaces, 20 sharing one Secret, one with two targets),
-// answers lost on the way, the process killed with SIGKILL twice (once
-// after deliveries, once between a change's record and its delivery), then
+// answers lost on the way, the process killed with SIGKILL three times
+// (with the escrow sealed and nothing sent; after a delivery, before its
+// outcome is recorded; between a change's record and its delivery), then
 // resumed: every updated user's live password is in every one of its
 // targets, and nothing else of the Secrets changed.
 func TestDeliverKilledAndResumed(t *testing.T) {
@@ -164,7 +165,7 @@ func TestDeliverKilledAndResumed(t *testing.T) {
 	k.sim.Inject(ecgridsim.Fault{Endpoint: "password", Kind: ecgridsim.ApplyThenDrop, Times: 10})
 	k.sim.SetLatency(2*time.Millisecond, 8*time.Millisecond)
 	out := filepath.Join(k.dir, "out")
-	for i, killAt := range []string{"delivered:60", "changed:30"} {
+	for i, killAt := range []string{"escrow-sealed", "delivered:60", "changed:30"} {
 		if code := k.run(out, killAt, k.args()...); code != -1 {
 			t.Fatalf("run %d: not killed at %s (exit %d)", i+1, killAt, code)
 		}
