@@ -115,6 +115,7 @@ type Server struct {
 	JobKubeconfig string
 
 	dir       string
+	etcdData  string // on tmpfs when there is one: removed by Stop
 	apiserver string
 	args      []string
 	ca        *authority
@@ -264,15 +265,16 @@ func start(apiserver, etcdBin, dir string) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd data folder: %w", err)
 	}
+	s.etcdData = data
 	s.etcd, err = startProcess(etcdBin, filepath.Join(dir, "etcd.log"),
 		"--name", "default", "--data-dir", data,
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "default="+peerURL, "--log-level", "warn")
 	if err != nil {
+		_ = os.RemoveAll(data)
 		return nil, err
 	}
-	go func(p *process) { <-p.done; _ = os.RemoveAll(data) }(s.etcd)
 
 	files := map[string][]byte{"ca.crt": ca.certPEM}
 	serving, err := ca.issue(pkix.Name{CommonName: "kube-apiserver"}, true)
@@ -405,6 +407,9 @@ func (s *Server) Stop() {
 	s.mu.Unlock()
 	api.stop(syscall.SIGTERM)
 	etcd.stop(syscall.SIGTERM)
+	if s.etcdData != "" {
+		_ = os.RemoveAll(s.etcdData)
+	}
 }
 
 // UserKubeconfig writes a kubeconfig file for user (a client certificate
