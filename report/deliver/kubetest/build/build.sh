@@ -17,7 +17,7 @@ if [ ! -x "$bin" ]; then
 	mkdir -p "$cache"
 	echo "building kube-apiserver $version into $bin (about 5 minutes)" >&2
 	start=$(date +%s)
-	go build -trimpath -o "$bin.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver
+	go build -trimpath -buildvcs=false -o "$bin.tmp.$$" k8s.io/kubernetes/cmd/kube-apiserver
 	mv "$bin.tmp.$$" "$bin"
 	echo "built kube-apiserver in $(( $(date +%s) - start ))s" >&2
 fi
