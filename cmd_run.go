@@ -21,6 +21,7 @@ import (
 	"pwrotate/job/input"
 	"pwrotate/report"
 	"pwrotate/report/console"
+	"pwrotate/report/deliver"
 	"pwrotate/report/metrics"
 	"pwrotate/rotate"
 	"pwrotate/rotate/ecgridsim/demo"
@@ -31,10 +32,12 @@ type runFlags struct {
 	connFlags
 	input, selectSpec, out, symbolSet         string
 	pushgateway, shard, progress, reason      string
+	kubeconfig, kubeContext, olderThan        string
 	apply, resume, resetSessions, includeSelf bool
 	demo, rotateAPIKeys                       bool
 	recipients, recipientFiles, protect       listFlag
 	recipientsMap                             listFlag
+	deliver                                   listFlag
 	workers, maxUsers                         int
 	length, digits, symbols, shards           int
 }
@@ -66,6 +69,10 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runFlags) {
 	fs.StringVar(&f.reason, "reason", "", "the incident or change ticket, recorded in run.json and summary.json (at most 200 printable characters)")
 	fs.BoolVar(&f.demo, "demo", false, "use the built-in ECGrid simulator on loopback and the bundled example input")
 	fs.StringVar(&f.pushgateway, "pushgateway", "", "push the run's metrics to this Prometheus Pushgateway at the end")
+	fs.Var(&f.deliver, "deliver", "CSV userId,namespace,secret,key: put each new password into these Kubernetes Secret keys; repeatable")
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file for --deliver (else KUBECONFIG, the pod's ServiceAccount, ~/.kube/config)")
+	fs.StringVar(&f.kubeContext, "kube-context", "", "kubeconfig context for --deliver")
+	fs.StringVar(&f.olderThan, "older-than", "", "with --deliver: rotate only users whose Secrets show no rotation younger than D (90d, 36h)")
 	fs.StringVar(&f.shard, "shard", "", "process only shard K/N (K defaults to JOB_COMPLETION_INDEX with --shards)")
 	fs.IntVar(&f.shards, "shards", 0, "number of shards N (with JOB_COMPLETION_INDEX)")
 	fs.StringVar(&f.progress, "progress", "auto", "auto, always, never")
@@ -218,6 +225,10 @@ func reportRun(ui runUI, f *runFlags, cfg job.Config, sum report.Summary, runErr
 		logger.Info("api keys", "rotated", k.Rotated, "notRotated", k.NotRotated, "rotatedNow", k.RotatedNow,
 			"generateRequests", k.Generated, "readBacks", k.ReadBacks, "generatesAvoided", k.GeneratesAvoided)
 	}
+	if d := sum.Delivery; d != nil {
+		logger.Info("delivery", "targets", d.Targets, "ignoredRows", d.Ignored, "delivered", d.Delivered,
+			"notDelivered", d.NotDelivered, "notDue", d.NotDue)
+	}
 	if f.demo && f.apply && cfg.Out != "" && sum.ExitCode != report.ExitFatal {
 		identity := filepath.Join(cfg.Out, report.DemoIdentityName)
 		fmt.Fprintf(stdout, "\nNext, open the sealed passwords with (from the source tree: go run . open ...):\n  pwrotate open --identity %s %s\nor with age itself:\n  age -d -i %s %s\n",
@@ -304,6 +315,18 @@ func (f *runFlags) config(getenv func(string) string) (cfg job.Config, rateLimit
 			return cfg, 0, err
 		}
 	}
+	if len(f.deliver) == 0 {
+		for _, fl := range []struct{ name, value string }{{"older-than", f.olderThan}, {"kubeconfig", f.kubeconfig}, {"kube-context", f.kubeContext}} {
+			if fl.value != "" {
+				return cfg, 0, fmt.Errorf("--%s goes with --deliver FILE (the Secrets to deliver to)", fl.name)
+			}
+		}
+	}
+	if f.olderThan != "" {
+		if cfg.OlderThan, err = deliver.ParseAge(f.olderThan); err != nil {
+			return cfg, 0, fmt.Errorf("--older-than %w", err)
+		}
+	}
 	return cfg, rateLimit, nil
 }
 
@@ -372,6 +395,11 @@ func wireFlags(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logg
 	} else if _, err := rotate.ValidateBaseURL(f.baseURL); err != nil {
 		return cfg, cleanup, err
 	}
+	if len(f.deliver) > 0 {
+		if err := wireDeliver(f, &cfg, apiKey, run, logger); err != nil {
+			return cfg, cleanup, err
+		}
+	}
 	if v := os.Getenv("PWROTATE_TEST_KILL_AT"); v != "" {
 		cfg.Hook = killHook(v)
 	}
@@ -381,8 +409,31 @@ func wireFlags(f *runFlags, stdin io.Reader, stdout io.Writer, logger *slog.Logg
 		"includeSelf", f.includeSelf, "maxUsers", f.maxUsers, "shard", cfg.Shard, "shards", cfg.Shards, "demo", f.demo,
 		"protectFiles", len(f.protect), "protectEntries", cfg.Protect.Len(), "reason", cfg.Reason,
 		"recipientsMap", mapState(cfg.RecipientsMap),
+		"deliverFiles", len(f.deliver), "olderThan", f.olderThan,
 		"apiKey", keyState(apiKey))
 	return cfg, cleanup, nil
+}
+
+// wireDeliver reads the --deliver files and makes the client that delivers
+// to the cluster they name (--kubeconfig, --kube-context). It sends
+// nothing: the job's preflight is the first request.
+func wireDeliver(f *runFlags, cfg *job.Config, apiKey string, run *metrics.Run, logger *slog.Logger) error {
+	m, err := deliver.ReadMap(f.deliver...)
+	if err != nil {
+		return fmt.Errorf("--deliver: %w", err)
+	}
+	c, err := deliver.New(m, deliver.Access{Kubeconfig: f.kubeconfig, Context: f.kubeContext}, deliver.Options{
+		UserAgent: "pwrotate/" + version, Timeout: f.timeout, Workers: f.workers,
+		Logger: logger, Observe: run.Delivery,
+	})
+	if err != nil {
+		return fmt.Errorf("--deliver: %w", err)
+	}
+	cfg.Deliver = c
+	if apiKey != "" {
+		cfg.EscrowSecret = report.EscrowSecret(apiKey)
+	}
+	return nil
 }
 
 // wireDemo starts the demo simulator and points cfg at it: its base URL,

@@ -31,6 +31,11 @@ func TestRunConfig(t *testing.T) {
 		{name: "shards without index", args: []string{"--input", "u.csv", "--shards", "3"}, wantErr: "give --shard K/N or set JOB_COMPLETION_INDEX"},
 		{name: "bad password shape", args: []string{"--input", "u.csv", "--length", "4"}, wantErr: "length"},
 		{name: "pushgateway credentials over http", args: []string{"--input", "u.csv", "--pushgateway", "http://u:p@pgw.example:9091"}, wantErr: "pushgateway"},
+		{name: "older-than without deliver", args: []string{"--input", "u.csv", "--older-than", "90d"}, wantErr: "--older-than goes with --deliver"},
+		{name: "kubeconfig without deliver", args: []string{"--input", "u.csv", "--kubeconfig", "k"}, wantErr: "--kubeconfig goes with --deliver"},
+		{name: "kube-context without deliver", args: []string{"--input", "u.csv", "--kube-context", "c"}, wantErr: "--kube-context goes with --deliver"},
+		{name: "bad older-than", args: []string{"--input", "u.csv", "--deliver", "d.csv", "--older-than", "3 months"}, wantErr: `--older-than "3 months": want whole days`},
+		{name: "older-than zero", args: []string{"--input", "u.csv", "--deliver", "d.csv", "--older-than", "0s"}, wantErr: "--older-than"},
 		{
 			name: "shard from the Indexed Job", args: []string{"--input", "u.csv", "--apply", "--out", "o", "--shards", "4", "--rate", "20"},
 			getenv: env(map[string]string{"JOB_COMPLETION_INDEX": "3"}),

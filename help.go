@@ -92,6 +92,12 @@ Without --apply nothing is changed: the input is checked, the key is checked
 			{"max-users", "N", "refuse a plan that would change more than N users (the blast radius); 0 = no cap", "0"},
 			{"include-self", "", "allow rotating the caller's own account (skipped otherwise)", "off"},
 		}},
+		{"Delivery to Kubernetes Secrets", []helpFlag{
+			{"deliver", "FILE", "CSV userId,namespace,secret,key: once a user's change is confirmed, put the new password into each of its Secret keys (a merge patch of that key alone); a dry-run patch of every target first, any refusal exit 1 before any change; results.csv column delivered. Repeatable", ""},
+			{"kubeconfig", "FILE", "kubeconfig for --deliver; else KUBECONFIG, the pod's ServiceAccount, ~/.kube/config (needs get and patch on the named Secrets only)", ""},
+			{"kube-context", "NAME", "kubeconfig context for --deliver", ""},
+			{"older-than", "D", "with --deliver: rotate only users due, whose targets show no pwrotate rotation younger than D (90d, 36h); the others are skipped with the reason", ""},
+		}},
 		{"Kubernetes and metrics", []helpFlag{
 			{"shard", "K/N", "process only shard K of N (an Indexed Job); outputs under OUT/shard-K/, the rate divided by N", ""},
 			{"shards", "N", "number of shards, K from JOB_COMPLETION_INDEX", "0"},
@@ -128,6 +134,10 @@ Without --apply nothing is changed: the input is checked, the key is checked
   pwrotate run --input users.csv --recipients-map map.csv \
       --recipients-file security-keys.txt --apply --out inc-1234
   # then hand each team its files: inc-1234/passwords-g*-network-42.age
+  # Scheduled: deliver each new password to the Secret its consumer reads,
+  # and rotate only the accounts not rotated in the last 90 days
+  pwrotate run --input users.csv --deliver deliver.csv --older-than 90d \
+      --apply --resume --out /out/$JOB_NAME --recipients-file keys.txt
 
   # Read the new passwords (as CSV)
   pwrotate open --identity ~/key.txt rot-2026-12

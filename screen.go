@@ -217,6 +217,13 @@ func runFinal(f *runFlags, cfg job.Config, sum report.Summary, args []string) co
 		what := fmt.Sprintf("%d API keys were not rotated (rows with apiKeyRotated=false in %s say why); fix the cause, then settle them:", k.NotRotated, results)
 		fin.Next = append(fin.Next, console.NextStep{What: what, Command: resumeCommand(f, args)})
 	}
+	if d := sum.Delivery; d != nil && (d.NotDelivered > 0 || !sum.Complete) {
+		what := fmt.Sprintf("%d changed passwords are not in their Kubernetes Secrets yet (rows with delivered=false in %s say why); once the cluster answers, deliver them (no second change):", d.NotDelivered, results)
+		if !sum.Complete {
+			what = "The Kubernetes API was down: users with --deliver targets were left unchanged, and changed passwords may be owed to their Secrets; once it answers, finish the run:"
+		}
+		fin.Next = append(fin.Next, console.NextStep{What: what, Command: resumeCommand(f, args)})
+	}
 	if failed > 0 {
 		fin.Next = append(fin.Next, console.NextStep{What: "Failed users were not confirmed changed ('open' shows any unconfirmed candidate). Fix the cause, then rotate them again: their userIds are the rows of " + results + " with status failed; use a new --out."})
 	}

@@ -17,6 +17,7 @@ import (
 	"filippo.io/age/agessh"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/yaml"
 )
@@ -36,12 +37,15 @@ const (
 // manifests maps every YAML file in deploy/ to its apiVersion and kind. A new
 // file must be added here (and checked below): TestEveryManifestIsKnown.
 var manifests = map[string]string{
-	"cronjob.yaml":           "batch/v1 CronJob",
-	"indexed-job.yaml":       "batch/v1 Job",
-	"configmap.example.yaml": "v1 ConfigMap",
-	"pvc.yaml":               "v1 PersistentVolumeClaim",
-	"pvc-shared.yaml":        "v1 PersistentVolumeClaim",
-	"collect-pod.yaml":       "v1 Pod",
+	"cronjob.yaml":             "batch/v1 CronJob",
+	"indexed-job.yaml":         "batch/v1 Job",
+	"configmap.example.yaml":   "v1 ConfigMap",
+	"pvc.yaml":                 "v1 PersistentVolumeClaim",
+	"pvc-shared.yaml":          "v1 PersistentVolumeClaim",
+	"collect-pod.yaml":         "v1 Pod",
+	"serviceaccount.yaml":      "v1 ServiceAccount",
+	"role-deliver.yaml":        "rbac.authorization.k8s.io/v1 Role",
+	"rolebinding-deliver.yaml": "rbac.authorization.k8s.io/v1 RoleBinding",
 }
 
 // decodeStrict decodes one YAML document into v, refusing unknown fields,
@@ -111,6 +115,9 @@ type objects struct {
 	pvc       corev1.PersistentVolumeClaim
 	pvcShared corev1.PersistentVolumeClaim
 	collect   corev1.Pod
+	sa        corev1.ServiceAccount
+	role      rbacv1.Role
+	binding   rbacv1.RoleBinding
 }
 
 func loadAll(t *testing.T) *objects {
@@ -122,6 +129,9 @@ func loadAll(t *testing.T) *objects {
 	load(t, "pvc.yaml", &o.pvc)
 	load(t, "pvc-shared.yaml", &o.pvcShared)
 	load(t, "collect-pod.yaml", &o.collect)
+	load(t, "serviceaccount.yaml", &o.sa)
+	load(t, "role-deliver.yaml", &o.role)
+	load(t, "rolebinding-deliver.yaml", &o.binding)
 	return &o
 }
 
@@ -186,6 +196,9 @@ func TestManifests(t *testing.T) {
 		{"pvc.yaml", func(o *objects) []string { return checkPVC(&o.pvc, corev1.ReadWriteOnce) }},
 		{"pvc-shared.yaml", func(o *objects) []string { return checkPVC(&o.pvcShared, corev1.ReadWriteMany) }},
 		{"collect-pod.yaml", checkCollectPod},
+		{"serviceaccount.yaml", checkServiceAccount},
+		{"role-deliver.yaml", checkRole},
+		{"rolebinding-deliver.yaml", checkRoleBinding},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -382,6 +395,7 @@ func checkCronJob(o *objects) []string {
 	}
 	p = append(p, checkClaim(&js.Template.Spec, o, corev1.ReadWriteOnce)...)
 	p = append(p, checkConfigRefs(&js.Template.Spec, o)...)
+	p = append(p, checkDelivery(&js.Template.Spec, o)...)
 	return p
 }
 
@@ -417,6 +431,7 @@ func checkIndexedJob(o *objects) []string {
 	}
 	p = append(p, checkClaim(&js.Template.Spec, o, corev1.ReadWriteMany)...)
 	p = append(p, checkConfigRefs(&js.Template.Spec, o)...)
+	p = append(p, checkDelivery(&js.Template.Spec, o)...)
 	return p
 }
 
@@ -520,7 +535,7 @@ func actionFor(pfp *batchv1.PodFailurePolicy, container string, code int32, cond
 func checkPod(pod *corev1.PodSpec) []string {
 	var p []string
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
-		p = append(p, "automountServiceAccountToken must be false: pwrotate never talks to the Kubernetes API")
+		p = append(p, "automountServiceAccountToken must be false: the token is mounted explicitly, only where --deliver needs it")
 	}
 	if pod.HostNetwork || pod.HostPID || pod.HostIPC {
 		p = append(p, "host namespaces in use")
@@ -943,6 +958,7 @@ var (
 		"rate", "burst", "workers", "timeout", "max-attempts", "length", "digits",
 		"symbols", "symbol-set", "max-users", "pushgateway", "shard", "shards",
 		"log-format", "log-level", "progress", "protect", "reason",
+		"deliver", "kubeconfig", "kube-context", "older-than",
 	}
 )
 

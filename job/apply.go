@@ -17,29 +17,38 @@ type runCounts struct {
 	mu          sync.Mutex
 	byStatus    map[report.Status]int
 	resetFailed int
+
+	delivered, notDelivered int // updated rows with delivered true, false
+}
+
+// count adds row's outcome to the counts with sign +1 or -1.
+func (c *runCounts) count(row report.Row, sign int) {
+	c.byStatus[row.Status] += sign
+	if row.SessionsReset == "false" {
+		c.resetFailed += sign
+	}
+	if row.Status == report.Updated {
+		switch row.Delivered {
+		case "true":
+			c.delivered += sign
+		case "false":
+			c.notDelivered += sign
+		}
+	}
 }
 
 // replace counts row instead of old, a row of the same line.
 func (c *runCounts) replace(old, row report.Row) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byStatus[old.Status]--
-	if old.SessionsReset == "false" {
-		c.resetFailed--
-	}
-	c.byStatus[row.Status]++
-	if row.SessionsReset == "false" {
-		c.resetFailed++
-	}
+	c.count(old, -1)
+	c.count(row, +1)
 }
 
 func (c *runCounts) add(row report.Row) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.byStatus[row.Status]++
-	if row.SessionsReset == "false" {
-		c.resetFailed++
-	}
+	c.count(row, +1)
 }
 
 // errFatalAPI stops a run: the API refused the key (401/403), or its
@@ -57,6 +66,7 @@ func (r *Runner) apply(ctx context.Context, p *plan, out *report.Folder, sum *re
 	if err != nil {
 		return fatal("output folder %s: %w", out.Path, err)
 	}
+	r.outDir = out.Path
 	res, existing, err := r.files.OpenResults(out.ResultsPath())
 	if err != nil {
 		return fatal("results: %w", err)
@@ -139,6 +149,8 @@ type outcome struct {
 	syncErr      error // the last fsync of the results
 	took         time.Duration
 	calls        int64 // API calls while sending
+
+	held heldUsers // users with targets left unchanged: the Kubernetes API was down
 }
 
 // recall takes in what earlier runs recorded in results.csv (existing):
@@ -171,13 +183,23 @@ func (r *Runner) recall(p *plan, out *report.Folder, existing []report.Row, coun
 			continue // never a reset or a key for a record left alone
 		}
 		r.keys.noteRecorded(row)
-		if r.resets && resetOwed(row) {
-			owed = append(owed, owedReset{row: row})
+		u := owedReset{row: row, reset: r.resets && resetOwed(row), deliver: r.cfg.Deliver != nil && deliveryOwed(row)}
+		if u.reset || u.deliver {
+			owed = append(owed, u)
 		}
 	}
 	slices.SortFunc(owed, func(a, b owedReset) int { return a.row.Line - b.row.Line })
 	if len(existing) > 0 {
-		r.log.Info("resuming", "out", out.Path, "recorded", len(existing), "sessionResetsOwed", len(owed))
+		resets, deliveries := 0, 0
+		for _, u := range owed {
+			if u.reset {
+				resets++
+			}
+			if u.deliver {
+				deliveries++
+			}
+		}
+		r.log.Info("resuming", "out", out.Path, "recorded", len(existing), "sessionResetsOwed", resets, "deliveriesOwed", deliveries)
 	}
 	return owed, nil
 }
@@ -246,7 +268,7 @@ func (r *Runner) send(ctx context.Context, p *plan, gen int, owed []owedReset, l
 		r.waitOutLateChanges(ctx, lastActivity, len(p.todo), gen)
 	}
 	if o.poolErr == nil && ctx.Err() == nil {
-		recorded, o.poolErr = r.pool(ctx, p, gen, res, counts)
+		recorded, o.held, o.poolErr = r.pool(ctx, p, gen, res, counts)
 	}
 	o.took = cfg.Now().Sub(start)
 	if cfg.Counter != nil {
@@ -266,6 +288,11 @@ func (r *Runner) finish(ctx context.Context, out *report.Folder, res *report.Res
 		sum.Counts[string(st)] = n
 	}
 	resetFailed := counts.resetFailed
+	notDelivered := counts.notDelivered
+	if r.dlv != nil {
+		sum.Delivery = &report.DeliveryStats{Targets: r.dlv.targets, Ignored: r.dlv.ignored,
+			Delivered: counts.delivered, NotDelivered: counts.notDelivered, NotDue: r.dlv.notDue}
+	}
 	counts.mu.Unlock()
 	sum.Counts["pending"] = o.total - o.done
 	if cfg.Counter != nil {
@@ -295,6 +322,11 @@ func (r *Runner) finish(ctx context.Context, out *report.Folder, res *report.Res
 		runErr = &ExitError{Code: report.ExitInterrupted, Err: errors.New("interrupted: run again with --resume to finish")}
 	case o.poolErr != nil:
 		runErr = &ExitError{Code: report.ExitFatal, Err: o.poolErr}
+	case o.held.n > 0:
+		// Not a fatal error: the run stopped changing passwords that it
+		// could not deliver; a resume finishes it.
+		runErr = &ExitError{Code: report.ExitIncomplete, Err: fmt.Errorf("%s with --deliver targets not changed, %d not delivered: %w; run again with --resume once the Kubernetes API answers",
+			plural(o.held.n, "user"), notDelivered, o.held.err)}
 	case o.done != o.total:
 		runErr = fatal("run incomplete: %d records have no outcome; run again with --resume", o.total-o.done)
 	default:
@@ -312,8 +344,18 @@ func (r *Runner) finish(ctx context.Context, out *report.Folder, res *report.Res
 		if sum.APIKeys != nil {
 			keysFailed = sum.APIKeys.NotRotated
 		}
-		if failed > 0 || resetFailed > 0 || keysFailed > 0 {
-			runErr = &ExitError{Code: report.ExitIncomplete, Err: fmt.Errorf("%d records not updated, %d session resets failed, %d API keys not rotated", failed, resetFailed, keysFailed)}
+		if failed > 0 || resetFailed > 0 || keysFailed > 0 || notDelivered > 0 {
+			msg := fmt.Sprintf("%d records not updated, %d session resets failed, %d API keys not rotated", failed, resetFailed, keysFailed)
+			if r.dlv != nil {
+				msg += fmt.Sprintf(", %d changes not delivered", notDelivered)
+				if notDelivered > 0 {
+					msg += " (run again with --resume to deliver them, with no second change)"
+				}
+			}
+			runErr = &ExitError{Code: report.ExitIncomplete, Err: errors.New(msg)}
+		}
+		if r.dlv != nil && notDelivered == 0 {
+			r.removeEscrow(out)
 		}
 	}
 	if runErr != nil {

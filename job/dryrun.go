@@ -27,6 +27,9 @@ func (r *Runner) dryRun(p *plan, out *report.Folder, sum *report.Summary) error 
 		return err
 	}
 	r.printPlan(p, "dry run: nothing will be changed (pass --apply to carry it out)")
+	if err := r.dlv.refused(); err != nil {
+		return err
+	}
 	r.log.Info("plan", "dryRun", true, "records", len(p.records), "valid", p.valid, "invalid", len(p.records)-p.valid,
 		"skipped", len(p.skip))
 	invalid := len(p.records) - p.valid

@@ -123,5 +123,5 @@ func (r *Runner) sealPending(out *report.Folder, p *plan, gen int) error {
 		r.log.Info("sealed", "files", len(files), "generation", gen, "passwords", len(p.pending), "groups", cfg.RecipientsMap.Column())
 	}
 	cfg.Hook("sealed", 1)
-	return nil
+	return r.sealEscrow(out, p, gen)
 }

@@ -322,6 +322,7 @@ func (r *Runner) printPlan(p *plan, mode string) {
 	if r.cfg.ResetSessions {
 		fmt.Fprintf(w, "  sessions:  reset after each change\n")
 	}
+	r.printDeliverPlan(w)
 	r.printKeyPlan(p)
 }
 

@@ -7,10 +7,13 @@ import (
 	"pwrotate/report"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"pwrotate/report/deliver"
 )
 
 // syncEvery is the batch of recorded outcomes after which results are
@@ -27,7 +30,7 @@ const (
 // pool sends the pending changes through the worker pool. It returns a
 // fatal error (401/403, results not writable); an interruption shows as
 // ctx being done.
-func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.ResultsFile, counts *runCounts) (recorded int, err error) {
+func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.ResultsFile, counts *runCounts) (recorded int, held heldUsers, err error) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	syncDone := r.syncer(ctx, res, cancel)
@@ -58,10 +61,18 @@ func (r *Runner) pool(ctx context.Context, p *plan, gen int, res *report.Results
 	cancel(nil)
 	<-syncDone
 	recorded = int(w.recorded.Load())
+	held = heldUsers{n: int(w.held.Load()), err: w.heldErr}
 	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		return recorded, err
+		return recorded, held, err
 	}
-	return recorded, nil
+	return recorded, held, nil
+}
+
+// heldUsers are the users with --deliver targets a pool left unchanged
+// because the Kubernetes API was down too long, and why.
+type heldUsers struct {
+	n   int
+	err error
 }
 
 // syncer makes results durable at least every second, and touches run.json
@@ -100,6 +111,12 @@ type poolRun struct {
 
 	answered, changed, recorded atomic.Int64
 	lastBatchSync               atomic.Int64 // when the last fsync for syncEvery began (Unix ns)
+	delivered                   atomic.Int64 // deliveries ended (hookDelivered)
+	// held counts the users with targets not changed because the
+	// Kubernetes API was down longer than its outage limit; heldErr says why.
+	held    atomic.Int64
+	heldMu  sync.Mutex
+	heldErr error
 }
 
 // send changes the password of p.todo[i] and records the outcome: with
@@ -108,6 +125,18 @@ type poolRun struct {
 func (w *poolRun) send(ctx context.Context, i int) {
 	cfg := w.r.cfg
 	line, userID := int(w.p.todo[i].line), int(w.p.todo[i].userID)
+	deliverTo := w.r.hasTargets(userID)
+	if deliverTo {
+		// A change whose delivery cannot land would break one more
+		// consumer: while the Kubernetes API is down, wait; past its
+		// outage limit, leave the user for a --resume.
+		if err := cfg.Deliver.WaitReady(ctx); err != nil {
+			if ctx.Err() == nil {
+				w.hold(err)
+			}
+			return
+		}
+	}
 	o := cfg.Client.ChangePassword(ctx, userID, w.p.pw.at(i))
 	cfg.Hook("answered", int(w.answered.Add(1)))
 	if o.Interrupted {
@@ -127,12 +156,17 @@ func (w *poolRun) send(ctx context.Context, i int) {
 	}
 	if o.OK {
 		row.Status = report.Updated
-		if w.r.resets {
-			// The change and its reset are one unit: the change is
-			// recorded first, saying the reset is owed (a kill now
-			// leaves that for --resume), and the reset runs even
-			// if the run is being stopped.
-			row.SessionsReset, row.Error = "false", resetOwedText
+		if w.r.resets || deliverTo {
+			// The change, its delivery and its reset are one unit: the
+			// change is recorded first, saying what is owed (a kill now
+			// leaves that for --resume), and the rest runs even if the
+			// run is being stopped.
+			if w.r.resets {
+				row.SessionsReset, row.Error = "false", resetOwedText
+			}
+			if deliverTo {
+				row.Delivered, row.Error = "false", joinText(row.Error, deliverOwedText)
+			}
 			row.FinishedAt = cfg.Now().UTC()
 			w.r.keys.owe(&row)
 			if !w.append(row) {
@@ -140,7 +174,18 @@ func (w *poolRun) send(ctx context.Context, i int) {
 			}
 			cfg.Hook("changed", int(w.changed.Add(1)))
 			uctx, ucancel := unitContext(ctx, cfg.Client.Timeout())
-			w.r.resetSessions(uctx, &row, w.cancel)
+			row.Error = ""
+			var dres deliver.Result
+			if deliverTo {
+				dres = cfg.Deliver.Deliver(uctx, userID, w.p.pw.at(i))
+				cfg.Hook(hookDelivered, int(w.delivered.Add(1)))
+			}
+			if w.r.resets {
+				w.r.resetSessions(uctx, &row, w.cancel)
+			}
+			if deliverTo {
+				setDelivered(&row, dres)
+			}
 			ucancel()
 		}
 	} else {
@@ -166,6 +211,17 @@ func (w *poolRun) send(ctx context.Context, i int) {
 	}
 	cfg.Hook("recorded", int(n))
 	w.r.keys.rotate(ctx, row)
+}
+
+// hold notes a user with targets left unchanged: the Kubernetes API has
+// been down longer than its outage limit.
+func (w *poolRun) hold(err error) {
+	if w.held.Add(1) == 1 {
+		w.r.log.Error("kubernetes API down too long: no further password changes for users with --deliver targets; run again with --resume once it answers", "err", err)
+	}
+	w.heldMu.Lock()
+	w.heldErr = err
+	w.heldMu.Unlock()
 }
 
 // append records row; false (the run stopped) when it could not.

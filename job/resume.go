@@ -8,6 +8,7 @@ import (
 	"os"
 	"pwrotate/job/input"
 	"pwrotate/report"
+	"pwrotate/report/deliver"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -97,9 +98,11 @@ func resetsOwed(path string) (bool, error) {
 	return false, nil
 }
 
-// owedReset is an updated row whose session reset a resumed run does.
+// owedReset is an updated row whose session reset, or delivery, or both,
+// a resumed run does, as one unit.
 type owedReset struct {
-	row report.Row
+	row            report.Row
+	reset, deliver bool
 }
 
 // resetOwedSessions does the session resets that an earlier run owes
@@ -110,7 +113,7 @@ func (r *Runner) resetOwedSessions(ctx context.Context, owed []owedReset, res *r
 	if len(owed) == 0 {
 		return nil
 	}
-	r.log.Info("resetting the sessions an earlier run owes", "users", len(owed))
+	r.log.Info("doing the session resets and deliveries an earlier run owes", "users", len(owed))
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var g errgroup.Group
@@ -125,9 +128,26 @@ func (r *Runner) resetOwedSessions(ctx context.Context, owed []owedReset, res *r
 			}
 			old := owed[i].row
 			row := old
-			r.resetSessions(ctx, &row, cancel)
-			if row.SessionsReset != "true" && ctx.Err() != nil {
-				return nil // interrupted: still owed
+			row.Error = ""
+			var dres deliver.Result
+			if owed[i].deliver {
+				dres = r.deliverOwed(ctx, row)
+				if !dres.OK() && ctx.Err() != nil {
+					return nil // interrupted: still owed
+				}
+			}
+			if owed[i].reset {
+				r.resetSessions(ctx, &row, cancel)
+				if row.SessionsReset != "true" && ctx.Err() != nil {
+					return nil // interrupted: still owed
+				}
+			}
+			if owed[i].deliver {
+				setDelivered(&row, dres)
+				row.FinishedAt = r.cfg.Now().UTC()
+			}
+			if row.APIKeyRotated == "false" {
+				row.Error = joinText(row.Error, keyOwedText)
 			}
 			if err := res.Append(row); err != nil {
 				cancel(fmt.Errorf("recording results: %w", err))
@@ -162,6 +182,9 @@ func (r *Runner) resumeChecks(out *report.Folder, in *input.Input, sum *report.S
 		r.log.Info("the run was started with --rotate-api-keys: rotating API keys as it promised", "out", out.Path)
 		r.cfg.RotateAPIKeys = true
 	}
+	if err := r.resumeDelivery(out, m, ok); err != nil {
+		return false, err
+	}
 	if ok && m.Shard != sum.Shard {
 		return false, fatal("output folder %s holds %s (%s); this run is %s: a folder is bound to the shard layout of its first run",
 			out.Path, report.LayoutName(m.Shard), report.ManifestName, report.LayoutName(sum.Shard))
@@ -181,6 +204,11 @@ func (r *Runner) resumeChecks(out *report.Folder, in *input.Input, sum *report.S
 		owed := false
 		if perr == nil && prev.Complete && r.resets && prev.ExitCode == report.ExitIncomplete {
 			if owed, err = resetsOwed(out.ResultsPath()); err != nil {
+				return false, fatal("results: %w", err)
+			}
+		}
+		if perr == nil && prev.Complete && !owed && prev.ExitCode == report.ExitIncomplete && r.cfg.Deliver != nil {
+			if owed, err = deliveriesOwed(out.ResultsPath()); err != nil {
 				return false, fatal("results: %w", err)
 			}
 		}
@@ -264,6 +292,9 @@ func (r *Runner) recordManifest(out *report.Folder, p *plan, sum *report.Summary
 			m = Manifest{Version: cfg.Version, Input: p.in.Name, InputSHA256: p.in.SHA256, StartedAt: sum.StartedAt, Shard: sum.Shard,
 				Selection: r.Selection(), Reason: cfg.Reason, ProtectEntries: cfg.Protect.Len(), ProtectSHA256: cfg.Protect.Fingerprint(),
 				RecipientsMap: mapRecord(cfg.RecipientsMap)}
+			if cfg.Deliver != nil {
+				m.RunID, m.DeliverSHA256 = r.runID, cfg.Deliver.Map().SHA256()
+			}
 		}
 		m.ResetSessions = r.resets
 		m.RotateAPIKeys = cfg.RotateAPIKeys
@@ -300,6 +331,12 @@ type Manifest struct {
 	// RecipientsMap is set for a run with --recipients-map: its key and
 	// sha256, which a resume must bring again.
 	RecipientsMap *MapRecord `json:"recipientsMap,omitempty"`
+	// RunID names the run on the Kubernetes Secrets it writes (--deliver),
+	// and salts its delivery escrow's passphrase.
+	RunID string `json:"runId,omitempty"`
+	// DeliverSHA256 is the sha256 of the --deliver files the run was
+	// started with: a resume delivers what the run owes, with the same map.
+	DeliverSHA256 string `json:"deliverSha256,omitempty"`
 }
 
 // readManifest returns out's run.json, or ok=false if there is none.

@@ -19,6 +19,7 @@ import (
 
 	"pwrotate/job/input"
 	"pwrotate/report"
+	"pwrotate/report/deliver"
 	"pwrotate/rotate"
 )
 
@@ -79,6 +80,15 @@ type Config struct {
 	// resume without waiting.
 	Now   func() time.Time
 	Sleep func(ctx context.Context, d time.Duration) error
+	// Deliver, when set, puts each changed user's password into the
+	// Kubernetes Secrets that the --deliver files name (deliver.go).
+	Deliver *deliver.Client
+	// OlderThan, with Deliver, rotates only the users that are due
+	// (--older-than); 0: every user.
+	OlderThan time.Duration
+	// EscrowSecret (report.EscrowSecret of the API key) makes the
+	// passphrase of the delivery escrow; needed with Deliver and Apply.
+	EscrowSecret []byte
 }
 
 // ExitError is a run's failure with the exit code it maps to.
@@ -113,6 +123,10 @@ var (
 	ErrOtherRun = errors.New("output folder holds another run")
 	// ErrTooMany: the plan is larger than the cap on users.
 	ErrTooMany = errors.New("plan over the cap")
+	// ErrDeliverRefused: the Kubernetes API refuses a --deliver target.
+	ErrDeliverRefused = errors.New("delivery target refused")
+	// ErrDeliverUnreachable: the Kubernetes API could not be asked.
+	ErrDeliverUnreachable = errors.New("kubernetes API unreachable")
 )
 
 // Runner runs one rotation. Abort may be called from another goroutine
@@ -138,6 +152,10 @@ type Runner struct {
 	// change request, reset or key generation): before it, a signal may
 	// end the process at once.
 	sending atomic.Bool
+	// runID names the run on the Secrets it writes (run.json keeps it).
+	runID  string
+	dlv    *delivery // nil without --deliver
+	outDir string    // the output folder of an applying run
 }
 
 // New returns a Runner for cfg.
@@ -257,11 +275,17 @@ func (r *Runner) run(ctx context.Context, sum *report.Summary) error {
 		return err
 	}
 	r.markSkips(p)
+	if err := r.deliverCheck(ctx, p, out); err != nil {
+		return err
+	}
 	if err := r.checkMaxUsers(p); err != nil {
 		return err
 	}
 	if !r.cfg.Apply {
 		return r.dryRun(p, out, sum)
+	}
+	if err := r.dlv.refused(); err != nil {
+		return err
 	}
 	return r.apply(ctx, p, out, sum)
 }

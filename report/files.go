@@ -48,6 +48,9 @@ func TempFinal(name string) (final string, ok bool) {
 		if _, ok := sealedGen(base + sealedSuffix); ok {
 			return base + sealedSuffix, true
 		}
+		if _, ok := escrowGen(base + sealedSuffix); ok {
+			return base + sealedSuffix, true
+		}
 		return "", false
 	}
 	rest, ok := strings.CutPrefix(name, ".")

@@ -67,7 +67,7 @@ func ours(name string) bool {
 	}
 	return strings.HasPrefix(name, sealedPrefix) || strings.HasPrefix(name, ".tmp-") ||
 		strings.HasPrefix(name, shardPrefix) || strings.HasPrefix(name, ResultsName+".") ||
-		name == KeyLogName || IsAPIKeysFile(name)
+		name == KeyLogName || IsAPIKeysFile(name) || IsEscrowName(name)
 }
 
 // ourTemp reports whether name is the temporary file of an atomic write
@@ -83,7 +83,7 @@ func ourTemp(name string) (string, bool) {
 	case ManifestName, ResultsName, SummaryName, SnapshotName:
 		return final, true
 	}
-	return final, strings.HasPrefix(final, sealedPrefix)
+	return final, strings.HasPrefix(final, sealedPrefix) || IsEscrowName(final)
 }
 
 // clearTemps removes the temporary files that a process killed inside an

@@ -186,8 +186,9 @@ func collectGroups(paths []string) ([]*openGroup, error) {
 			return fmt.Errorf("open: %w", err)
 		}
 		for _, e := range entries {
-			// Sealed API key batches are opened by OpenAPIKeys.
-			if strings.HasSuffix(e.Name(), sealedSuffix) && !IsAPIKeysFile(e.Name()) && e.Type().IsRegular() {
+			// Sealed API key batches are opened by OpenAPIKeys; the
+			// delivery escrow (a copy, to a passphrase) by the job alone.
+			if strings.HasSuffix(e.Name(), sealedSuffix) && !IsAPIKeysFile(e.Name()) && !IsEscrowName(e.Name()) && e.Type().IsRegular() {
 				addFile(g, filepath.Join(dir, e.Name()))
 			}
 		}

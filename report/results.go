@@ -78,6 +78,10 @@ type Row struct {
 	// (invalid, skipped) or in a file from before the column. ParseGroup
 	// reads "" as the global group.
 	SealedFor string
+	// Delivered is "" (the user has no --deliver target), "true" (every
+	// target holds the password of the row's generation) or "false" (not
+	// delivered: owed, or failed).
+	Delivered string
 }
 
 // ResultsHeader is the exact header row of results.csv: the csv tags of
@@ -196,6 +200,11 @@ func (r *Row) check() error {
 	if _, err := ParseGroup(r.SealedFor); err != nil {
 		return fmt.Errorf("line %d: sealedFor: %w", r.Line, err)
 	}
+	switch r.Delivered {
+	case "", "true", "false":
+	default:
+		return fmt.Errorf("line %d: delivered must be empty, true or false", r.Line)
+	}
 	return nil
 }
 
@@ -263,7 +272,7 @@ func validRow(cr *resultsRecord) (Row, error) {
 	case !r.Status.valid():
 		return r, errors.New("unknown status")
 	case r.check() != nil:
-		return r, errors.New("bad passwordSource, sessionsReset, apiKeyRotated or sealedFor")
+		return r, errors.New("bad passwordSource, sessionsReset, apiKeyRotated, sealedFor or delivered")
 	}
 	return r, nil
 }

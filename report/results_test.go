@@ -18,7 +18,7 @@ func sampleRows() []Row {
 	t0 := time.Date(2025, 3, 4, 5, 6, 7, 891011121, time.UTC)
 	return []Row{
 		{Line: 2, UserID: 1042, Status: Updated, Generation: 1, Attempts: 2, HTTPStatus: 200,
-			PasswordSource: "generated", SessionsReset: "true", FinishedAt: t0, APIKeyRotated: "true", SealedFor: "network-12"},
+			PasswordSource: "generated", SessionsReset: "true", FinishedAt: t0, APIKeyRotated: "true", SealedFor: "network-12", Delivered: "false"},
 		{Line: 3, UserID: 0, RawUserID: "abc", Status: Invalid, Error: "userId is not an integer"},
 		{Line: 5, UserID: 7, Status: Failed, Attempts: 5, HTTPStatus: 404, ErrorCode: "ObjectNotFound",
 			Error: "user, \"7\" not found", PasswordSource: "input", SessionsReset: "false",
@@ -53,15 +53,15 @@ func TestResultsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const header = "line,userId,status,generation,attempts,httpStatus,errorCode,error,passwordSource,sessionsReset,finishedAt,apiKeyRotated,sealedFor\n"
+	const header = "line,userId,status,generation,attempts,httpStatus,errorCode,error,passwordSource,sessionsReset,finishedAt,apiKeyRotated,sealedFor,delivered\n"
 	if !strings.HasPrefix(string(data), header) {
 		t.Fatalf("header:\n%q", strings.SplitAfter(string(data), "\n")[0])
 	}
 	lines := strings.Split(string(data), "\n")
 	wantLines := map[int]string{
-		1: "2,1042,updated,1,2,200,,,generated,true,2025-03-04T05:06:07.891011121Z,true,network-12",
-		2: "3,abc,invalid,,0,,,userId is not an integer,,,,,",
-		4: "6,2147483647,planned,,0,,,,generated,,,,",
+		1: "2,1042,updated,1,2,200,,,generated,true,2025-03-04T05:06:07.891011121Z,true,network-12,false",
+		2: "3,abc,invalid,,0,,,userId is not an integer,,,,,,",
+		4: "6,2147483647,planned,,0,,,,generated,,,,,",
 	}
 	for i, want := range wantLines {
 		if lines[i] != want {
@@ -263,7 +263,8 @@ func TestTornTailUnparsableLastRecord(t *testing.T) {
 		"unknown status":   "7,8,done,,0,,,,,,\n",
 		"bad time":         "7,8,failed,,0,,,,,,yesterday\n",
 		"open quote":       "7,8,failed,,0,,,\"oops,,,\n",
-		"too many columns": "7,8,failed,,0,,,,,,,,,\n",
+		"too many columns": "7,8,failed,,0,,,,,,,,,,\n",
+		"bad delivered":    "7,8,failed,,0,,,,,,,,,maybe\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if err := os.WriteFile(full, append(bytes.Clone(good), tail...), 0o600); err != nil {
@@ -487,9 +488,9 @@ func TestResultsLegacyFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := headerLine +
-		"4,10,updated,1,1,200,,,generated,,2025-03-04T05:06:07Z,,\n" +
-		"2,11,failed,,5,500,,\"boom, twice\",generated,,2025-03-04T05:06:08Z,,\n" +
-		"3,12,updated,2,1,,,,,,,true,\n"
+		"4,10,updated,1,1,200,,,generated,,2025-03-04T05:06:07Z,,,\n" +
+		"2,11,failed,,5,500,,\"boom, twice\",generated,,2025-03-04T05:06:08Z,,,\n" +
+		"3,12,updated,2,1,,,,,,,true,,\n"
 	if b, _ := os.ReadFile(path); string(b) != want {
 		t.Fatalf("upgraded file:\n%s\nwant:\n%s", b, want)
 	}
@@ -532,13 +533,13 @@ func TestResultsBeforeSealedFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := headerLine +
-		"2,11,failed,,5,500,,boom,generated,,2025-03-04T05:06:08Z,,\n" +
-		"4,10,updated,1,1,200,,,generated,,2025-03-04T05:06:07Z,true,\n" +
-		"3,12,updated,2,1,,,,,,,,mailbox-7\n"
+		"2,11,failed,,5,500,,boom,generated,,2025-03-04T05:06:08Z,,,\n" +
+		"4,10,updated,1,1,200,,,generated,,2025-03-04T05:06:07Z,true,,\n" +
+		"3,12,updated,2,1,,,,,,,,mailbox-7,\n"
 	if b, _ := os.ReadFile(path); string(b) != want {
 		t.Fatalf("upgraded file:\n%s\nwant:\n%s", b, want)
 	}
-	bad := headerLine + "2,11,updated,1,1,200,,,generated,,2025-03-04T05:06:08Z,,network-x\n"
+	bad := headerLine + "2,11,updated,1,1,200,,,generated,,2025-03-04T05:06:08Z,,network-x,\n"
 	if err := os.WriteFile(path, []byte(bad+bad[len(headerLine):]), 0o600); err != nil {
 		t.Fatal(err)
 	}

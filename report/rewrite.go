@@ -131,7 +131,7 @@ func (c *canonChecker) check(r *Row, rec []string, n int64) bool {
 		rec[8] != r.PasswordSource ||
 		rec[9] != r.SessionsReset ||
 		rec[11] != r.APIKeyRotated ||
-		rec[12] != r.SealedFor {
+		rec[12] != r.SealedFor || rec[13] != r.Delivered {
 		return false
 	}
 	if r.FinishedAt.IsZero() {

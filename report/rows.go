@@ -46,6 +46,7 @@ type resultsRecord struct {
 	FinishedAt     stamp    `csv:"finishedAt"`
 	APIKeyRotated  string   `csv:"apiKeyRotated"`
 	SealedFor      string   `csv:"sealedFor"`
+	Delivered      string   `csv:"delivered"`
 }
 
 // sealedRecord is one row of a sealed file's plaintext.
@@ -79,6 +80,7 @@ func (r *Row) csvRecord() resultsRecord {
 		FinishedAt:     stamp{r.FinishedAt},
 		APIKeyRotated:  r.APIKeyRotated,
 		SealedFor:      r.SealedFor,
+		Delivered:      r.Delivered,
 	}
 }
 
@@ -99,6 +101,7 @@ func (rec *resultsRecord) row() Row {
 		FinishedAt:     rec.FinishedAt.t,
 		APIKeyRotated:  rec.APIKeyRotated,
 		SealedFor:      rec.SealedFor,
+		Delivered:      rec.Delivered,
 	}
 }
 
@@ -118,6 +121,7 @@ func (rec *resultsRecord) cells(dst []string) {
 	dst[10], _ = rec.FinishedAt.MarshalCSV()
 	dst[11] = rec.APIKeyRotated
 	dst[12] = rec.SealedFor
+	dst[13] = rec.Delivered
 }
 
 // decode reads the cells of one record (one string per column) into rec as
@@ -130,6 +134,7 @@ func (rec *resultsRecord) decode(src []string) error {
 		SessionsReset:  src[9],
 		APIKeyRotated:  src[11],
 		SealedFor:      src[12],
+		Delivered:      src[13],
 	}
 	for _, err := range [...]error{
 		atColumn(0, rec.Line.UnmarshalCSV(src[0])),

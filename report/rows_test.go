@@ -36,7 +36,7 @@ func codecRows() []Row {
 func TestRowCodecsAgree(t *testing.T) {
 	t.Run("headers come from the csv tags", func(t *testing.T) {
 		for name, tt := range map[string]struct{ got, want []string }{
-			"results": {ResultsHeader, strings.Split("line,userId,status,generation,attempts,httpStatus,errorCode,error,passwordSource,sessionsReset,finishedAt,apiKeyRotated,sealedFor", ",")},
+			"results": {ResultsHeader, strings.Split("line,userId,status,generation,attempts,httpStatus,errorCode,error,passwordSource,sessionsReset,finishedAt,apiKeyRotated,sealedFor,delivered", ",")},
 			"sealed":  {sealedHeader, []string{"userId", "password", "generation"}},
 			"open":    {CSVHeader[openRecord](), []string{"userId", "password", "status", "generation"}},
 		} {

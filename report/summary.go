@@ -53,6 +53,28 @@ type Summary struct {
 	// APIKeys counts the API key rotation (--rotate-api-keys); absent
 	// without it.
 	APIKeys *APIKeyStats `json:"apiKeys,omitempty"`
+	// Delivery counts the delivery of passwords to Kubernetes Secrets
+	// (--deliver); absent without it.
+	Delivery *DeliveryStats `json:"delivery,omitempty"`
+}
+
+// DeliveryStats counts the delivery of a run's passwords to Kubernetes
+// Secrets (--deliver).
+type DeliveryStats struct {
+	// Targets counts the rows of the --deliver files that name a user of
+	// the run (this shard's); Ignored the rows of users outside it.
+	Targets int `json:"targets"`
+	Ignored int `json:"ignored"`
+	// Delivered counts the updated users whose every target holds the
+	// password of their recorded generation (results rows with
+	// delivered=true), this run and earlier runs into the folder.
+	Delivered int `json:"delivered"`
+	// NotDelivered counts the updated users with targets whose password is
+	// not in every one (delivered=false: failed, or still owed): each
+	// makes the exit code 2 until a --resume delivers it.
+	NotDelivered int `json:"notDelivered"`
+	// NotDue counts the users skipped by --older-than.
+	NotDue int `json:"notDue"`
 }
 
 // APIKeyStats counts the API key rotation of a run.

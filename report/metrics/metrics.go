@@ -67,6 +67,7 @@ type Run struct {
 	mu           sync.Mutex
 	otherCalls   map[callKey]int64
 	otherRetries map[string]int64
+	deliveries   map[string]int64 // by outcome
 
 	now func() time.Time
 }
@@ -76,6 +77,7 @@ func NewRun() *Run {
 	return &Run{
 		otherCalls:   map[callKey]int64{},
 		otherRetries: map[string]int64{},
+		deliveries:   map[string]int64{},
 		now:          time.Now,
 	}
 }
@@ -107,6 +109,21 @@ func (r *Run) Retry(endpoint string) {
 	r.mu.Lock()
 	r.otherRetries[endpoint]++
 	r.mu.Unlock()
+}
+
+// Delivery counts one target's delivery to a Kubernetes Secret (--deliver)
+// by its outcome: delivered, refused, unreachable or canceled.
+func (r *Run) Delivery(outcome string) {
+	r.mu.Lock()
+	r.deliveries[outcome]++
+	r.mu.Unlock()
+}
+
+// Deliveries returns the deliveries counted so far with outcome.
+func (r *Run) Deliveries(outcome string) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.deliveries[outcome]
 }
 
 // Calls returns the number of HTTP attempts counted so far, all endpoints.
@@ -393,6 +410,9 @@ var (
 	retriesDesc = prometheus.NewDesc("pwrotate_retries_total",
 		"Retries of ECGrid API calls by endpoint.",
 		[]string{"endpoint"}, nil)
+	deliveriesDesc = prometheus.NewDesc("pwrotate_deliveries_total",
+		"Deliveries of new passwords to Kubernetes Secret keys (--deliver) by outcome: delivered, refused, unreachable, canceled.",
+		[]string{"outcome"}, nil)
 )
 
 // counters exports a Run's atomic counters as Prometheus counters.
@@ -402,6 +422,7 @@ type counters struct{ run *Run }
 func (c *counters) Describe(ch chan<- *prometheus.Desc) {
 	ch <- callsDesc
 	ch <- retriesDesc
+	ch <- deliveriesDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -424,6 +445,9 @@ func (c *counters) Collect(ch chan<- prometheus.Metric) {
 	}
 	for ep, n := range r.otherRetries {
 		ch <- constCounter(retriesDesc, float64(n), ep)
+	}
+	for outcome, n := range r.deliveries {
+		ch <- constCounter(deliveriesDesc, float64(n), outcome)
 	}
 }
 

@@ -115,7 +115,10 @@ func TestPush(t *testing.T) {
 			r.Retry("password")
 			r.Retry("password")
 			r.Retry("reset")
-			if r.Calls() != 9 || r.Retries() != 3 {
+			r.Delivery("delivered")
+			r.Delivery("delivered")
+			r.Delivery("unreachable")
+			if r.Calls() != 9 || r.Retries() != 3 || r.Deliveries("delivered") != 2 {
 				t.Fatalf("Calls, Retries = %d, %d; want 9, 3", r.Calls(), r.Retries())
 			}
 
@@ -151,6 +154,10 @@ func TestPush(t *testing.T) {
 				"pwrotate_retries_total": {
 					"endpoint=password": 2,
 					"endpoint=reset":    1,
+				},
+				"pwrotate_deliveries_total": {
+					"outcome=delivered":   2,
+					"outcome=unreachable": 1,
 				},
 				"pwrotate_run_duration_seconds":           {"": tt.final.Duration.Seconds()},
 				"pwrotate_achieved_rate_calls_per_second": {"": tt.final.AchievedRate},
