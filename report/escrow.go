@@ -31,7 +31,6 @@ import (
 // complete run whose passwords are all delivered removes its escrow files.
 
 const (
-	escrowPrefix = "deliver-g"
 	// escrowWorkFactor is the scrypt work factor of the escrow: the
 	// passphrase is 256 random-looking bits, so the work factor protects
 	// nothing, and a low one keeps sealing and opening fast.

@@ -37,6 +37,7 @@ const (
 	// DemoIdentityName is the age identity that --demo seals to.
 	DemoIdentityName = "demo-identity.txt"
 	sealedPrefix     = "passwords-g"
+	escrowPrefix     = "deliver-g" // --deliver's escrow (escrow.go)
 	sealedSuffix     = ".age"
 	apiKeysPrefix    = "apikeys-"
 	shardPrefix      = "shard-"
