@@ -250,25 +250,6 @@ func deliveryOwed(row report.Row) bool {
 	return row.Status == report.Updated && row.UserID > 0 && row.Delivered == "false"
 }
 
-// deliveriesOwed reports whether the results file at path holds a row (the
-// last of its line) whose delivery is owed.
-func deliveriesOwed(path string) (bool, error) {
-	rows, err := report.ReadResults(path)
-	if err != nil {
-		return false, err
-	}
-	last := map[int]report.Row{}
-	for _, row := range rows {
-		last[row.Line] = row
-	}
-	for _, row := range last {
-		if deliveryOwed(row) {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 // hasTargets reports whether userID's password is delivered.
 func (r *Runner) hasTargets(userID int) bool {
 	return r.cfg.Deliver != nil && len(r.cfg.Deliver.Map().Targets(userID)) > 0

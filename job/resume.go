@@ -79,9 +79,10 @@ func resetOwed(row report.Row) bool {
 	return row.Status == report.Updated && row.UserID > 0 && row.SessionsReset != "true"
 }
 
-// resetsOwed reports whether the results file at path holds a row whose
-// session reset is owed.
-func resetsOwed(path string) (bool, error) {
+// owedIn reports whether the results file at path holds a row (the last
+// of its line) that owes what owes reports: a session reset (resetOwed),
+// a delivery (deliveryOwed).
+func owedIn(path string, owes func(report.Row) bool) (bool, error) {
 	rows, err := report.ReadResults(path)
 	if err != nil {
 		return false, err
@@ -91,7 +92,7 @@ func resetsOwed(path string) (bool, error) {
 		last[row.Line] = row
 	}
 	for _, row := range last {
-		if resetOwed(row) {
+		if owes(row) {
 			return true, nil
 		}
 	}
@@ -203,12 +204,12 @@ func (r *Runner) resumeChecks(out *report.Folder, in *input.Input, sum *report.S
 	if ok {
 		owed := false
 		if perr == nil && prev.Complete && r.resets && prev.ExitCode == report.ExitIncomplete {
-			if owed, err = resetsOwed(out.ResultsPath()); err != nil {
+			if owed, err = owedIn(out.ResultsPath(), resetOwed); err != nil {
 				return false, fatal("results: %w", err)
 			}
 		}
 		if perr == nil && prev.Complete && !owed && prev.ExitCode == report.ExitIncomplete && r.cfg.Deliver != nil {
-			if owed, err = deliveriesOwed(out.ResultsPath()); err != nil {
+			if owed, err = owedIn(out.ResultsPath(), deliveryOwed); err != nil {
 				return false, fatal("results: %w", err)
 			}
 		}
