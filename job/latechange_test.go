@@ -247,6 +247,34 @@ func TestResumeWaitsOnlyWhenNeeded(t *testing.T) {
 // TestResetSurvivesAnotherWorkersFatal: a change that succeeded is reset
 // even though another worker's 401 stops the run meanwhile: the change and
 // its reset are one unit.
+// passwordBarrier holds each password change until want of them have
+// arrived (or 10 s have passed), then passes them all on to next.
+type passwordBarrier struct {
+	next http.Handler
+	want int
+	mu   sync.Mutex
+	seen int
+	all  chan struct{}
+}
+
+func (b *passwordBarrier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v2/users/password" {
+		b.mu.Lock()
+		b.seen++
+		if b.seen == b.want {
+			close(b.all)
+		}
+		b.mu.Unlock()
+		select {
+		case <-b.all:
+		case <-time.After(10 * time.Second):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	b.next.ServeHTTP(w, r)
+}
+
 func TestResetSurvivesAnotherWorkersFatal(t *testing.T) {
 	w := newWorld(t, 2)
 	slow, revoked := firstUser, firstUser+1
@@ -254,6 +282,13 @@ func TestResetSurvivesAnotherWorkersFatal(t *testing.T) {
 	// later; by then the other worker's 401 has stopped the run.
 	w.sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: slow, Kind: ecgridsim.ApplyThenHold, Hold: time.Second})
 	w.sim.Inject(ecgridsim.Fault{Endpoint: "password", UserID: revoked, Kind: ecgridsim.Envelope, Status: 401, Code: "InvalidAPIKey"})
+	// Both changes must be at the server before either is answered: if the
+	// 401 came back before the slow change was sent, the run would stop
+	// without sending it, and there would be nothing in flight to finish.
+	gate := &passwordBarrier{next: w.sim, want: 2, all: make(chan struct{})}
+	srv := httptest.NewServer(gate)
+	t.Cleanup(srv.Close)
+	w.url = srv.URL
 	out := filepath.Join(t.TempDir(), "out")
 	cfg := w.config(users(slow, revoked), out)
 	cfg.ResetSessions = true
