@@ -95,6 +95,8 @@ type options struct {
 	throttleLimits []int  // the throttled servers' limits, calls a second
 	export         bool   // inputs with the columns of 'pwrotate users', and a login glob to protect
 	cpuProfile     string // folder for CPU profiles of every child (pwrotate built with -tags pprof)
+	groups         int    // networks in the sealing-per-group runs (0 skips them)
+	groupUsers     int    // users in each of those runs
 	repeat         int    // throughput runs per user count; targets judged on the medians
 }
 
@@ -147,6 +149,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	throttleLimits := fs.String("throttle-limits", strconv.Itoa(throttleLimit), "comma-separated limits of the throttled servers, calls a second; each run has --throttle-users scaled to 30 s of the limit at the default 9000")
 	export := fs.Bool("export-input", false, "inputs with the columns of 'pwrotate users' (login, authLevel, ...) and --protect with a login glob that matches nobody: the cost of keeping logins and levels")
 	repeat := fs.Int("repeat", 3, "throughput runs per --users count, each beside its own floor; the targets are judged on the medians")
+	groups := fs.Int("groups", 0, "also compare runs sealed per group: --group-users users in this many networks, each with its own recipient (--recipients-map), against the same users in one network, --repeat pairs alternated (0 skips them)")
+	groupUsers := fs.Int("group-users", 20000, "users in each --groups run")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of every child to this folder (NAME.pprof; pwrotate is built with -tags pprof, so not with --binary)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -155,7 +159,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	opt := options{rateUsers: *rateUsers, skipWrk: *skipWrk, binary: *binary, wrkDur: *wrkDur, keep: *keep,
-		skipFloor: *skipFloor, floorReqs: *floorReqs, throttleUsers: *throttleUsers, export: *export, cpuProfile: *cpuProfile, repeat: *repeat}
+		skipFloor: *skipFloor, floorReqs: *floorReqs, throttleUsers: *throttleUsers, export: *export, cpuProfile: *cpuProfile, repeat: *repeat,
+		groups: *groups, groupUsers: *groupUsers}
+	if opt.groups < 0 || opt.groups > 100_000 || (opt.groups > 0 && (opt.groupUsers < opt.groups || opt.groupUsers > 10_000_000)) {
+		return options{}, fmt.Errorf("--groups %d --group-users %d: groups must be between 0 (skip) and 100000, and users between the groups and 10000000", opt.groups, opt.groupUsers)
+	}
 	if opt.repeat < 1 || opt.repeat > 99 {
 		return options{}, fmt.Errorf("--repeat %d: must be between 1 and 99", opt.repeat)
 	}
@@ -306,6 +314,12 @@ func (b *bench) all(ctx context.Context) (bool, error) {
 	}
 	b.memoryScaling(rss)
 
+	if b.opt.groups > 0 {
+		if err := b.sealingPerGroup(ctx); err != nil {
+			return false, err
+		}
+	}
+
 	if b.opt.rateUsers > 0 {
 		if err := b.rateAccuracy(ctx, b.opt.rateUsers); err != nil {
 			return false, err
@@ -414,6 +428,11 @@ func (b *bench) runChild(ctx context.Context, name string, n int, url string, fl
 	if err := writeInput(input, n, b.opt.export); err != nil {
 		return childRun{}, err
 	}
+	return b.runChildOn(ctx, name, input, n, url, flags...)
+}
+
+// runChildOn is runChild on an input already written, of n users.
+func (b *bench) runChildOn(ctx context.Context, name, input string, n int, url string, flags ...string) (childRun, error) {
 	if b.opt.export {
 		protect := filepath.Join(b.dir, name+"-protect.txt")
 		if err := os.WriteFile(protect, []byte("svc-*\n"), 0o600); err != nil {

@@ -367,3 +367,55 @@ func TestParseFlagsRepeat(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFlagsGroups(t *testing.T) {
+	tests := []struct {
+		name          string
+		args          []string
+		groups, users int
+		ok            bool
+	}{
+		{"off by default", nil, 0, 20000, true},
+		{"1000 groups", []string{"--groups", "1000"}, 1000, 20000, true},
+		{"users set", []string{"--groups", "10", "--group-users", "500"}, 10, 500, true},
+		{"fewer users than groups", []string{"--groups", "1000", "--group-users", "999"}, 0, 0, false},
+		{"negative", []string{"--groups", "-1"}, 0, 0, false},
+		{"too many", []string{"--groups", "100001"}, 0, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseFlags(tt.args, io.Discard)
+			if (err == nil) != tt.ok {
+				t.Fatalf("err = %v, want ok %v", err, tt.ok)
+			}
+			if tt.ok && (got.groups != tt.groups || got.groupUsers != tt.users) {
+				t.Fatalf("groups %d users %d, want %d %d", got.groups, got.groupUsers, tt.groups, tt.users)
+			}
+		})
+	}
+}
+
+func TestWriteGroupFiles(t *testing.T) {
+	dir := t.TempDir()
+	input, mapFile := filepath.Join(dir, "in.csv"), filepath.Join(dir, "map.csv")
+	if err := writeGroupFiles(input, mapFile, 10, 3); err != nil {
+		t.Fatal(err)
+	}
+	in, _ := os.ReadFile(input)
+	lines := strings.Split(strings.TrimSpace(string(in)), "\n")
+	if len(lines) != 11 || lines[0] != "userId,networkId" {
+		t.Fatalf("input: %q", lines)
+	}
+	networks := map[string]int{}
+	for _, l := range lines[1:] {
+		networks[strings.Split(l, ",")[1]]++
+	}
+	if len(networks) != 3 {
+		t.Errorf("users in %d networks, want 3: %v", len(networks), networks)
+	}
+	m, _ := os.ReadFile(mapFile)
+	rows := strings.Split(strings.TrimSpace(string(m)), "\n")
+	if len(rows) != 4 || rows[0] != "networkId,recipient" || !strings.HasPrefix(strings.Split(rows[1], ",")[1], "age1") {
+		t.Fatalf("map: %q", rows)
+	}
+}

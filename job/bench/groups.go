@@ -1,0 +1,90 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"filippo.io/age"
+)
+
+// groupTarget is issue 22's target: a run sealed per group within this
+// multiple of the same run's throughput with one group.
+const groupTarget = 0.9
+
+// sealingPerGroup runs the same users sealed to one group and to
+// opt.groups groups (each network its own recipient, every file also to
+// the bench's global recipient), alternated opt.repeat times, and judges
+// the median ratio of their throughputs.
+func (b *bench) sealingPerGroup(ctx context.Context) error {
+	n, groups := b.opt.groupUsers, b.opt.groups
+	fmt.Fprintf(b.out, "\nsealing per group: %d users, 1 network against %d networks (a recipient each), --rate 0 --workers %d, %d pairs\n",
+		n, groups, benchWorkers, b.opt.repeat)
+	var ratios []float64
+	for k := range b.opt.repeat {
+		var perSec [2]float64
+		for j, g := range []int{1, groups} {
+			name := fmt.Sprintf("groups-%d", g)
+			input := filepath.Join(b.dir, name+".csv")
+			mapFile := filepath.Join(b.dir, name+"-map.csv")
+			if err := writeGroupFiles(input, mapFile, n, g); err != nil {
+				return err
+			}
+			_, url, stop, err := b.simulator()
+			if err != nil {
+				return err
+			}
+			r, err := b.runChildOn(ctx, name, input, n, url,
+				"--rate", "0", "--workers", strconv.Itoa(benchWorkers), "--recipients-map", mapFile)
+			stop()
+			if err != nil {
+				return err
+			}
+			perSec[j] = float64(n) / r.wall.Seconds()
+			fmt.Fprintf(b.out, "  pair %d, %5d networks: %.2f s, %.0f users/s, %.2f s CPU, peak RSS %.1f MiB\n",
+				k+1, g, r.wall.Seconds(), perSec[j], r.cpu.Seconds(), r.maxRSS)
+		}
+		ratios = append(ratios, perSec[1]/perSec[0])
+	}
+	m := median(ratios)
+	fmt.Fprintf(b.out, "  %d networks ÷ 1, median of %d pairs: %.2fx  target >= %.2f: %s\n", groups, len(ratios), m, groupTarget,
+		b.verdict(m >= groupTarget, fmt.Sprintf("%d groups: %.2fx one group's throughput", groups, m)))
+	return nil
+}
+
+// writeGroupFiles writes a users CSV of n consecutive IDs with a networkId
+// column, the users split into groups networks of consecutive IDs, and a
+// recipients map giving each network a new recipient of its own.
+func writeGroupFiles(input, mapFile string, n, groups int) error {
+	var in, m []byte
+	in = append(in, "userId,networkId\n"...)
+	for i := range n {
+		in = fmt.Appendf(in, "%d,%d\n", firstUserID+i, i*groups/n+1)
+	}
+	if err := os.WriteFile(input, in, 0o600); err != nil {
+		return fmt.Errorf("writing input: %w", err)
+	}
+	f, err := os.OpenFile(mapFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("writing the recipients map: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	w.WriteString("networkId,recipient\n")
+	for g := 1; g <= groups; g++ {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("age identity: %w", err)
+		}
+		m = fmt.Appendf(m[:0], "%d,%s\n", g, id.Recipient())
+		w.Write(m)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return fmt.Errorf("writing the recipients map: %w", err)
+	}
+	return f.Close()
+}
