@@ -1,14 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strconv"
-
-	"filippo.io/age"
 )
 
 // groupTarget is issue 22's target: a run sealed per group within this
@@ -53,38 +49,4 @@ func (b *bench) sealingPerGroup(ctx context.Context) error {
 	fmt.Fprintf(b.out, "  %d networks ÷ 1, median of %d pairs: %.2fx  target >= %.2f: %s\n", groups, len(ratios), m, groupTarget,
 		b.verdict(m >= groupTarget, fmt.Sprintf("%d groups: %.2fx one group's throughput", groups, m)))
 	return nil
-}
-
-// writeGroupFiles writes a users CSV of n consecutive IDs with a networkId
-// column, the users split into groups networks of consecutive IDs, and a
-// recipients map giving each network a new recipient of its own.
-func writeGroupFiles(input, mapFile string, n, groups int) error {
-	var in, m []byte
-	in = append(in, "userId,networkId\n"...)
-	for i := range n {
-		in = fmt.Appendf(in, "%d,%d\n", firstUserID+i, i*groups/n+1)
-	}
-	if err := os.WriteFile(input, in, 0o600); err != nil {
-		return fmt.Errorf("writing input: %w", err)
-	}
-	f, err := os.OpenFile(mapFile, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("writing the recipients map: %w", err)
-	}
-	w := bufio.NewWriter(f)
-	w.WriteString("networkId,recipient\n")
-	for g := 1; g <= groups; g++ {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			f.Close()
-			return fmt.Errorf("age identity: %w", err)
-		}
-		m = fmt.Appendf(m[:0], "%d,%s\n", g, id.Recipient())
-		w.Write(m)
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing the recipients map: %w", err)
-	}
-	return f.Close()
 }

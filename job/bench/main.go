@@ -495,39 +495,6 @@ func childEnv() []string {
 	return env
 }
 
-// writeInput writes a users CSV of n consecutive IDs; with export, in the
-// columns of 'pwrotate users', AuthLevels in turn.
-func writeInput(path string, n int, export bool) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("writing input: %w", err)
-	}
-	w := bufio.NewWriter(f)
-	levels := []string{"Root", "TechOps", "NetOps", "NetworkAdmin", "NetworkUser", "MailboxAdmin", "MailboxUser", "TPUser", "General", "Other"}
-	if export {
-		w.WriteString("userId,login,email,firstName,lastName,networkId,mailboxId,authLevel,status\n")
-	} else {
-		w.WriteString("userId\n")
-	}
-	var buf []byte
-	for i := range n {
-		buf = strconv.AppendInt(buf[:0], int64(firstUserID+i), 10)
-		if export {
-			buf = fmt.Appendf(buf, ",user-%d,user%d@example.com,First%d,Last%d,1,%d,%s,Active", i, i, i, i, i%50, levels[i%len(levels)])
-		}
-		buf = append(buf, '\n')
-		w.Write(buf)
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return fmt.Errorf("writing input: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing input: %w", err)
-	}
-	return nil
-}
-
 // tail returns the last n lines of a file, one line.
 func tail(path string, n int) string {
 	b, err := os.ReadFile(path)
