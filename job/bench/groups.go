@@ -19,16 +19,20 @@ func (b *bench) sealingPerGroup(ctx context.Context) error {
 	n, groups := b.opt.groupUsers, b.opt.groups
 	fmt.Fprintf(b.out, "\nsealing per group: %d users, 1 network against %d networks (a recipient each), --rate 0 --workers %d, %d pairs\n",
 		n, groups, benchWorkers, b.opt.repeat)
+	counts := []int{1, groups}
+	for _, g := range counts {
+		name := groupRunName(g)
+		if err := writeGroupFiles(filepath.Join(b.dir, name+".csv"), filepath.Join(b.dir, name+"-map.csv"), n, g); err != nil {
+			return err
+		}
+	}
 	var ratios []float64
 	for k := range b.opt.repeat {
 		var perSec [2]float64
-		for j, g := range []int{1, groups} {
-			name := fmt.Sprintf("groups-%d", g)
+		for j, g := range counts {
+			name := groupRunName(g)
 			input := filepath.Join(b.dir, name+".csv")
 			mapFile := filepath.Join(b.dir, name+"-map.csv")
-			if err := writeGroupFiles(input, mapFile, n, g); err != nil {
-				return err
-			}
 			_, url, stop, err := b.simulator()
 			if err != nil {
 				return err
@@ -50,3 +54,6 @@ func (b *bench) sealingPerGroup(ctx context.Context) error {
 		b.verdict(m >= groupTarget, fmt.Sprintf("%d groups: %.2fx one group's throughput", groups, m)))
 	return nil
 }
+
+// groupRunName names the files of the run with g groups.
+func groupRunName(g int) string { return fmt.Sprintf("groups-%d", g) }

@@ -428,11 +428,6 @@ func (b *bench) runChild(ctx context.Context, name string, n int, url string, fl
 	if err := writeInput(input, n, b.opt.export); err != nil {
 		return childRun{}, err
 	}
-	return b.runChildOn(ctx, name, input, n, url, flags...)
-}
-
-// runChildOn is runChild on an input already written, of n users.
-func (b *bench) runChildOn(ctx context.Context, name, input string, n int, url string, flags ...string) (childRun, error) {
 	if b.opt.export {
 		protect := filepath.Join(b.dir, name+"-protect.txt")
 		if err := os.WriteFile(protect, []byte("svc-*\n"), 0o600); err != nil {
@@ -440,6 +435,11 @@ func (b *bench) runChildOn(ctx context.Context, name, input string, n int, url s
 		}
 		flags = append(flags, "--protect", protect)
 	}
+	return b.runChildOn(ctx, name, input, n, url, flags...)
+}
+
+// runChildOn is runChild on an input already written, of n users.
+func (b *bench) runChildOn(ctx context.Context, name, input string, n int, url string, flags ...string) (childRun, error) {
 	out := filepath.Join(b.dir, name+"-out")
 	logPath := filepath.Join(b.dir, name+".log")
 	logFile, err := os.Create(logPath)
