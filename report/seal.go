@@ -251,9 +251,9 @@ func sealedGen(name string) (int, bool) {
 // recips, as dir/SealedName(gen), and returns that path. rows yields
 // (userId, password) pairs; the plaintext is the CSV
 // "userId,password,generation" with a header row, streamed: memory use does
-// not grow with the number of rows. The ciphertext goes to "<name>.tmp"
-// (0600), which is fsynced and renamed to the final name, and the folder is
-// fsynced: only a complete, durable file ever has the final name. An
+// not grow with the number of rows. The ciphertext goes to a file (0600)
+// that gets the final name only once fsynced (see sealFile), and the folder
+// is fsynced: only a complete, durable file ever has the final name. An
 // existing sealed file of that generation is never replaced.
 func Seal(dir string, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password]) (string, error) {
 	if gen < 1 {
@@ -269,7 +269,8 @@ func Seal(dir string, gen int, recips []age.Recipient, rows iter.Seq2[int, secre
 }
 
 // sealFile writes a new sealed file final: fill streams the age ciphertext
-// into "<final>.tmp" (0600), which is fsynced and renamed to final, and the
+// into a file without a name (O_TMPFILE, on Linux) or named "<final>.tmp"
+// (0600), which is fsynced and then linked or renamed as final, and the
 // folder is fsynced: only a complete, durable file ever has the final name.
 // An existing file final is never replaced.
 func sealFile(final string, fill func(w io.Writer) error) error {
@@ -285,13 +286,54 @@ func sealFile(final string, fill func(w io.Writer) error) error {
 }
 
 // writeSealedFile is sealFile without the fsync of the folder: the caller
-// fsyncs it once the files it writes are all renamed.
+// fsyncs it once the files it writes are all named. The file is written
+// without a name (O_TMPFILE) and linked as final once fsynced, or, where
+// that is not available, under "<final>.tmp" and renamed.
 func writeSealedFile(final string, fill func(w io.Writer) error) (err error) {
 	if _, err := os.Lstat(final); err == nil {
 		return fmt.Errorf("sealing: %s already exists: refusing to replace sealed secrets", final)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("sealing: %w", err)
 	}
+	f, link, ok, err := createUnnamed(filepath.Dir(final))
+	if err != nil {
+		return fmt.Errorf("sealing: %w", err)
+	}
+	if !ok {
+		return writeSealedFileRenamed(final, fill)
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+		}
+	}()
+	if err := fillAndSync(f, final, fill); err != nil {
+		return err
+	}
+	if err := link(final); err != nil {
+		return fmt.Errorf("sealing: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		_ = os.Remove(final)
+		return fmt.Errorf("sealing %s: %w", final, err)
+	}
+	return nil
+}
+
+// fillAndSync writes the ciphertext of final into f and fsyncs it.
+func fillAndSync(f *os.File, final string, fill func(w io.Writer) error) error {
+	if err := fill(f); err != nil {
+		return fmt.Errorf("sealing %s: %w", final, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sealing %s: fsync: %w", final, err)
+	}
+	return nil
+}
+
+// writeSealedFileRenamed is writeSealedFile through a temporary name:
+// "<final>.tmp" (0600) is written, fsynced and renamed to final.
+func writeSealedFileRenamed(final string, fill func(w io.Writer) error) (err error) {
 	tmp := final + tmpSuffix
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("sealing: removing leftover %s: %w", tmp, err)
@@ -306,11 +348,8 @@ func writeSealedFile(final string, fill func(w io.Writer) error) (err error) {
 			_ = os.Remove(tmp)
 		}
 	}()
-	if err := fill(f); err != nil {
-		return fmt.Errorf("sealing %s: %w", final, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("sealing %s: fsync: %w", final, err)
+	if err := fillAndSync(f, final, fill); err != nil {
+		return err
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("sealing %s: %w", final, err)

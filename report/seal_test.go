@@ -3,6 +3,7 @@ package report
 import (
 	"bytes"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -509,5 +510,80 @@ func TestReadSealedErrors(t *testing.T) {
 	_, err = ReadSealed(bad, ids)
 	if err == nil || !strings.Contains(err.Error(), "line 2") || strings.Contains(err.Error(), "Secret1!") {
 		t.Fatalf("bad row: %v", err)
+	}
+}
+
+// TestWriteSealedFile checks both ways a sealed file gets its name: written
+// unnamed and linked (Linux), or written as "<final>.tmp" and renamed. Only
+// a complete file ever has the final name, an existing file is never
+// replaced, and a failure leaves nothing behind.
+func TestWriteSealedFile(t *testing.T) {
+	writers := map[string]func(string, func(io.Writer) error) error{
+		"unnamed": writeSealedFile,
+		"renamed": writeSealedFileRenamed,
+	}
+	for wname, write := range writers {
+		for _, tc := range []struct {
+			name string
+			// during runs inside fill, with the folder and the final name.
+			during  func(t *testing.T, dir, final string) error
+			wantErr string
+			want    []string // the folder's names afterwards
+		}{
+			{"complete", func(t *testing.T, dir, final string) error {
+				entries, _ := os.ReadDir(dir)
+				if wname == "unnamed" && runtime.GOOS == "linux" && len(entries) != 0 {
+					t.Errorf("while writing, the folder holds %v; want nothing (O_TMPFILE)", entries)
+				}
+				if _, err := os.Lstat(final); err == nil {
+					t.Error("the final name exists before the file is complete")
+				}
+				return nil
+			}, "", []string{"f.age"}},
+			{"fill fails", func(*testing.T, string, string) error {
+				return errors.New("no more rows")
+			}, "no more rows", nil},
+			{"final appears", func(_ *testing.T, _, final string) error {
+				return os.WriteFile(final, []byte("theirs"), 0o600)
+			}, "refusing to replace it", []string{"f.age"}},
+		} {
+			t.Run(wname+"/"+tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				final := filepath.Join(dir, "f.age")
+				err := write(final, func(w io.Writer) error {
+					if _, err := io.WriteString(w, "ciphertext"); err != nil {
+						return err
+					}
+					return tc.during(t, dir, final)
+				})
+				if tc.wantErr == "" && err != nil {
+					t.Fatal(err)
+				}
+				if tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+					t.Fatalf("error %v, want one saying %q", err, tc.wantErr)
+				}
+				var names []string
+				entries, _ := os.ReadDir(dir)
+				for _, e := range entries {
+					names = append(names, e.Name())
+				}
+				if !slices.Equal(names, tc.want) {
+					t.Fatalf("folder holds %v, want %v", names, tc.want)
+				}
+				if tc.want == nil {
+					return
+				}
+				data, _ := os.ReadFile(final)
+				st, _ := os.Stat(final)
+				switch {
+				case tc.wantErr == "" && string(data) != "ciphertext":
+					t.Fatalf("file holds %q", data)
+				case tc.wantErr != "" && string(data) != "theirs":
+					t.Fatalf("the existing file was replaced: %q", data)
+				case tc.wantErr == "" && st.Mode().Perm() != 0o600:
+					t.Fatalf("mode %v, want 0600", st.Mode().Perm())
+				}
+			})
+		}
 	}
 }
