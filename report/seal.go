@@ -165,7 +165,11 @@ func parseRecipient(s string) (age.Recipient, error) {
 		if err != nil {
 			return nil, errors.New("is not a valid age recipient (age1…; plugin recipients are not supported)")
 		}
-		return r, nil
+		fast, err := newX25519Recipient(r)
+		if err != nil {
+			return nil, errors.New("is not a valid age recipient (age1…)")
+		}
+		return fast, nil
 	case strings.HasPrefix(s, "ssh-ed25519 "), strings.HasPrefix(s, "ssh-rsa "):
 		typ, _, _ := strings.Cut(s, " ")
 		pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(s))

@@ -44,12 +44,16 @@ func writeMap(t testing.TB, dir, column string, ids []int, recips map[int][]stri
 // recipient each, and the global recipient.
 func benchGroups(b *testing.B, groups int) (*RecipientsMap, []age.Recipient) {
 	b.Helper()
-	global, err := age.GenerateX25519Identity()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		b.Fatal(err)
+	}
+	global, err := ParseRecipients([]string{id.Recipient().String()}, nil) // as a run parses them
 	if err != nil {
 		b.Fatal(err)
 	}
 	if groups <= 1 {
-		return nil, []age.Recipient{global.Recipient()}
+		return nil, global
 	}
 	ids := make([]int, groups)
 	recips := map[int][]string{}
@@ -61,11 +65,11 @@ func benchGroups(b *testing.B, groups int) (*RecipientsMap, []age.Recipient) {
 		}
 		recips[g+1] = []string{k.Recipient().String()}
 	}
-	m, err := ParseRecipientsMap([]string{writeMap(b, b.TempDir(), "networkId", ids, recips)}, []age.Recipient{global.Recipient()})
+	m, err := ParseRecipientsMap([]string{writeMap(b, b.TempDir(), "networkId", ids, recips)}, global)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return m, []age.Recipient{global.Recipient()}
+	return m, global
 }
 
 // BenchmarkSealGroups seals 20,000 users (24-character passwords) in one

@@ -1,0 +1,112 @@
+package report
+
+import (
+	"crypto/ecdh"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"strings"
+
+	"filippo.io/age"
+	"golang.org/x/crypto/chacha20poly1305"
+)
+
+// x25519Recipient wraps a file key for an X25519 recipient (age1…) as
+// age's own X25519Recipient does, stanza for stanza (the "X25519" stanza of
+// the age format: a fresh ephemeral key, HKDF-SHA-256 over the shared
+// secret with salt ephemeral share ‖ recipient and the label
+// "age-encryption.org/v1/X25519", ChaCha20-Poly1305 with a zero nonce),
+// but with two scalar multiplications a stanza where age's spends four:
+// age computes both through x/crypto's curve25519.X25519, which derives
+// the public key of its scalar each time before the shared secret.
+// Sealing one file per group (docs/performance.md) spends most of its CPU
+// there. Any age identity, and the stock age command, opens what it seals
+// (TestX25519RecipientOpens).
+type x25519Recipient struct {
+	theirs *ecdh.PublicKey
+	text   string // the recipient as parsed, for String
+}
+
+// x25519Label is the age format's HKDF info string of X25519 stanzas.
+const x25519Label = "age-encryption.org/v1/X25519"
+
+// newX25519Recipient returns the recipient r, which age has parsed, for
+// sealing at half the cost.
+func newX25519Recipient(r *age.X25519Recipient) (*x25519Recipient, error) {
+	key, err := bech32Data(r.String(), "age")
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ecdh.X25519().NewPublicKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &x25519Recipient{theirs: pub, text: r.String()}, nil
+}
+
+// Wrap implements age.Recipient.
+func (r *x25519Recipient) Wrap(fileKey []byte) ([]*age.Stanza, error) {
+	eph, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	shared, err := eph.ECDH(r.theirs) // refuses a low-order point, as age does
+	if err != nil {
+		return nil, err
+	}
+	ours := eph.PublicKey().Bytes()
+	salt := append(append(make([]byte, 0, 64), ours...), r.theirs.Bytes()...)
+	key, err := hkdf.Key(sha256.New, shared, salt, x25519Label, chacha20poly1305.KeySize)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := chacha20poly1305.New(key)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, chacha20poly1305.NonceSize)
+	return []*age.Stanza{{
+		Type: "X25519",
+		Args: []string{base64.RawStdEncoding.EncodeToString(ours)},
+		Body: aead.Seal(nil, nonce, fileKey, nil),
+	}}, nil
+}
+
+// String returns the recipient as age writes it (age1…).
+func (r *x25519Recipient) String() string { return r.text }
+
+// bech32Charset maps bech32's 5-bit values to characters.
+const bech32Charset = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+
+// bech32Data returns the data of s, a lowercase bech32 string with the
+// human-readable part hrp that age has already parsed (its checksum
+// verified): the 5-bit groups after the separator, without the 6
+// characters of checksum, regrouped into bytes.
+func bech32Data(s, hrp string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(s, hrp+"1")
+	if !ok || len(rest) < 6 {
+		return nil, errors.New("not a bech32 string")
+	}
+	rest = rest[:len(rest)-6]
+	out := make([]byte, 0, len(rest)*5/8)
+	var acc, bits uint
+	for i := 0; i < len(rest); i++ {
+		v := strings.IndexByte(bech32Charset, rest[i])
+		if v < 0 {
+			return nil, errors.New("not a bech32 string")
+		}
+		acc = acc<<5 | uint(v)
+		bits += 5
+		if bits >= 8 {
+			bits -= 8
+			out = append(out, byte(acc>>bits))
+			acc &= 1<<bits - 1
+		}
+	}
+	if bits >= 5 || acc != 0 {
+		return nil, errors.New("bech32 padding is not zero")
+	}
+	return out, nil
+}

@@ -1,0 +1,109 @@
+package report
+
+import (
+	"bytes"
+	"crypto/ecdh"
+	"io"
+	"strings"
+	"testing"
+
+	"filippo.io/age"
+)
+
+// TestX25519RecipientOpens checks that what x25519Recipient seals opens
+// with age's own X25519 identity, alone and beside age's recipients, and
+// that it decodes the recipient's key as age's identity derives it.
+func TestX25519RecipientOpens(t *testing.T) {
+	for i := range 20 {
+		id, err := age.GenerateX25519Identity()
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, _ := age.GenerateX25519Identity()
+		r, err := newX25519Recipient(id.Recipient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.String() != id.Recipient().String() {
+			t.Fatalf("String() = %s, want %s", r, id.Recipient())
+		}
+		secret, err := bech32Data(strings.ToLower(id.String()), "age-secret-key-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		priv, err := ecdh.X25519().NewPrivateKey(secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(priv.PublicKey().Bytes(), r.theirs.Bytes()) {
+			t.Fatalf("key %d: decoded public key is not the identity's", i)
+		}
+		for name, recips := range map[string][]age.Recipient{
+			"alone":        {r},
+			"beside age's": {other.Recipient(), r},
+		} {
+			var sealed bytes.Buffer
+			w, err := age.Encrypt(&sealed, recips...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.WriteString(w, "userId,password,generation\n")
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(sealed.Bytes(), []byte("\n-> X25519 ")) {
+				t.Fatalf("%s: no X25519 stanza", name)
+			}
+			for _, ident := range []age.Identity{id, other} {
+				if ident == age.Identity(other) && len(recips) == 1 {
+					continue
+				}
+				rd, err := age.Decrypt(bytes.NewReader(sealed.Bytes()), ident)
+				if err != nil {
+					t.Fatalf("%s: age cannot open it: %v", name, err)
+				}
+				if got, _ := io.ReadAll(rd); string(got) != "userId,password,generation\n" {
+					t.Fatalf("%s: opened %q", name, got)
+				}
+			}
+			if _, err := age.Decrypt(bytes.NewReader(sealed.Bytes()), mustIdentity(t)); err == nil {
+				t.Fatalf("%s: a stranger's key opened it", name)
+			}
+		}
+	}
+}
+
+func mustIdentity(t *testing.T) *age.X25519Identity {
+	t.Helper()
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func TestBech32Data(t *testing.T) {
+	id, _ := age.GenerateX25519Identity()
+	good := id.Recipient().String()
+	for _, tc := range []struct {
+		name, s string
+		ok      bool
+	}{
+		{"recipient", good, true},
+		{"other prefix", "xyz1" + good[4:], false},
+		{"too short", "age1qqq", false},
+		{"not bech32", "age1" + strings.Repeat("b", len(good)-4), false},
+		// The last data character carries 4 padding bits: 'l' (31) sets them.
+		{"padding not zero", good[:len(good)-7] + "l" + good[len(good)-6:], false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := bech32Data(tc.s, "age")
+			if (err == nil) != tc.ok {
+				t.Fatalf("bech32Data(%q) error %v, want ok %v", tc.s, err, tc.ok)
+			}
+			if tc.ok && len(b) != 32 {
+				t.Fatalf("%d bytes", len(b))
+			}
+		})
+	}
+}
