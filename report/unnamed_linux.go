@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,7 +18,7 @@ import (
 // no /proc to link it from): the caller then writes a temporary name and
 // renames it.
 func createUnnamed(dir string) (f *os.File, link func(final string) error, ok bool, err error) {
-	if _, err := os.Stat("/proc/self/fd"); err != nil {
+	if !haveProcFD() {
 		return nil, nil, false, nil
 	}
 	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
@@ -42,3 +43,10 @@ func createUnnamed(dir string) (f *os.File, link func(final string) error, ok bo
 	}
 	return f, link, true, nil
 }
+
+// haveProcFD reports whether /proc/self/fd is there to link unnamed files
+// from (a container may run without /proc); asked once.
+var haveProcFD = sync.OnceValue(func() bool {
+	_, err := os.Stat("/proc/self/fd")
+	return err == nil
+})
