@@ -42,6 +42,9 @@ const (
 	apiKeysPrefix    = "apikeys-"
 	shardPrefix      = "shard-"
 	tmpSuffix        = ".tmp"
+	// probeName is what the probe of unnamed files (unnamed_linux.go)
+	// links for a moment, as ".probe.PID.tmp": a temporary file of ours.
+	probeName = "probe"
 )
 
 // ErrBusy reports that another run holds the output folder.
@@ -73,15 +76,15 @@ func ours(name string) bool {
 
 // ourTemp reports whether name is the temporary file of an atomic write
 // that a run makes in its output folder (run.json, results.csv,
-// summary.json, a sealed file), left behind by a process killed inside
-// that write, and returns the final name.
+// summary.json, a sealed file, the probe of unnamed files), left behind by
+// a process killed inside that write, and returns the final name.
 func ourTemp(name string) (string, bool) {
 	final, ok := TempFinal(name)
 	if !ok {
 		return "", false
 	}
 	switch final {
-	case ManifestName, ResultsName, SummaryName, SnapshotName:
+	case ManifestName, ResultsName, SummaryName, SnapshotName, probeName:
 		return final, true
 	}
 	return final, strings.HasPrefix(final, sealedPrefix) || IsEscrowName(final)

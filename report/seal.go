@@ -306,8 +306,9 @@ func writeSealedFile(final string, fill func(w io.Writer) error) (err error) {
 	if !ok {
 		return writeSealedFileRenamed(final, fill)
 	}
+	done := false
 	defer func() {
-		if err != nil {
+		if !done { // an error, or a panic in fill
 			_ = f.Close()
 		}
 	}()
@@ -317,6 +318,15 @@ func writeSealedFile(final string, fill func(w io.Writer) error) (err error) {
 	if err := link(final); err != nil {
 		return fmt.Errorf("sealing: %w", err)
 	}
+	// The link count the link set is the inode's: a file system without
+	// a journal (ext2, ext4 without one) writes it only with the file, not
+	// with the folder's fsync, so the file is fsynced once more, or a
+	// crash could leave the name on an inode that is free on disk.
+	if err := f.Sync(); err != nil {
+		_ = os.Remove(final)
+		return fmt.Errorf("sealing %s: fsync: %w", final, err)
+	}
+	done = true
 	if err := f.Close(); err != nil {
 		_ = os.Remove(final)
 		return fmt.Errorf("sealing %s: %w", final, err)
@@ -336,7 +346,8 @@ func fillAndSync(f *os.File, final string, fill func(w io.Writer) error) error {
 }
 
 // writeSealedFileRenamed is writeSealedFile through a temporary name:
-// "<final>.tmp" (0600) is written, fsynced and renamed to final.
+// "<final>.tmp" (0600) is written, fsynced and renamed to final, never
+// replacing it.
 func writeSealedFileRenamed(final string, fill func(w io.Writer) error) (err error) {
 	tmp := final + tmpSuffix
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -346,8 +357,9 @@ func writeSealedFileRenamed(final string, fill func(w io.Writer) error) (err err
 	if err != nil {
 		return fmt.Errorf("sealing: %w", err)
 	}
+	done := false
 	defer func() {
-		if err != nil {
+		if !done { // an error, or a panic in fill
 			_ = f.Close()
 			_ = os.Remove(tmp)
 		}
@@ -358,13 +370,21 @@ func writeSealedFileRenamed(final string, fill func(w io.Writer) error) (err err
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("sealing %s: %w", final, err)
 	}
-	if _, err := os.Lstat(final); err == nil {
-		return fmt.Errorf("sealing: %s appeared while sealing: refusing to replace it", final)
+	if err := renameNoReplace(tmp, final); err != nil {
+		return fmt.Errorf("sealing: %w", err)
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return fmt.Errorf("sealing %s: %w", final, err)
-	}
+	done = true
 	return nil
+}
+
+// checkAndRename renames old to new unless new exists, where the file
+// system cannot refuse to replace it by itself: a file appearing between
+// the check and the rename is replaced.
+func checkAndRename(old, new string) error {
+	if _, err := os.Lstat(new); err == nil {
+		return fmt.Errorf("%s appeared while sealing: refusing to replace it: %w", new, fs.ErrExist)
+	}
+	return os.Rename(old, new)
 }
 
 // writeSealed streams the encrypted CSV to w.

@@ -546,16 +546,26 @@ func TestWriteSealedFile(t *testing.T) {
 			{"final appears", func(_ *testing.T, _, final string) error {
 				return os.WriteFile(final, []byte("theirs"), 0o600)
 			}, "refusing to replace it", []string{"f.age"}},
+			{"fill panics", func(*testing.T, string, string) error {
+				panic("a bug in a row source")
+			}, "panic", nil},
 		} {
 			t.Run(wname+"/"+tc.name, func(t *testing.T) {
 				dir := t.TempDir()
 				final := filepath.Join(dir, "f.age")
-				err := write(final, func(w io.Writer) error {
-					if _, err := io.WriteString(w, "ciphertext"); err != nil {
-						return err
-					}
-					return tc.during(t, dir, final)
-				})
+				err := func() (err error) {
+					defer func() {
+						if p := recover(); p != nil {
+							err = fmt.Errorf("panic: %v", p)
+						}
+					}()
+					return write(final, func(w io.Writer) error {
+						if _, err := io.WriteString(w, "ciphertext"); err != nil {
+							return err
+						}
+						return tc.during(t, dir, final)
+					})
+				}()
 				if tc.wantErr == "" && err != nil {
 					t.Fatal(err)
 				}

@@ -3,7 +3,9 @@ package report
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 
@@ -14,34 +16,111 @@ import (
 // no name yet (O_TMPFILE), and returns it with the function that gives it
 // the name final, which must be in dir and must not exist: a crash before
 // then leaves nothing behind, and the name appears in one step, complete.
-// ok is false where the file system or the kernel cannot (no O_TMPFILE, or
-// no /proc to link it from): the caller then writes a temporary name and
-// renames it.
+// ok is false where the file system or the kernel cannot (no O_TMPFILE, no
+// /proc to link it from, or a link through /proc refused: probed once a
+// folder, before any file is written): the caller then writes a temporary
+// name and renames it.
 func createUnnamed(dir string) (f *os.File, link func(final string) error, ok bool, err error) {
 	if !haveProcFD() {
 		return nil, nil, false, nil
 	}
-	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if known, probed := unnamedWorks.Load(dir); probed && !known.(bool) {
+		return nil, nil, false, nil
+	}
+	f, err = openUnnamed(dir)
+	if errors.Is(err, errNoUnnamed) {
+		unnamedWorks.Store(dir, false)
+		return nil, nil, false, nil
+	}
 	if err != nil {
-		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+		return nil, nil, false, err
+	}
+	if _, probed := unnamedWorks.Load(dir); !probed {
+		works := probeUnnamed(dir)
+		unnamedWorks.Store(dir, works)
+		if !works {
+			_ = f.Close()
 			return nil, nil, false, nil
 		}
-		return nil, nil, false, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	f = os.NewFile(uintptr(fd), dir)
-	link = func(final string) error {
-		// linkat through /proc, not AT_EMPTY_PATH, which needs
-		// CAP_DAC_READ_SEARCH; it never replaces final (EEXIST).
-		err := unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), unix.AT_FDCWD, final, unix.AT_SYMLINK_FOLLOW)
-		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("%s appeared while sealing: refusing to replace it", final)
-		}
-		if err != nil {
-			return &os.LinkError{Op: "link", Old: dir + " (unnamed)", New: final, Err: err}
-		}
+	return f, func(final string) error { return linkUnnamed(f, final) }, true, nil
+}
+
+// unnamedWorks records, per folder, whether an unnamed file could be
+// linked there (probeUnnamed).
+var unnamedWorks sync.Map
+
+// errNoUnnamed reports that the file system or the kernel has no O_TMPFILE.
+var errNoUnnamed = errors.New("no O_TMPFILE")
+
+// openUnnamed opens a new unnamed file (0600) in dir.
+func openUnnamed(dir string) (*os.File, error) {
+	fd, err := unix.Open(dir, unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+		return nil, errNoUnnamed
+	}
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	return os.NewFile(uintptr(fd), filepath.Join(dir, "(unnamed)")), nil
+}
+
+// probeUnnamed reports whether an unnamed file in dir can be linked into
+// it through /proc (a sandbox or a security module may refuse): it links
+// one under a temporary name that a resume clears (TempFinal) and removes
+// it.
+func probeUnnamed(dir string) bool {
+	f, err := openUnnamed(dir)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	probe := filepath.Join(dir, "."+probeName+"."+strconv.Itoa(os.Getpid())+tmpSuffix)
+	if err := linkUnnamed(f, probe); err != nil {
+		return false
+	}
+	return os.Remove(probe) == nil
+}
+
+// linkUnnamed gives the unnamed file f the name final. It links through
+// /proc/self/fd (AT_EMPTY_PATH would need CAP_DAC_READ_SEARCH) while f's
+// descriptor is held (a closed f is an error, never another file's
+// descriptor), and never replaces final (EEXIST).
+func linkUnnamed(f *os.File, final string) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var lerr error
+	if err := rc.Control(func(fd uintptr) {
+		lerr = unix.Linkat(unix.AT_FDCWD, "/proc/self/fd/"+strconv.FormatUint(uint64(fd), 10),
+			unix.AT_FDCWD, final, unix.AT_SYMLINK_FOLLOW)
+	}); err != nil {
+		return err
+	}
+	if errors.Is(lerr, unix.EEXIST) {
+		return fmt.Errorf("%s appeared while sealing: refusing to replace it: %w", final, fs.ErrExist)
+	}
+	if lerr != nil {
+		return &os.LinkError{Op: "link", Old: f.Name(), New: final, Err: lerr}
+	}
+	return nil
+}
+
+// renameNoReplace renames old to new unless new exists
+// (renameat2 RENAME_NOREPLACE; where the file system cannot, a check
+// and a rename).
+func renameNoReplace(old, new string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, old, unix.AT_FDCWD, new, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
 		return nil
+	case errors.Is(err, unix.EEXIST):
+		return fmt.Errorf("%s appeared while sealing: refusing to replace it: %w", new, fs.ErrExist)
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
+		return checkAndRename(old, new)
 	}
-	return f, link, true, nil
+	return &os.LinkError{Op: "rename", Old: old, New: new, Err: err}
 }
 
 // haveProcFD reports whether /proc/self/fd is there to link unnamed files

@@ -9,3 +9,7 @@ import "os"
 func createUnnamed(dir string) (f *os.File, link func(final string) error, ok bool, err error) {
 	return nil, nil, false, nil
 }
+
+// renameNoReplace renames old to new unless new exists: a check and a
+// rename, which a file appearing in between is not protected from.
+func renameNoReplace(old, new string) error { return checkAndRename(old, new) }

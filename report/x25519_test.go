@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto/ecdh"
 	"io"
+	"slices"
 	"strings"
 	"testing"
+	"testing/cryptotest"
 
 	"filippo.io/age"
 )
@@ -103,6 +105,61 @@ func TestBech32Data(t *testing.T) {
 			}
 			if tc.ok && len(b) != 32 {
 				t.Fatalf("%d bytes", len(b))
+			}
+		})
+	}
+}
+
+// TestX25519RecipientMatchesAge checks that, given the same randomness,
+// x25519Recipient writes the very stanza age's X25519Recipient writes.
+func TestX25519RecipientMatchesAge(t *testing.T) {
+	fileKey := bytes.Repeat([]byte{0x42}, 16)
+	for seed := range uint64(50) {
+		id := mustIdentity(t)
+		ours, err := newX25519Recipient(id.Recipient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cryptotest.SetGlobalRandom(t, seed)
+		want, err := id.Recipient().Wrap(fileKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cryptotest.SetGlobalRandom(t, seed)
+		got, err := ours.Wrap(fileKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 1 || len(want) != 1 || got[0].Type != want[0].Type ||
+			!slices.Equal(got[0].Args, want[0].Args) || !bytes.Equal(got[0].Body, want[0].Body) {
+			t.Fatalf("seed %d: stanza %+v, age writes %+v", seed, got, want)
+		}
+	}
+}
+
+// TestX25519RecipientRefusesLowOrder checks that a recipient age parses
+// but whose shared secret would be all zeros (a point of low order) makes
+// the wrap fail, as age's does, so that sealing stops before anything is
+// sent.
+func TestX25519RecipientRefusesLowOrder(t *testing.T) {
+	for name, s := range map[string]string{
+		"u=0": "age1qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq5cu47z",
+		"u=1": "age1qyqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqj7vrya",
+	} {
+		t.Run(name, func(t *testing.T) {
+			r, err := age.ParseX25519Recipient(s)
+			if err != nil {
+				t.Fatalf("age refuses it: %v", err)
+			}
+			if _, err := r.Wrap(make([]byte, 16)); err == nil {
+				t.Fatal("age wraps to it: the test's premise is wrong")
+			}
+			ours, err := newX25519Recipient(r)
+			if err != nil {
+				return // refused when parsed: as good
+			}
+			if _, err := ours.Wrap(make([]byte, 16)); err == nil {
+				t.Fatal("wrapped a file key to a low-order point")
 			}
 		})
 	}
