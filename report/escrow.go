@@ -82,7 +82,7 @@ func EscrowPassphrase(escrowSecret []byte, runID string) secret.Password {
 }
 
 // SealEscrow writes the escrow of generation gen, dir/EscrowName(gen), as
-// Seal writes a sealed file (fsynced, renamed, the folder fsynced; never
+// Seal writes a sealed file (fsynced, named, the folder fsynced; never
 // replacing one), encrypted to passphrase. rows yields (userId, password).
 func SealEscrow(dir string, gen int, passphrase secret.Password, rows iter.Seq2[int, secret.Password]) (string, error) {
 	if gen < 1 {

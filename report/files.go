@@ -40,9 +40,11 @@ type Files struct {
 
 // TempFinal reports whether name is a temporary file that this package
 // creates while writing a file atomically (".NAME.DIGITS.tmp" from
-// WriteFileAtomic, "passwords-gNNNN.age.tmp" from Seal), and returns the
-// final name it stands for. A process killed inside such a write leaves
-// the temporary file behind; it holds nothing the final file does not.
+// WriteFileAtomic, ".probe.PID.tmp" from the probe of unnamed files,
+// "passwords-gNNNN.age.tmp" from Seal where a sealed file cannot be
+// written unnamed), and returns the final name it stands for. A process
+// killed inside such a write leaves the temporary file behind; it holds
+// nothing the final file does not.
 func TempFinal(name string) (final string, ok bool) {
 	if base, ok := strings.CutSuffix(name, sealedSuffix+tmpSuffix); ok {
 		if _, ok := sealedGen(base + sealedSuffix); ok {

@@ -45,8 +45,8 @@ type SealedGroup struct {
 // (users m does not map, every user when m is nil) to the global
 // recipients alone, under SealedName(gen) as before maps existed. Within a
 // file users keep the order of i. Each file is written as Seal writes one
-// (streamed, fsynced, renamed, never replacing a file), several at once;
-// the folder is fsynced once, after the last rename: when SealGroups
+// (streamed, fsynced, named, never replacing a file), several at once;
+// the folder is fsynced once, after the last file is named: when SealGroups
 // returns nil every file is durable. On an error the files this call
 // completed are removed (their passwords were never sent) and the error
 // names the file.

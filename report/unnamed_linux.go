@@ -24,31 +24,32 @@ func createUnnamed(dir string) (f *os.File, link func(final string) error, ok bo
 	if !haveProcFD() {
 		return nil, nil, false, nil
 	}
-	if known, probed := unnamedWorks.Load(dir); probed && !known.(bool) {
+	v, _ := unnamedWorks.LoadOrStore(dir, new(probe))
+	p := v.(*probe)
+	p.once.Do(func() { p.works = probeUnnamed(dir) })
+	if !p.works {
 		return nil, nil, false, nil
 	}
 	f, err = openUnnamed(dir)
 	if errors.Is(err, errNoUnnamed) {
-		unnamedWorks.Store(dir, false)
 		return nil, nil, false, nil
 	}
 	if err != nil {
 		return nil, nil, false, err
 	}
-	if _, probed := unnamedWorks.Load(dir); !probed {
-		works := probeUnnamed(dir)
-		unnamedWorks.Store(dir, works)
-		if !works {
-			_ = f.Close()
-			return nil, nil, false, nil
-		}
-	}
 	return f, func(final string) error { return linkUnnamed(f, final) }, true, nil
 }
 
-// unnamedWorks records, per folder, whether an unnamed file could be
-// linked there (probeUnnamed).
-var unnamedWorks sync.Map
+// unnamedWorks holds, per folder, the probe of whether an unnamed file can
+// be linked there (probeUnnamed): run once, however many files are sealed
+// there at once.
+var unnamedWorks sync.Map // folder → *probe
+
+// probe is one folder's probeUnnamed, run once.
+type probe struct {
+	once  sync.Once
+	works bool
+}
 
 // errNoUnnamed reports that the file system or the kernel has no O_TMPFILE.
 var errNoUnnamed = errors.New("no O_TMPFILE")

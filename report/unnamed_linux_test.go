@@ -5,6 +5,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -78,5 +80,41 @@ func TestRenameNoReplace(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(final); string(got) != old {
 		t.Fatal("not renamed")
+	}
+}
+
+// TestCreateUnnamedConcurrent checks that files sealed at once into a new
+// folder (SealGroups' workers) are all written unnamed: the probe runs once
+// a folder, not once a worker (concurrent probes of one name failed each
+// other, and the folder fell back to renames).
+func TestCreateUnnamedConcurrent(t *testing.T) {
+	if _, err := openUnnamed(t.TempDir()); errors.Is(err, errNoUnnamed) {
+		t.Skip("no O_TMPFILE here")
+	}
+	for range 20 {
+		dir := t.TempDir()
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		var fallbacks atomic.Int32
+		for range sealWorkers {
+			wg.Go(func() {
+				<-start
+				f, _, ok, err := createUnnamed(dir)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !ok {
+					fallbacks.Add(1)
+					return
+				}
+				_ = f.Close()
+			})
+		}
+		close(start)
+		wg.Wait()
+		if n := fallbacks.Load(); n > 0 {
+			t.Fatalf("%d of %d files in %s fell back to a temporary name", n, sealWorkers, dir)
+		}
 	}
 }

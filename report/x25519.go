@@ -22,8 +22,9 @@ import (
 // age computes both through x/crypto's curve25519.X25519, which derives
 // the public key of its scalar each time before the shared secret.
 // Sealing one file per group (docs/performance.md) spends most of its CPU
-// there. Any age identity, and the stock age command, opens what it seals
-// (TestX25519RecipientOpens).
+// there. It writes the very stanza age writes (TestX25519RecipientMatchesAge),
+// and age's identities open what it seals (TestX25519RecipientOpens), as
+// does the stock age command (TestSealRoundTrip, TestSealGroups).
 type x25519Recipient struct {
 	theirs *ecdh.PublicKey
 	text   string // the recipient as parsed, for String
