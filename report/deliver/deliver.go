@@ -27,7 +27,6 @@
 package deliver
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -134,15 +133,44 @@ func (c *Client) patchBody(key string, enc []byte) []byte {
 }
 
 // scrub removes the password, raw or base64, from a message the API server
-// (an admission webhook) might have built from the request.
+// (an admission webhook) might have built from the request: whole, or any
+// part of it scrubMin characters long or more (a webhook that quotes the
+// request cut short).
 func scrub(msg string, pw secret.Password, enc []byte) string {
-	if p := pw.Reveal(); p != "" && strings.Contains(msg, p) {
-		msg = strings.ReplaceAll(msg, p, secret.Redacted)
+	secrets := []string{pw.Reveal(), string(enc)}
+	var b strings.Builder
+	for i := 0; i < len(msg); {
+		n := 0
+		for _, s := range secrets {
+			n = max(n, quoted(msg[i:], s))
+		}
+		if n == 0 {
+			b.WriteByte(msg[i])
+			i++
+			continue
+		}
+		b.WriteString(secret.Redacted)
+		i += n
 	}
-	if len(enc) > 0 && bytes.Contains([]byte(msg), enc) {
-		msg = string(bytes.ReplaceAll([]byte(msg), enc, []byte(secret.Redacted)))
+	return b.String()
+}
+
+// scrubMin is the shortest part of a password that scrub removes (all of
+// a shorter password).
+const scrubMin = 8
+
+// quoted returns the length of the longest prefix of msg that is a part of
+// s at least min(scrubMin, len(s)) long, or 0.
+func quoted(msg, s string) int {
+	least := min(scrubMin, len(s))
+	if least == 0 || len(msg) < least || !strings.Contains(s, msg[:least]) {
+		return 0
 	}
-	return msg
+	n := least
+	for n < len(msg) && strings.Contains(s, msg[:n+1]) {
+		n++
+	}
+	return n
 }
 
 // redact scrubs the password from the API server's Status in err, in
