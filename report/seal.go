@@ -382,9 +382,15 @@ func writeSealedFileRenamed(final string, fill func(w io.Writer) error) (err err
 // the check and the rename is replaced.
 func checkAndRename(old, new string) error {
 	if _, err := os.Lstat(new); err == nil {
-		return fmt.Errorf("%s appeared while sealing: refusing to replace it: %w", new, fs.ErrExist)
+		return errAppeared(new)
 	}
 	return os.Rename(old, new)
+}
+
+// errAppeared reports that the name a sealed file was to take appeared
+// while it was written.
+func errAppeared(name string) error {
+	return fmt.Errorf("%s appeared while sealing: refusing to replace it: %w", name, fs.ErrExist)
 }
 
 // writeSealed streams the encrypted CSV to w.

@@ -2,8 +2,6 @@ package report
 
 import (
 	"errors"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -100,7 +98,7 @@ func linkUnnamed(f *os.File, final string) error {
 		return err
 	}
 	if errors.Is(lerr, unix.EEXIST) {
-		return fmt.Errorf("%s appeared while sealing: refusing to replace it: %w", final, fs.ErrExist)
+		return errAppeared(final)
 	}
 	if lerr != nil {
 		return &os.LinkError{Op: "link", Old: f.Name(), New: final, Err: lerr}
@@ -117,7 +115,7 @@ func renameNoReplace(old, new string) error {
 	case err == nil:
 		return nil
 	case errors.Is(err, unix.EEXIST):
-		return fmt.Errorf("%s appeared while sealing: refusing to replace it: %w", new, fs.ErrExist)
+		return errAppeared(new)
 	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.ENOSYS):
 		return checkAndRename(old, new)
 	}

@@ -36,7 +36,8 @@ const x25519Label = "age-encryption.org/v1/X25519"
 // newX25519Recipient returns the recipient r, which age has parsed, for
 // sealing at half the cost.
 func newX25519Recipient(r *age.X25519Recipient) (*x25519Recipient, error) {
-	key, err := bech32Data(r.String(), "age")
+	text := r.String()
+	key, err := bech32Data(text, "age")
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +45,7 @@ func newX25519Recipient(r *age.X25519Recipient) (*x25519Recipient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &x25519Recipient{theirs: pub, text: r.String()}, nil
+	return &x25519Recipient{theirs: pub, text: text}, nil
 }
 
 // Wrap implements age.Recipient.

@@ -27,6 +27,7 @@
 package deliver
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -137,15 +138,14 @@ func (c *Client) patchBody(key string, enc []byte) []byte {
 // part of it scrubMin characters long or more (a webhook that quotes the
 // request cut short).
 func scrub(msg string, pw secret.Password, enc []byte) string {
-	secrets := []string{pw.Reveal(), string(enc)}
+	raw := []byte(pw.Reveal())
+	defer clear(raw)
+	m := []byte(msg)
 	var b strings.Builder
-	for i := 0; i < len(msg); {
-		n := 0
-		for _, s := range secrets {
-			n = max(n, quoted(msg[i:], s))
-		}
+	for i := 0; i < len(m); {
+		n := max(quoted(m[i:], raw), quoted(m[i:], enc))
 		if n == 0 {
-			b.WriteByte(msg[i])
+			b.WriteByte(m[i])
 			i++
 			continue
 		}
@@ -161,13 +161,13 @@ const scrubMin = 8
 
 // quoted returns the length of the longest prefix of msg that is a part of
 // s at least min(scrubMin, len(s)) long, or 0.
-func quoted(msg, s string) int {
+func quoted(msg, s []byte) int {
 	least := min(scrubMin, len(s))
-	if least == 0 || len(msg) < least || !strings.Contains(s, msg[:least]) {
+	if least == 0 || len(msg) < least || !bytes.Contains(s, msg[:least]) {
 		return 0
 	}
 	n := least
-	for n < len(msg) && strings.Contains(s, msg[:n+1]) {
+	for n < len(msg) && bytes.Contains(s, msg[:n+1]) {
 		n++
 	}
 	return n
