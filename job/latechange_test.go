@@ -244,9 +244,6 @@ func TestResumeWaitsOnlyWhenNeeded(t *testing.T) {
 	}
 }
 
-// TestResetSurvivesAnotherWorkersFatal: a change that succeeded is reset
-// even though another worker's 401 stops the run meanwhile: the change and
-// its reset are one unit.
 // passwordBarrier holds each password change until want of them have
 // arrived (or 10 s have passed), then passes them all on to next.
 type passwordBarrier struct {
@@ -275,6 +272,9 @@ func (b *passwordBarrier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.next.ServeHTTP(w, r)
 }
 
+// TestResetSurvivesAnotherWorkersFatal: a change that succeeded is reset
+// even though another worker's 401 stops the run meanwhile: the change and
+// its reset are one unit.
 func TestResetSurvivesAnotherWorkersFatal(t *testing.T) {
 	w := newWorld(t, 2)
 	slow, revoked := firstUser, firstUser+1
