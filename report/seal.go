@@ -398,17 +398,29 @@ func writeSealed(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[in
 	return writeSealedWith(w, gen, recips, rows, &sealScratch{})
 }
 
-// sealScratch is the memory writeSealedRows reuses from one file to the
-// next (SealGroups writes many small files): its buffers, zeroed after
-// each file.
+// sealScratch is the memory writeSealed reuses from one file to the next
+// (SealGroups writes many small files): the plaintext's buffers, zeroed
+// after each file, and the ciphertext's.
 type sealScratch struct {
 	bw  *bufio.Writer
 	buf []byte
+	cw  *bufio.Writer
 }
+
+// cipherBuf is the size of the buffer between age and the file. age
+// writes its header a line at a time, so without it a small file costs a
+// dozen write calls; age's 64 KiB chunks go past it uncopied.
+const cipherBuf = 4 << 10
 
 // writeSealedWith is writeSealed with the scratch memory sc.
 func writeSealedWith(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password], sc *sealScratch) error {
-	enc, err := age.Encrypt(w, recips...)
+	if sc.cw == nil {
+		sc.cw = bufio.NewWriterSize(w, cipherBuf)
+	} else {
+		sc.cw.Reset(w)
+	}
+	defer sc.cw.Reset(nil)
+	enc, err := age.Encrypt(sc.cw, recips...)
 	if err != nil {
 		return fmt.Errorf("encrypting: %w", err)
 	}
@@ -416,6 +428,9 @@ func writeSealedWith(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq
 		return err
 	}
 	if err := enc.Close(); err != nil {
+		return fmt.Errorf("encrypting: %w", err)
+	}
+	if err := sc.cw.Flush(); err != nil {
 		return fmt.Errorf("encrypting: %w", err)
 	}
 	return nil
