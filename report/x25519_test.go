@@ -3,6 +3,8 @@ package report
 import (
 	"bytes"
 	"crypto/ecdh"
+	"crypto/rand"
+	"encoding/hex"
 	"io"
 	"slices"
 	"strings"
@@ -37,7 +39,7 @@ func TestX25519RecipientOpens(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(priv.PublicKey().Bytes(), r.theirs.Bytes()) {
+		if !bytes.Equal(priv.PublicKey().Bytes(), r.theirs) {
 			t.Fatalf("key %d: decoded public key is not the identity's", i)
 		}
 		for name, recips := range map[string][]age.Recipient{
@@ -162,5 +164,114 @@ func TestX25519RecipientRefusesLowOrder(t *testing.T) {
 				t.Fatal("wrapped a file key to a low-order point")
 			}
 		})
+	}
+}
+
+// x25519LowOrder are the u-coordinates of the points of small order on
+// Curve25519 and its twist, with non-canonical encodings (libsodium's
+// list, as golang.org/x/crypto/curve25519's tests hold it).
+var x25519LowOrder = []string{
+	"0000000000000000000000000000000000000000000000000000000000000000",
+	"0100000000000000000000000000000000000000000000000000000000000000",
+	"e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+	"5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+	"ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	"edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+	"eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+}
+
+// TestX25519ScalarMultMatchesECDH compares the ladder copied from
+// crypto/ecdh with crypto/ecdh itself: random scalars against random
+// 32-byte strings (points of the curve or of its twist, high bit set or
+// not, canonical or not), keys, and the points of low order, for which
+// both give all zeros.
+func TestX25519ScalarMultMatchesECDH(t *testing.T) {
+	check := func(t *testing.T, scalar, point []byte) {
+		t.Helper()
+		got := make([]byte, 32)
+		x25519ScalarMult(got, scalar, point)
+		priv, err := ecdh.X25519().NewPrivateKey(scalar)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub, err := ecdh.X25519().NewPublicKey(point)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := priv.ECDH(pub)
+		if err != nil { // low order: crypto/ecdh refuses all zeros
+			want = make([]byte, 32)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("X25519(%x, %x) = %x, crypto/ecdh gives %x", scalar, point, got, want)
+		}
+	}
+	t.Run("random", func(t *testing.T) {
+		for range 2000 {
+			scalar, point := make([]byte, 32), make([]byte, 32)
+			rand.Read(scalar)
+			rand.Read(point)
+			check(t, scalar, point)
+		}
+	})
+	t.Run("keys", func(t *testing.T) {
+		for range 200 {
+			scalar := make([]byte, 32)
+			rand.Read(scalar)
+			check(t, scalar, mustPublic(t))
+		}
+	})
+	t.Run("low order", func(t *testing.T) {
+		for _, h := range x25519LowOrder {
+			point, _ := hex.DecodeString(h)
+			for _, high := range []byte{0, 0x80} {
+				p := bytes.Clone(point)
+				p[31] |= high
+				scalar := make([]byte, 32)
+				rand.Read(scalar)
+				got := make([]byte, 32)
+				x25519ScalarMult(got, scalar, p)
+				if !bytes.Equal(got, make([]byte, 32)) {
+					t.Fatalf("X25519(·, %x) = %x, want all zeros", p, got)
+				}
+				check(t, scalar, p)
+			}
+		}
+	})
+}
+
+// mustPublic returns the public key of a fresh X25519 key pair.
+func mustPublic(t *testing.T) []byte {
+	t.Helper()
+	k, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.PublicKey().Bytes()
+}
+
+// TestX25519ShareMatchesECDH checks that the fixed-base Edwards
+// computation of an ephemeral share gives crypto/ecdh's public key, for
+// random scalars and for the extremes of the clamped range.
+func TestX25519ShareMatchesECDH(t *testing.T) {
+	var scalars [][32]byte
+	for range 2000 {
+		var s [32]byte
+		rand.Read(s[:])
+		scalars = append(scalars, s)
+	}
+	var zero, ones [32]byte
+	for i := range ones {
+		ones[i] = 0xff
+	}
+	scalars = append(scalars, zero, ones)
+	for _, s := range scalars {
+		priv, err := ecdh.X25519().NewPrivateKey(s[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := x25519Share(&s), priv.PublicKey().Bytes(); !bytes.Equal(got, want) {
+			t.Fatalf("share of %x = %x, crypto/ecdh gives %x", s, got, want)
+		}
 	}
 }
