@@ -149,7 +149,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	throttleLimits := fs.String("throttle-limits", strconv.Itoa(throttleLimit), "comma-separated limits of the throttled servers, calls a second; each run has --throttle-users scaled to 30 s of the limit at the default 9000")
 	export := fs.Bool("export-input", false, "inputs with the columns of 'pwrotate users' (login, authLevel, ...) and --protect with a login glob that matches nobody: the cost of keeping logins and levels")
 	repeat := fs.Int("repeat", 3, "throughput runs per --users count, each beside its own floor; the targets are judged on the medians")
-	groups := fs.Int("groups", 0, "also compare runs sealed per group: --group-users users in this many networks, each with its own recipient (--recipients-map), against the same users in one network, --repeat pairs alternated (0 skips them)")
+	groups := fs.Int("groups", 0, "also compare runs sealed per group: --group-users users in this many networks, each with its own recipient (--recipients-map), against the same users in one network, --repeat pairs, every other one run the other way round (0 skips them)")
 	groupUsers := fs.Int("group-users", 20000, "users in each --groups run")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of every child to this folder (NAME.pprof; pwrotate is built with -tags pprof, so not with --binary)")
 	if err := fs.Parse(args); err != nil {
