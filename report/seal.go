@@ -409,16 +409,19 @@ type sealScratch struct {
 
 // cipherBuf is the size of the buffer between age and the file. age
 // writes its header a line at a time, so without it a small file costs a
-// dozen write calls; age's 64 KiB chunks go past it uncopied.
+// dozen write calls; age's 64 KiB chunks, but for the first, go past it
+// uncopied.
 const cipherBuf = 4 << 10
 
 // writeSealedWith is writeSealed with the scratch memory sc.
 func writeSealedWith(w io.Writer, gen int, recips []age.Recipient, rows iter.Seq2[int, secret.Password], sc *sealScratch) error {
 	if sc.cw == nil {
-		sc.cw = bufio.NewWriterSize(w, cipherBuf)
-	} else {
-		sc.cw.Reset(w)
+		// Made on nil, then Reset: NewWriterSize would return w itself
+		// were it a large enough *bufio.Writer, and Reset(nil) would cut
+		// the caller's writer off.
+		sc.cw = bufio.NewWriterSize(nil, cipherBuf)
 	}
+	sc.cw.Reset(w)
 	defer sc.cw.Reset(nil)
 	enc, err := age.Encrypt(sc.cw, recips...)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io"
+	"math/big"
 	"slices"
 	"strings"
 	"testing"
@@ -156,9 +157,10 @@ func TestX25519RecipientRefusesLowOrder(t *testing.T) {
 			if _, err := r.Wrap(make([]byte, 16)); err == nil {
 				t.Fatal("age wraps to it: the test's premise is wrong")
 			}
+			// Parsed (the key is well formed), refused at the wrap.
 			ours, err := newX25519Recipient(r)
 			if err != nil {
-				return // refused when parsed: as good
+				t.Fatal(err)
 			}
 			if _, err := ours.Wrap(make([]byte, 16)); err == nil {
 				t.Fatal("wrapped a file key to a low-order point")
@@ -265,6 +267,22 @@ func TestX25519ShareMatchesECDH(t *testing.T) {
 		ones[i] = 0xff
 	}
 	scalars = append(scalars, zero, ones)
+	// Clamped scalars next to 4l…7l, the multiples of the basepoint's
+	// order l in the clamped range, where reducing mod l matters most.
+	l, _ := new(big.Int).SetString("1000000000000000000000000000000014def9dea2f79cd65812631a5cf5d3ed", 16)
+	for m := int64(4); m <= 7; m++ {
+		for d := int64(-64); d <= 64; d += 8 {
+			k := new(big.Int).Add(new(big.Int).Mul(big.NewInt(m), l), big.NewInt(d))
+			k.Rsh(k, 3).Lsh(k, 3) // a multiple of 8, as clamping makes it
+			if k.BitLen() != 255 {
+				continue // outside [2^254, 2^255)
+			}
+			var s [32]byte
+			k.FillBytes(s[:])
+			slices.Reverse(s[:]) // little-endian
+			scalars = append(scalars, s)
+		}
+	}
 	for _, s := range scalars {
 		priv, err := ecdh.X25519().NewPrivateKey(s[:])
 		if err != nil {
@@ -273,5 +291,83 @@ func TestX25519ShareMatchesECDH(t *testing.T) {
 		if got, want := x25519Share(&s), priv.PublicKey().Bytes(); !bytes.Equal(got, want) {
 			t.Fatalf("share of %x = %x, crypto/ecdh gives %x", s, got, want)
 		}
+	}
+}
+
+// TestX25519RFC7748 checks the ladder and the fixed-base share against
+// RFC 7748's vectors (section 5.2: two scalar multiplications, and the
+// iteration from u = 9 after 1 and 1,000 steps; section 6.1: Alice's
+// public key), which come from neither crypto/ecdh nor age.
+func TestX25519RFC7748(t *testing.T) {
+	dec := func(s string) []byte {
+		b, err := hex.DecodeString(s)
+		if err != nil || len(b) != 32 {
+			t.Fatalf("bad vector %q", s)
+		}
+		return b
+	}
+	for _, tc := range []struct{ name, scalar, u, want string }{
+		{"5.2 first", "a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
+			"e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
+			"c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"},
+		{"5.2 second", "4b66e9d4d1b4673c5ad22691957d6af5c11b6421e0ea01d42ca4169e7918ba0d",
+			"e5210f12786811d3f4b7959d0538ae2c31dbe7106fc03c3efc4cd549c715a493",
+			"95cbde9476e8907d7aade45cb4b873f88b595a68799fa152e6f8f7647aac7957"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := make([]byte, 32)
+			x25519ScalarMult(got, dec(tc.scalar), dec(tc.u))
+			if want := dec(tc.want); !bytes.Equal(got, want) {
+				t.Fatalf("got %x, want %x", got, want)
+			}
+		})
+	}
+	t.Run("5.2 iterated", func(t *testing.T) {
+		k := dec("0900000000000000000000000000000000000000000000000000000000000000")
+		u := bytes.Clone(k)
+		for i := 1; i <= 1000; i++ {
+			out := make([]byte, 32)
+			x25519ScalarMult(out, k, u)
+			u, k = k, out
+			if i == 1 && !bytes.Equal(k, dec("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079")) {
+				t.Fatalf("after 1 step: %x", k)
+			}
+		}
+		if want := dec("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51"); !bytes.Equal(k, want) {
+			t.Fatalf("after 1,000 steps: %x, want %x", k, want)
+		}
+	})
+	t.Run("6.1 Alice's share", func(t *testing.T) {
+		var a [32]byte
+		copy(a[:], dec("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
+		if got, want := x25519Share(&a), dec("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"); !bytes.Equal(got, want) {
+			t.Fatalf("got %x, want %x", got, want)
+		}
+	})
+}
+
+// BenchmarkX25519Wrap compares the cost of one X25519 stanza written by
+// age's recipient and by x25519Recipient.
+func BenchmarkX25519Wrap(b *testing.B) {
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		b.Fatal(err)
+	}
+	ours, err := newX25519Recipient(id.Recipient())
+	if err != nil {
+		b.Fatal(err)
+	}
+	fileKey := make([]byte, 16)
+	for _, r := range []struct {
+		name string
+		r    age.Recipient
+	}{{"age", id.Recipient()}, {"pwrotate", ours}} {
+		b.Run(r.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := r.r.Wrap(fileKey); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
