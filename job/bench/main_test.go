@@ -419,3 +419,25 @@ func TestWriteGroupFiles(t *testing.T) {
 		t.Fatalf("map: %q", rows)
 	}
 }
+
+func TestSealingTime(t *testing.T) {
+	dir := t.TempDir()
+	noSealed := filepath.Join(dir, "no-sealed.json")
+	if err := os.WriteFile(noSealed, []byte(`{"time":"2026-12-06T22:04:50Z","msg":"plan"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, path string
+		want       time.Duration
+	}{
+		{"plan to first sealed", filepath.Join("testdata", "run-log.json"), 351373943 * time.Nanosecond},
+		{"no sealed record", noSealed, 0},
+		{"no log", filepath.Join(dir, "missing.json"), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := sealingTime(tc.path); got != tc.want {
+				t.Fatalf("sealingTime = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
