@@ -26,7 +26,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -422,7 +421,6 @@ type childRun struct {
 	maxRSS  float64       // MiB
 	summary report.Summary
 	logPath string
-	sealing time.Duration // from the log's "plan" to its "sealed"; 0 if not found
 }
 
 // runChild runs pwrotate run --apply on n users against url.
@@ -479,7 +477,6 @@ func (b *bench) runChildOn(ctx context.Context, name, input string, n int, url s
 	if runErr != nil {
 		return r, fmt.Errorf("pwrotate (%s): %w; log: %s", name, runErr, tail(logPath, 5))
 	}
-	r.sealing = sealingTime(logPath)
 	if r.summary, err = report.ReadSummary(filepath.Join(out, summaryFileName)); err != nil {
 		return r, fmt.Errorf("pwrotate (%s): %w", name, err)
 	}
@@ -487,35 +484,6 @@ func (b *bench) runChildOn(ctx context.Context, name, input string, n int, url s
 		return r, fmt.Errorf("pwrotate (%s): %d of %d users updated, exit code %d; log: %s", name, got, n, r.summary.ExitCode, tail(logPath, 5))
 	}
 	return r, nil
-}
-
-// sealingTime returns the time from the "plan" record of a run's JSON log
-// to its first "sealed" record: generating and sealing the passwords,
-// before the first request. 0 if either is missing.
-func sealingTime(logPath string) time.Duration {
-	f, err := os.Open(logPath)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	var plan time.Time
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var rec struct {
-			Time time.Time `json:"time"`
-			Msg  string    `json:"msg"`
-		}
-		if json.Unmarshal(sc.Bytes(), &rec) != nil {
-			continue
-		}
-		switch {
-		case rec.Msg == "plan" && plan.IsZero():
-			plan = rec.Time
-		case rec.Msg == "sealed" && !plan.IsZero():
-			return rec.Time.Sub(plan)
-		}
-	}
-	return 0
 }
 
 // childEnv is the environment without PWROTATE_* settings, which would
