@@ -20,13 +20,13 @@ import (
 // the age format: a fresh ephemeral key, HKDF-SHA-256 over the shared
 // secret with salt ephemeral share ‖ recipient and the label
 // "age-encryption.org/v1/X25519", ChaCha20-Poly1305 with a zero nonce),
-// at a third to two fifths of age's CPU. age computes both the ephemeral share and the
-// shared secret through x/crypto's curve25519.X25519, which derives the
-// public key of its scalar each time before the result: four Montgomery
-// ladders a stanza. Here the share comes from filippo.io/edwards25519's
-// fixed-base table and the shared secret from one ladder (x25519ScalarMult,
-// crypto/ecdh's). Sealing one file per group (docs/performance.md) spends
-// most of its CPU there. It writes the very stanza age writes
+// at a third to two fifths of age's CPU. age computes both the ephemeral
+// share and the shared secret through x/crypto's curve25519.X25519, which
+// derives the public key of its scalar each time before the result: four
+// Montgomery ladders a stanza. Here the share comes from
+// filippo.io/edwards25519's fixed-base table and the shared secret from one
+// ladder (x25519ScalarMult, crypto/ecdh's). Sealing one file per group
+// (docs/performance.md) spends most of its CPU there. It writes the very stanza age writes
 // (TestX25519RecipientMatchesAge), and age's identities open what it seals
 // (TestX25519RecipientOpens), as does the stock age command
 // (TestSealRoundTrip, TestSealGroups).

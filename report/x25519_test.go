@@ -20,11 +20,7 @@ import (
 // that it decodes the recipient's key as age's identity derives it.
 func TestX25519RecipientOpens(t *testing.T) {
 	for i := range 20 {
-		id, err := age.GenerateX25519Identity()
-		if err != nil {
-			t.Fatal(err)
-		}
-		other, _ := age.GenerateX25519Identity()
+		id, other := mustX25519(t), mustX25519(t)
 		r, err := newX25519Recipient(id.Recipient())
 		if err != nil {
 			t.Fatal(err)
@@ -71,25 +67,15 @@ func TestX25519RecipientOpens(t *testing.T) {
 					t.Fatalf("%s: opened %q", name, got)
 				}
 			}
-			if _, err := age.Decrypt(bytes.NewReader(sealed.Bytes()), mustIdentity(t)); err == nil {
+			if _, err := age.Decrypt(bytes.NewReader(sealed.Bytes()), mustX25519(t)); err == nil {
 				t.Fatalf("%s: a stranger's key opened it", name)
 			}
 		}
 	}
 }
 
-func mustIdentity(t *testing.T) *age.X25519Identity {
-	t.Helper()
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return id
-}
-
 func TestBech32Data(t *testing.T) {
-	id, _ := age.GenerateX25519Identity()
-	good := id.Recipient().String()
+	good := mustX25519(t).Recipient().String()
 	for _, tc := range []struct {
 		name, s string
 		ok      bool
@@ -118,7 +104,7 @@ func TestBech32Data(t *testing.T) {
 func TestX25519RecipientMatchesAge(t *testing.T) {
 	fileKey := bytes.Repeat([]byte{0x42}, 16)
 	for seed := range uint64(50) {
-		id := mustIdentity(t)
+		id := mustX25519(t)
 		ours, err := newX25519Recipient(id.Recipient())
 		if err != nil {
 			t.Fatal(err)
@@ -225,7 +211,7 @@ func TestX25519ScalarMultMatchesECDH(t *testing.T) {
 	})
 	t.Run("low order", func(t *testing.T) {
 		for _, h := range x25519LowOrder {
-			point, _ := hex.DecodeString(h)
+			point := mustHex32(t, h)
 			for _, high := range []byte{0, 0x80} {
 				p := bytes.Clone(point)
 				p[31] |= high
@@ -240,6 +226,16 @@ func TestX25519ScalarMultMatchesECDH(t *testing.T) {
 			}
 		}
 	})
+}
+
+// mustHex32 decodes s, 32 bytes in hex.
+func mustHex32(t testing.TB, s string) []byte {
+	t.Helper()
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		t.Fatalf("bad 32-byte hex %q", s)
+	}
+	return b
 }
 
 // mustPublic returns the public key of a fresh X25519 key pair.
@@ -299,13 +295,6 @@ func TestX25519ShareMatchesECDH(t *testing.T) {
 // iteration from u = 9 after 1 and 1,000 steps; section 6.1: Alice's
 // public key), which come from neither crypto/ecdh nor age.
 func TestX25519RFC7748(t *testing.T) {
-	dec := func(s string) []byte {
-		b, err := hex.DecodeString(s)
-		if err != nil || len(b) != 32 {
-			t.Fatalf("bad vector %q", s)
-		}
-		return b
-	}
 	for _, tc := range []struct{ name, scalar, u, want string }{
 		{"5.2 first", "a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4",
 			"e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c",
@@ -316,31 +305,31 @@ func TestX25519RFC7748(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := make([]byte, 32)
-			x25519ScalarMult(got, dec(tc.scalar), dec(tc.u))
-			if want := dec(tc.want); !bytes.Equal(got, want) {
+			x25519ScalarMult(got, mustHex32(t, tc.scalar), mustHex32(t, tc.u))
+			if want := mustHex32(t, tc.want); !bytes.Equal(got, want) {
 				t.Fatalf("got %x, want %x", got, want)
 			}
 		})
 	}
 	t.Run("5.2 iterated", func(t *testing.T) {
-		k := dec("0900000000000000000000000000000000000000000000000000000000000000")
+		k := mustHex32(t, "0900000000000000000000000000000000000000000000000000000000000000")
 		u := bytes.Clone(k)
 		for i := 1; i <= 1000; i++ {
 			out := make([]byte, 32)
 			x25519ScalarMult(out, k, u)
 			u, k = k, out
-			if i == 1 && !bytes.Equal(k, dec("422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079")) {
+			if i == 1 && !bytes.Equal(k, mustHex32(t, "422c8e7a6227d7bca1350b3e2bb7279f7897b87bb6854b783c60e80311ae3079")) {
 				t.Fatalf("after 1 step: %x", k)
 			}
 		}
-		if want := dec("684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51"); !bytes.Equal(k, want) {
+		if want := mustHex32(t, "684cf59ba83309552800ef566f2f4d3c1c3887c49360e3875f2eb94d99532c51"); !bytes.Equal(k, want) {
 			t.Fatalf("after 1,000 steps: %x, want %x", k, want)
 		}
 	})
 	t.Run("6.1 Alice's share", func(t *testing.T) {
 		var a [32]byte
-		copy(a[:], dec("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
-		if got, want := x25519Share(&a), dec("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"); !bytes.Equal(got, want) {
+		copy(a[:], mustHex32(t, "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"))
+		if got, want := x25519Share(&a), mustHex32(t, "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"); !bytes.Equal(got, want) {
 			t.Fatalf("got %x, want %x", got, want)
 		}
 	})
@@ -349,10 +338,7 @@ func TestX25519RFC7748(t *testing.T) {
 // BenchmarkX25519Wrap compares the cost of one X25519 stanza written by
 // age's recipient and by x25519Recipient.
 func BenchmarkX25519Wrap(b *testing.B) {
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		b.Fatal(err)
-	}
+	id := mustX25519(b)
 	ours, err := newX25519Recipient(id.Recipient())
 	if err != nil {
 		b.Fatal(err)
