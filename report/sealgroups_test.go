@@ -44,14 +44,7 @@ func writeMap(t testing.TB, dir, column string, ids []int, recips map[int][]stri
 // recipient each, and the global recipient.
 func benchGroups(b *testing.B, groups int) (*RecipientsMap, []age.Recipient) {
 	b.Helper()
-	id, err := age.GenerateX25519Identity()
-	if err != nil {
-		b.Fatal(err)
-	}
-	global, err := ParseRecipients([]string{id.Recipient().String()}, nil) // as a run parses them
-	if err != nil {
-		b.Fatal(err)
-	}
+	global := mustParseRecipients(b, mustX25519(b).Recipient().String()) // as a run parses them
 	if groups <= 1 {
 		return nil, global
 	}
@@ -59,11 +52,7 @@ func benchGroups(b *testing.B, groups int) (*RecipientsMap, []age.Recipient) {
 	recips := map[int][]string{}
 	for g := range groups {
 		ids[g] = g + 1
-		k, err := age.GenerateX25519Identity()
-		if err != nil {
-			b.Fatal(err)
-		}
-		recips[g+1] = []string{k.Recipient().String()}
+		recips[g+1] = []string{mustX25519(b).Recipient().String()}
 	}
 	m, err := ParseRecipientsMap([]string{writeMap(b, b.TempDir(), "networkId", ids, recips)}, global)
 	if err != nil {

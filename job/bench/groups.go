@@ -33,9 +33,9 @@ func (b *bench) sealingPerGroup(ctx context.Context) error {
 	var ratios []float64
 	for k := range b.opt.repeat {
 		var perSec [2]float64
-		// Odd pairs run the grouped run first, so that whatever the first
-		// run of a pair leaves behind (page cache, a slower CPU after a
-		// busy second) weighs on both sides alike.
+		// Every other pair (the 2nd, 4th, …) runs the grouped run first, so
+		// that whatever the first run of a pair leaves behind (page cache, a
+		// slower CPU after a busy second) weighs on both sides alike.
 		order := []int{0, 1}
 		if k%2 == 1 {
 			order = []int{1, 0}
